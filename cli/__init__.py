@@ -1,0 +1,1 @@
+"""The ugd command line (Typer)."""

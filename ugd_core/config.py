@@ -1,0 +1,146 @@
+"""Sampler settings: every knob of the universal-guidance loop in one dataclass.
+
+Presets (``ugd``, ``dps``, ``freedom``, ...) are nothing but named sets of these
+values; a tuned set saved to a JSON file is a preset like any other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Union
+
+from .errors import UgdError
+from .params import closest
+
+ScheduleLike = Union[str, Callable[[int, float], float]]
+SCHEDULES = ("constant", "sqrt_1m_abar", "increase", "decrease")
+
+
+@dataclass
+class SamplerConfig:
+    """Knobs of Algorithm 1 (SPEC.md). Windows are fractions of the chain: (0, 1) = every step,
+    (0, 0.5) = the first (noisiest) half.
+    """
+
+    num_steps: int = 50
+    eta: float = 0.0  # DDIM stochasticity; 0 = deterministic
+    cfg_scale: float = 7.5  # classifier-free guidance for text backbones (ignored by others)
+
+    # forward universal guidance: eps += s(t) * grad_{z_t} loss(x0_hat(z_t))   (TFG's rho)
+    forward_strength: float = 0.0
+    forward_schedule: ScheduleLike = "sqrt_1m_abar"
+    forward_window: tuple[float, float] = (0.0, 1.0)
+    forward_normalize: str = "none"  # none | grad (unit per-sample gradient norm) | loss (divide by sqrt(loss), DPS)
+    forward_input: str = "x0"  # x0 = universal guidance; zt = naive (guide applied to the noisy z_t)
+
+    # backward universal guidance: m steps on delta minimising loss(x0_hat + delta)   (TFG's mu, N_iter)
+    backward_steps: int = 0
+    backward_lr: float = 0.1
+    backward_optimizer: str = "sgd"  # sgd | adam
+    backward_schedule: ScheduleLike = "constant"
+    backward_window: tuple[float, float] = (0.0, 1.0)
+
+    # per-step self-recurrence (TFG's N_recur); 1 = none
+    recurrence: int = 1
+    recurrence_window: tuple[float, float] = (0.0, 1.0)
+
+    # Gaussian smoothing of the guide's input (TFG's gamma, LGD's Monte-Carlo samples)
+    smoothing_std: float = 0.0
+    smoothing_schedule: ScheduleLike = "constant"
+    smoothing_probes: int = 1
+
+    # gradient estimate for guides with differentiable = False
+    zo_probes: int = 8
+    zo_std: float = 0.05
+
+    # clip x0_hat to the data range before the guide sees it (pixel backbones)
+    clip_x0: bool = False
+
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise UgdError for values the sampler cannot use."""
+        if self.num_steps < 1:
+            raise UgdError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.recurrence < 1:
+            raise UgdError(f"recurrence must be >= 1 (1 = no recurrence), got {self.recurrence}")
+        if self.backward_steps < 0:
+            raise UgdError(f"backward_steps must be >= 0, got {self.backward_steps}")
+        for name in ("forward_schedule", "backward_schedule", "smoothing_schedule"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value not in SCHEDULES:
+                raise UgdError(f"{name}={value!r} is not one of {', '.join(SCHEDULES)}{closest(value, list(SCHEDULES))}")
+        choices = {
+            "forward_normalize": ("none", "grad", "loss"),
+            "forward_input": ("x0", "zt"),
+            "backward_optimizer": ("sgd", "adam"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UgdError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        for name in ("forward_window", "backward_window", "recurrence_window"):
+            lo, hi = getattr(self, name)
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise UgdError(f"{name}={(lo, hi)} must satisfy 0 <= start <= end <= 1")
+            setattr(self, name, (float(lo), float(hi)))
+
+    def updated(self, **changes: Any) -> "SamplerConfig":
+        """A copy with some knobs changed (unknown knob names are a UgdError)."""
+        return replace(self, **check_knobs(changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (callable schedules are recorded by name only)."""
+        d = asdict(self)
+        for k, v in d.items():
+            if callable(v):
+                d[k] = f"<callable {getattr(v, '__name__', 'schedule')}>"
+            elif isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SamplerConfig":
+        """Inverse of :meth:`to_dict` (unknown keys are a UgdError)."""
+        d = check_knobs(d)
+        for k in ("forward_window", "backward_window", "recurrence_window"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+def knob_names() -> list[str]:
+    """Every settable knob."""
+    return [f.name for f in fields(SamplerConfig)]
+
+
+def check_knobs(d: dict[str, Any]) -> dict[str, Any]:
+    """Return ``d`` if every key is a knob, else raise UgdError naming the closest knob."""
+    names = knob_names()
+    for k in d:
+        if k not in names:
+            raise UgdError(f"unknown sampler setting {k!r}{closest(k, names)}; settings: {', '.join(names)}")
+    return dict(d)
+
+
+def load_preset_file(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """Read a preset file: JSON ``{"name": ..., "description": ..., "settings": {...}}``."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UgdError(f"preset file {str(p)!r} does not exist; pass a preset name (`ugd list`) or a JSON file") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UgdError(f"preset file {str(p)!r} is not readable JSON ({exc}); fix or regenerate it with `ugd tune`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        raise UgdError(f"preset file {str(p)!r} has no 'settings' object; expected {{\"name\": ..., \"settings\": {{...}}}}")
+    return str(data.get("name", p.stem)), check_knobs(data["settings"])
+
+
+def save_preset_file(path: str | Path, name: str, settings: dict[str, Any], description: str = "", **extra: Any) -> None:
+    """Write a preset file that ``--preset FILE`` accepts."""
+    Path(path).write_text(json.dumps(dict(name=name, description=description, settings=check_knobs(settings), **extra), indent=2))

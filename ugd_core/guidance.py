@@ -1,0 +1,165 @@
+"""Guidance functions: an off-the-shelf network f, a loss l, a target c and a preprocess.
+
+A guide sees images as float tensors NCHW in [-1, 1] on the sampler's device;
+``preprocess`` owns resizing and normalisation for its network, ``f`` runs the
+network, and ``loss(f(preprocess(images)), target)`` returns one value per sample.
+Guides never call ``backward`` or step an optimiser: the sampler owns every
+gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+
+@runtime_checkable
+class GuidanceFunction(Protocol):
+    """What the sampler needs from a guide."""
+
+    name: str
+    differentiable: bool
+    target: Any
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """Images in [-1, 1] (NCHW) -> the network's input."""
+        ...
+
+    def f(self, x: Tensor) -> Any:
+        """Run the frozen network."""
+        ...
+
+    def loss(self, output: Any, target: Any) -> Tensor:
+        """One loss value per sample, shape [N]; lower is better."""
+        ...
+
+
+def freeze(*modules: nn.Module) -> None:
+    """Put guide networks in eval mode and stop their parameters from collecting gradients."""
+    for m in modules:
+        m.eval()
+        m.requires_grad_(False)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+@dataclass
+class Guide:
+    """A guide built from plain callables; see :func:`make_guide`."""
+
+    name: str
+    f_fn: Callable[[Tensor], Any]
+    loss_fn: Callable[[Any, Any], Tensor]
+    target: Any = None
+    preprocess_fn: Callable[[Tensor], Tensor] = _identity
+    differentiable: bool = True
+    modules: Sequence[nn.Module] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        freeze(*self.modules)
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        return self.preprocess_fn(images)
+
+    def f(self, x: Tensor) -> Any:
+        return self.f_fn(x)
+
+    def loss(self, output: Any, target: Any) -> Tensor:
+        return self.loss_fn(output, target)
+
+    def to(self, device: torch.device | str) -> "Guide":
+        """Move the guide's networks (and a tensor target) to ``device``."""
+        for m in self.modules:
+            m.to(device)
+        if isinstance(self.target, Tensor):
+            self.target = self.target.to(device)
+        return self
+
+
+def make_guide(
+    name: str,
+    f: Callable[[Tensor], Any],
+    loss: Callable[[Any, Any], Tensor],
+    target: Any = None,
+    preprocess: Callable[[Tensor], Tensor] | None = None,
+    differentiable: bool = True,
+    modules: Iterable[nn.Module] = (),
+) -> Guide:
+    """Build a :class:`GuidanceFunction` from plain callables.
+
+    ``modules`` are the networks inside ``f``; they are frozen (eval mode, no
+    parameter gradients) here.
+    """
+    return Guide(name, f, loss, target, preprocess or _identity, differentiable, tuple(modules))
+
+
+def guide_loss(guide: GuidanceFunction, images: Tensor) -> Tensor:
+    """``l(f(preprocess(images)), c)`` with its shape checked: one value per sample."""
+    out = guide.loss(guide.f(guide.preprocess(images)), guide.target)
+    if out.shape != (images.shape[0],):
+        raise ValueError(
+            f"guide {guide.name!r} returned a loss of shape {tuple(out.shape)}; "
+            f"a guide's loss must have one value per sample, shape [{images.shape[0]}]"
+        )
+    return out
+
+
+@dataclass
+class WeightedGuide:
+    """A guide and its weight in the sum."""
+
+    guide: GuidanceFunction
+    weight: float = 1.0
+
+
+class GuideSet:
+    """Several guides combined as a weighted sum of their per-sample losses."""
+
+    def __init__(self, guides: Iterable[GuidanceFunction | WeightedGuide | tuple[GuidanceFunction, float]] = ()):
+        self.items: list[WeightedGuide] = []
+        for g in guides:
+            if isinstance(g, WeightedGuide):
+                self.items.append(g)
+            elif isinstance(g, tuple):
+                self.items.append(WeightedGuide(g[0], float(g[1])))
+            else:
+                self.items.append(WeightedGuide(g, 1.0))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    @property
+    def differentiable(self) -> bool:
+        """True when every guide supports autograd."""
+        return all(i.guide.differentiable for i in self.items)
+
+    def loss(self, images: Tensor) -> Tensor:
+        """Weighted sum of every guide's per-sample loss, shape [N]."""
+        total = torch.zeros(images.shape[0], device=images.device)
+        for item in self.items:
+            total = total + item.weight * guide_loss(item.guide, images)
+        return total
+
+    def losses(self, images: Tensor) -> dict[str, Tensor]:
+        """Each guide's unweighted per-sample loss, by name (for logging and benchmarks)."""
+        with torch.no_grad():
+            return {i.guide.name: guide_loss(i.guide, images) for i in self.items}
+
+
+def as_guide_set(guides: Any) -> GuideSet:
+    """Accept a GuideSet, a single guide, or a list of guides / (guide, weight) pairs."""
+    if guides is None:
+        return GuideSet()
+    if isinstance(guides, GuideSet):
+        return guides
+    if isinstance(guides, (list, tuple)) and not (len(guides) == 2 and isinstance(guides[1], (int, float))):
+        return GuideSet(guides)
+    return GuideSet([guides])

@@ -1,0 +1,23 @@
+"""Per-sample random numbers: each image owns a generator, so an image depends only on its seed."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+def make_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per seed (CPU so results do not depend on the device's RNG)."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def randn(shape: Sequence[int], generators: Sequence[torch.Generator], device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Standard normal noise of shape [len(generators), *shape], sample i drawn from generator i.
+
+    When every sample shares one generator (diffusers-style), the batch is drawn at once.
+    """
+    if len(generators) > 1 and all(g is generators[0] for g in generators):
+        return torch.randn((len(generators), *shape), generator=generators[0], dtype=dtype).to(device)
+    return torch.stack([torch.randn(tuple(shape), generator=g, dtype=dtype) for g in generators]).to(device)

@@ -1,0 +1,130 @@
+"""Typed, documented parameters of guides, backbones and benchmarks, and the ``NAME:key=value`` syntax."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import UgdError
+
+_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float, "path": str}
+
+
+def _to_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (use true or false)")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: name, type ('str', 'int', 'float', 'bool', 'path'), default, help.
+
+    ``required`` parameters have no default; ``choices`` restricts string values.
+    """
+
+    name: str
+    type: str = "str"
+    default: Any = None
+    help: str = ""
+    required: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def coerce(self, raw: Any, owner: str) -> Any:
+        """Convert a raw (usually string) value to this parameter's type, or raise UgdError."""
+        if raw is None or (not isinstance(raw, str) and self.type != "path"):
+            value = raw
+        else:
+            try:
+                value = _to_bool(raw) if self.type == "bool" else _TYPES[self.type](raw)
+            except (ValueError, KeyError) as exc:
+                raise UgdError(
+                    f"{owner}: parameter {self.name}={raw!r} is not a valid {self.type} ({exc}); "
+                    f"see `ugd info {owner}`"
+                ) from None
+        if self.choices and value not in self.choices:
+            raise UgdError(f"{owner}: {self.name}={value!r} is not one of {', '.join(self.choices)}")
+        return value
+
+
+def closest(name: str, options: list[str]) -> str:
+    """' (did you mean X?)' for the nearest known name, or ''."""
+    match = difflib.get_close_matches(name, options, n=2, cutoff=0.5)
+    return f" (did you mean {' or '.join(match)}?)" if match else ""
+
+
+def resolve_params(owner: str, params: list[Param], given: dict[str, Any]) -> dict[str, Any]:
+    """Check names against ``params``, coerce types, fill defaults; UgdError on any problem."""
+    known = {p.name: p for p in params}
+    out: dict[str, Any] = {}
+    for key, raw in given.items():
+        if key not in known:
+            names = sorted(known)
+            hint = closest(key, names) or (f"; known: {', '.join(names)}" if names else "; it takes no parameters")
+            raise UgdError(f"{owner}: unknown parameter {key!r}{hint}")
+        out[key] = known[key].coerce(raw, owner)
+    for p in params:
+        if p.name not in out:
+            if p.required:
+                raise UgdError(f"{owner}: missing required parameter {p.name!r} ({p.help}); e.g. {owner}:{p.name}=...")
+            out[p.name] = p.default
+    return out
+
+
+def parse_spec(text: str) -> tuple[str, dict[str, str]]:
+    """Parse ``NAME`` or ``NAME:key=value,key2="a,b"`` into (name, {key: raw value}).
+
+    Values containing commas are quoted with double or single quotes. Raises
+    UgdError for a malformed spec.
+    """
+    text = text.strip()
+    name, sep, rest = text.partition(":")
+    name = name.strip()
+    if not name or any(c in name for c in "=,\"' "):
+        raise UgdError(f"malformed spec {text!r}: expected NAME or NAME:key=value,key2=value")
+    params: dict[str, str] = {}
+    if not sep:
+        return name, params
+    if not rest.strip():
+        raise UgdError(f"malformed spec {text!r}: nothing after ':'; write NAME:key=value or drop the ':'")
+    for field in _split_fields(rest, text):
+        key, eq, value = field.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise UgdError(f"malformed spec {text!r}: {field.strip()!r} is not key=value")
+        if key in params:
+            raise UgdError(f"malformed spec {text!r}: parameter {key!r} given twice")
+        params[key] = _unquote(value.strip())
+    return name, params
+
+
+def _split_fields(rest: str, text: str) -> list[str]:
+    """Split on commas outside single or double quotes."""
+    fields, buf, quote = [], [], ""
+    for ch in rest:
+        if quote:
+            buf.append(ch)
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+            buf.append(ch)
+        elif ch == ",":
+            fields.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    if quote:
+        raise UgdError(f"malformed spec {text!r}: unclosed {quote} quote")
+    fields.append("".join(buf))
+    return fields
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value

@@ -1,0 +1,192 @@
+"""Plugin discovery and the registry of guides, backbones, presets and benchmarks.
+
+One pluggy ``PluginManager`` per registry. ugd's built-in module registers
+through the same hooks as third parties; every installed distribution's
+``ugd`` entry points are loaded one by one, so a plugin that fails to import or
+whose hook raises is recorded as *broken* with its error instead of taking the
+registry (or the CLI) down. ``UGD_LOAD_PLUGINS`` (comma-separated entry-point
+names; empty for none) restricts which third-party plugins load.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from . import hookspecs
+from .errors import UgdError
+from .params import Param, closest, parse_spec, resolve_params
+
+ENTRY_POINT_GROUP = "ugd"
+KINDS = ("guide", "backbone", "preset", "benchmark")
+
+
+@dataclass
+class Entry:
+    """One registered item."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any] | None
+    description: str
+    params: list[Param] = field(default_factory=list)
+    differentiable: bool = True
+    plugin: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)  # presets: the knob values
+    source: str = ""  # presets: where the values come from
+
+
+@dataclass
+class PluginInfo:
+    """A loaded (or broken) plugin."""
+
+    name: str
+    version: str
+    hooks: list[str]
+    error: str = ""
+
+
+class Registry:
+    """Everything registered by the loaded plugins."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+        self.plugins: dict[str, PluginInfo] = {}
+        self.problems: list[str] = []  # duplicate names and similar non-fatal issues
+        self.pm = pluggy.PluginManager("ugd")
+        self.pm.add_hookspecs(hookspecs)
+
+    # -- loading -------------------------------------------------------------------------
+
+    def add_plugin(self, module: ModuleType | object, name: str, version: str = "") -> None:
+        """Register one plugin object and run its hooks, recording any failure as broken."""
+        try:
+            self.pm.register(module, name=name)
+        except Exception as exc:  # a malformed hookimpl
+            self.plugins[name] = PluginInfo(name, version, [], f"{type(exc).__name__}: {exc}")
+            return
+        hooks = [h.name for h in self.pm.get_hookcallers(module) or []]
+        info = PluginInfo(name, version, sorted(hooks))
+        self.plugins[name] = info
+        for kind in KINDS:
+            caller = getattr(self.pm.hook, f"ugd_register_{kind}s")
+            for impl in caller.get_hookimpls():
+                if impl.plugin_name != name:
+                    continue
+                try:
+                    impl.function(register=self._registrar(kind, name))
+                except Exception as exc:
+                    info.error = f"{kind}s hook raised {type(exc).__name__}: {exc}"
+
+    def load_entry_points(self) -> None:
+        """Load every plugin advertised in the ``ugd`` entry-point group."""
+        wanted = os.environ.get("UGD_LOAD_PLUGINS")
+        allow = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if allow is not None and ep.name not in allow:
+                continue
+            if ep.name in self.plugins:
+                self.problems.append(f"plugin name {ep.name!r} is provided twice; kept the first")
+                continue
+            version = ep.dist.version if ep.dist is not None else ""
+            try:
+                module = ep.load()
+            except Exception as exc:
+                self.plugins[ep.name] = PluginInfo(ep.name, version, [], f"import failed: {type(exc).__name__}: {exc}")
+                continue
+            self.add_plugin(module, ep.name, version)
+
+    def _registrar(self, kind: str, plugin: str) -> Callable[..., None]:
+        def register(
+            name: str,
+            factory: Any = None,
+            description: str = "",
+            params: Iterable[Param] = (),
+            differentiable: bool = True,
+            source: str = "",
+        ) -> None:
+            table = self.entries[kind]
+            if name in table:
+                self.problems.append(
+                    f"{kind} {name!r} from plugin {plugin!r} ignored: already registered by {table[name].plugin!r}"
+                )
+                return
+            settings = dict(factory) if kind == "preset" else {}
+            fn = None if kind == "preset" else factory
+            table[name] = Entry(kind, name, fn, description, list(params), differentiable, plugin, settings, source)
+
+        return register
+
+    # -- lookup --------------------------------------------------------------------------
+
+    def get(self, kind: str, name: str) -> Entry:
+        """The entry of that kind and name, or a UgdError that suggests the closest names."""
+        table = self.entries[kind]
+        if name in table:
+            return table[name]
+        broken = [p for p in self.plugins.values() if p.error]
+        hint = closest(name, list(table))
+        extra = f"; broken plugins: {', '.join(p.name for p in broken)} (see `ugd list`)" if broken else ""
+        raise UgdError(f"unknown {kind} {name!r}{hint}; `ugd list` shows the {kind}s available{extra}")
+
+    def find(self, name: str) -> Entry:
+        """Look a name up across all kinds (for ``ugd info``)."""
+        for kind in KINDS:
+            if name in self.entries[kind]:
+                return self.entries[kind][name]
+        every = [n for k in KINDS for n in self.entries[k]]
+        raise UgdError(f"unknown name {name!r}{closest(name, every)}; `ugd list` shows what is installed")
+
+    def build(self, kind: str, name: str, params: dict[str, Any] | None = None, **extra: Any) -> Any:
+        """Resolve parameters and call the factory of a guide, backbone or benchmark."""
+        entry = self.get(kind, name)
+        resolved = resolve_params(name, entry.params, params or {})
+        assert entry.factory is not None
+        return entry.factory(**resolved, **extra)
+
+    def build_from_spec(self, kind: str, spec: str, **extra: Any) -> Any:
+        """Build from ``NAME:key=value,...`` text."""
+        name, params = parse_spec(spec)
+        return self.build(kind, name, params, **extra)
+
+
+def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), entry_points: bool = True) -> Registry:
+    """A fresh registry: ugd's built-ins, installed entry-point plugins, then ``extra_plugins``."""
+    from . import builtin
+
+    reg = Registry()
+    reg.add_plugin(builtin, "ugd", _version("ugd"))
+    if entry_points:
+        reg.load_entry_points()
+    for name, module in extra_plugins:
+        reg.add_plugin(module, name)
+    return reg
+
+
+_DEFAULT: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (loaded on first use)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = load_registry()
+    return _DEFAULT
+
+
+def reset_registry() -> None:
+    """Forget the process-wide registry (after installing a plugin, or in tests)."""
+    global _DEFAULT
+    _DEFAULT = None
+
+
+def _version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "0+unknown"

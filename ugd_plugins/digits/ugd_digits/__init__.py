@@ -1,0 +1,1 @@
+"""The digits world plugin for ugd."""

@@ -1,0 +1,121 @@
+"""Train (or resume training) the digits diffusion backbone.
+
+    python -m ugd_digits.train_backbone --minutes 60            # resumes if a state file exists
+
+Recipe: eps-prediction on the cosine schedule, AdamW with warm-up, gradient
+clipping, Min-SNR-5 loss weighting (Hang et al. 2023, "Efficient Diffusion
+Training via Min-SNR Weighting Strategy") and an EMA with warm-up (diffusers
+``EMAModel``). Every ``--save-every`` steps the EMA weights are written to the
+plugin's ``weights/backbone.safetensors`` (what ships) and the whole training
+state to ``training/backbone_state.pt`` (what a later session resumes from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from .data import load_digits, sample_canvases
+from .models import backbone_scheduler, backbone_unet
+
+PLUGIN_DIR = Path(__file__).resolve().parent
+WEIGHTS = PLUGIN_DIR / "weights" / "backbone.safetensors"
+STATE = PLUGIN_DIR.parent / "training" / "backbone_state.pt"
+LOG = PLUGIN_DIR.parent / "training" / "backbone_log.jsonl"
+
+
+def _atomic_save(obj_writer, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    obj_writer(tmp)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this run")
+    p.add_argument("--max-steps", type=int, default=100_000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="ignore an existing training state")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+
+    from diffusers.training_utils import EMAModel
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    digits = load_digits("train")
+    unet = backbone_unet().to(device)
+    sched = backbone_scheduler()
+    acp = sched.alphas_cumprod.to(device)
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
+    ema = EMAModel(unet.parameters(), decay=0.9995, use_ema_warmup=True, power=2 / 3)
+    step, seconds = 0, 0.0
+    if STATE.exists() and not args.fresh:
+        state = torch.load(STATE, map_location=device, weights_only=False)
+        unet.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        ema.load_state_dict(state["ema"])
+        step, seconds = state["step"], state["seconds"]
+        print(f"resumed at step {step} ({seconds / 60:.1f} min trained)")
+    gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+
+    def checkpoint() -> None:
+        STATE.parent.mkdir(parents=True, exist_ok=True)
+        state = dict(model=unet.state_dict(), optimizer=opt.state_dict(), ema=ema.state_dict(), step=step, seconds=seconds)
+        _atomic_save(lambda f: torch.save(state, f), STATE)
+        shadow = {k: v.detach().clone().contiguous().cpu() for k, v in zip(unet.state_dict().keys(), _ema_tensors(unet, ema))}
+        meta = {"step": str(step), "train_minutes": f"{seconds / 60:.1f}", "recipe": "eps, cosine, min-snr-5, ema"}
+        _atomic_save(lambda f: save_file(shadow, str(f), metadata=meta), WEIGHTS)
+
+    start = time.time()
+    budget = args.minutes * 60
+    unet.train()
+    while step < args.max_steps and time.time() - start < budget:
+        t0 = time.time()
+        x0, _, _ = sample_canvases(digits, args.batch, gen)
+        x0 = x0.to(device)
+        t = torch.randint(0, len(acp), (args.batch,), generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        a = acp[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = unet(zt, t).sample
+        snr = a.flatten() / (1 - a.flatten())
+        weight = torch.clamp(snr, max=5.0) / snr  # Min-SNR-5 for eps-prediction
+        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        for g in opt.param_groups:
+            g["lr"] = args.lr * min(1.0, (step + 1) / 200)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        ema.step(unet.parameters())
+        step += 1
+        seconds += time.time() - t0
+        if step % 50 == 0:
+            with LOG.open("a") as fh:
+                fh.write(json.dumps(dict(step=step, loss=round(loss.item(), 5), minutes=round(seconds / 60, 2))) + "\n")
+        if step % args.save_every == 0:
+            checkpoint()
+    checkpoint()
+    print(f"stopped at step {step} ({seconds / 60:.1f} min trained); weights in {WEIGHTS}")
+
+
+def _ema_tensors(unet: torch.nn.Module, ema) -> list[torch.Tensor]:
+    # EMAModel keeps shadow copies of parameters only; buffers (none in UNet2DModel) come from the model.
+    params = dict(unet.named_parameters())
+    shadow = iter(ema.shadow_params)
+    return [next(shadow) if name in params else tensor for name, tensor in unet.state_dict().items()]
+
+
+if __name__ == "__main__":
+    main()
