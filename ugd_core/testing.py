@@ -1,0 +1,106 @@
+"""Tiny random-weight models for tests and offline demos (no download, seconds on a CPU).
+
+``tiny_stable_diffusion()`` builds the real diffusers/transformers component
+classes of Stable Diffusion from small configs, with a byte-level CLIP tokenizer
+built in memory, so the latent path (text, CFG, VAE decode) runs end to end
+offline. ``save_tiny_stable_diffusion(path)`` writes it as a pipeline folder
+that ``--backbone stable-diffusion:model=PATH`` loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .backbones import StableDiffusionBackbone
+
+
+def tiny_clip_tokenizer(max_length: int = 16) -> Any:
+    """A CLIP BPE tokenizer over single bytes (no merges): every character is a token."""
+    from transformers import CLIPTokenizer
+
+    chars = _byte_level_alphabet()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    tok = CLIPTokenizer(vocab=vocab, merges=[])
+    tok.model_max_length = max_length
+    return tok
+
+
+def _byte_level_alphabet() -> list[str]:
+    # GPT-2/CLIP byte-level BPE: printable bytes map to themselves, the others to U+0100 onwards.
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]
+    out, extra = [], 0
+    for b in range(256):
+        if b in printable:
+            out.append(chr(b))
+        else:
+            out.append(chr(256 + extra))
+            extra += 1
+    return out
+
+
+def tiny_stable_diffusion_components(seed: int = 0) -> dict[str, Any]:
+    """unet, vae, text_encoder, tokenizer, scheduler of a ~0.3M-parameter SD (16x16 images)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=16,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer.get_vocab()),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+
+def tiny_stable_diffusion(seed: int = 0, device: str = "cpu") -> StableDiffusionBackbone:
+    """The tiny SD as a ugd backbone."""
+    c = tiny_stable_diffusion_components(seed)
+    return StableDiffusionBackbone(c["unet"], c["vae"], c["text_encoder"], c["tokenizer"], c["scheduler"], device=device)
+
+
+def save_tiny_stable_diffusion(path: str | Path, seed: int = 0) -> Path:
+    """Write the tiny SD as a diffusers ``StableDiffusionPipeline`` folder."""
+    from diffusers import StableDiffusionPipeline
+
+    c = tiny_stable_diffusion_components(seed)
+    pipe = StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(str(path))
+    return Path(path)
