@@ -128,3 +128,25 @@ class SegNet(nn.Module):
         a = self.enc1(x)
         b = self.enc2(a)
         return self.dec(torch.cat([a, self.up(b)], dim=1))
+
+
+class BoxNet(nn.Module):
+    """Object-location network: ``ConvNet`` conv features, then a small MLP on the *flattened* 8x8 map.
+
+    Global average pooling would throw away where the digit is, so the box head
+    reads the spatial map. Returns ``(box, logits)``: the tight box normalised to
+    [0, 1] as (x0, y0, x1, y1), always valid (x1 > x0, y1 > y0) because it is
+    parameterised as a sigmoid centre and size, and 10 class logits.
+    """
+
+    def __init__(self, classes: int = 10, width: int = 16, hidden: int = 128):
+        super().__init__()
+        self.backbone = ConvNet(classes, width)
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * 8 * 8, hidden), nn.SiLU(), nn.Linear(hidden, 4 + classes))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.mlp(self.backbone.features(x))
+        c = torch.sigmoid(out[:, :2])  # centre (x, y)
+        s = torch.sigmoid(out[:, 2:4])  # size (w, h)
+        box = torch.cat([c - s / 2, c + s / 2], dim=1)
+        return box, out[:, 4:]

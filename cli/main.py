@@ -1,0 +1,241 @@
+"""``ugd``: list plugins, describe them, generate guided images, run benchmarks.
+
+A thin Typer app over the public SDK (``ugd_core``). Every user error ends in
+one line on stderr naming the problem and the fix, exit status 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ugd_core.config import knob_names
+from ugd_core.errors import UgdError
+from ugd_core.registry import KINDS, get_registry
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Universal guidance for frozen diffusion models.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn UgdError (and warnings promoted by the sampler) into one line and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                return fn(*args, **kwargs)
+        except UgdError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command("list")
+@user_errors
+def list_cmd(json_out: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Installed plugins (with versions), guides, backbones, presets, benchmarks, and broken plugins."""
+    reg = get_registry()
+    if json_out:
+        data = {
+            "plugins": {n: dict(version=p.version, hooks=p.hooks, error=p.error) for n, p in reg.plugins.items()},
+            **{f"{k}s": {n: dict(description=e.description, plugin=e.plugin) for n, e in reg.entries[k].items()} for k in KINDS},
+            "problems": reg.problems,
+        }
+        console.print_json(json.dumps(data))
+        return
+    t = Table(title="plugins", title_justify="left")
+    for col in ("name", "version", "hooks", "status"):
+        t.add_column(col)
+    for p in reg.plugins.values():
+        t.add_row(p.name, p.version, ", ".join(h.replace("ugd_register_", "") for h in p.hooks), f"[red]broken: {p.error}[/]" if p.error else "ok")
+    console.print(t)
+    for kind in KINDS:
+        if not reg.entries[kind]:
+            continue
+        t = Table(title=f"{kind}s", title_justify="left")
+        for col in ("name", "plugin", "description"):
+            t.add_column(col)
+        for e in reg.entries[kind].values():
+            extra = "" if e.differentiable or kind != "guide" else " [yellow](non-differentiable: zero-order gradient)[/]"
+            t.add_row(e.name, e.plugin, e.description + extra)
+        console.print(t)
+    for problem in reg.problems:
+        err_console.print(f"[yellow]warning:[/] {problem}")
+
+
+@app.command()
+@user_errors
+def info(name: str = typer.Argument(..., help="a guide, backbone, preset or benchmark name")) -> None:
+    """Describe one guide, backbone, preset or benchmark: description, parameters, defaults."""
+    e = get_registry().find(name)
+    console.print(f"[bold]{e.name}[/] ({e.kind}, plugin {e.plugin})\n{e.description}")
+    if e.kind == "guide":
+        console.print("differentiable: " + ("yes" if e.differentiable else "no (the sampler estimates its gradient without autograd)"))
+    if e.kind == "preset":
+        if e.source:
+            console.print(f"source: {e.source}")
+        t = Table("setting", "value")
+        for k, v in e.settings.items():
+            t.add_row(k, repr(v))
+        console.print(t)
+        return
+    if not e.params:
+        console.print("parameters: none")
+        return
+    t = Table("parameter", "type", "default", "help")
+    for p in e.params:
+        default = "[red]required[/]" if p.required else repr(p.default)
+        choices = f" (one of {', '.join(p.choices)})" if p.choices else ""
+        t.add_row(p.name, p.type, default, p.help + choices)
+    if e.kind == "guide":
+        t.add_row("weight", "float", "1.0", "weight of this guide in the sum of guides")
+    console.print(t)
+    usage = ",".join(f"{p.name}=..." for p in e.params if p.required)
+    if e.kind in ("guide", "backbone"):
+        console.print(f"usage: --{e.kind} {e.name}{':' + usage if usage else ''}")
+
+
+def _knob_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _overrides(pairs: list[str], **named: Any) -> dict[str, Any]:
+    out = {k: v for k, v in named.items() if v is not None}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise UgdError(f"--set {pair!r} is not KEY=VALUE; e.g. --set forward_window=[0,0.5]")
+        out[key.strip()] = _knob_value(value)
+    return out
+
+
+def make_progress() -> Progress:
+    """The rich progress bar used by generate and bench."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False
+    )
+
+
+@app.command()
+@user_errors
+def generate(
+    guide: list[str] = typer.Option([], "--guide", "-g", help="NAME:key=value,... (repeatable; quote values with commas; weight=W scales a guide)"),
+    backbone: str = typer.Option("digits", "--backbone", "-b", help="NAME[:key=value,...]"),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="preset name (`ugd list`) or a preset JSON file"),
+    prompt: Optional[str] = typer.Option(None, help="text prompt (text backbones) or class label (class-conditional ones)"),
+    negative_prompt: Optional[str] = typer.Option(None, help="negative prompt for classifier-free guidance"),
+    steps: Optional[int] = typer.Option(None, help="number of DDIM steps"),
+    eta: Optional[float] = typer.Option(None, help="DDIM eta (0 = deterministic)"),
+    cfg_scale: Optional[float] = typer.Option(None, help="classifier-free guidance scale (text backbones)"),
+    forward_strength: Optional[float] = typer.Option(None, help="forward guidance strength s"),
+    backward_steps: Optional[int] = typer.Option(None, help="backward guidance steps m (0 = off)"),
+    backward_lr: Optional[float] = typer.Option(None, help="backward guidance step size"),
+    recurrence: Optional[int] = typer.Option(None, help="self-recurrence k (1 = off)"),
+    set_: list[str] = typer.Option([], "--set", help=f"any sampler setting KEY=VALUE (JSON values); keys: {', '.join(knob_names())}"),
+    seed: int = typer.Option(0, help="seed of the first image; image i uses seed + i"),
+    num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="number of images"),
+    batch_size: int = typer.Option(16, min=1, help="images sampled together"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    out: Path = typer.Option(Path("outputs"), "--out", "-o", help="output folder"),
+    overwrite: bool = typer.Option(False, help="replace existing output files"),
+    from_spec: Optional[Path] = typer.Option(None, help="reproduce an image from its .json sidecar or .png"),
+    ray: Optional[str] = typer.Option(None, "--ray", help="run on a Ray cluster: 'local' or an address", show_default=False),
+) -> None:
+    """Generate guided images; each PNG carries its full run spec (also in a JSON sidecar)."""
+    from ugd_core.run import RunSpec, check_outputs_free, read_image_record, save_image, spec_from_image_record
+
+    keep: Optional[int] = None
+    if from_spec is not None:
+        spec, keep = spec_from_image_record(read_image_record(from_spec))
+        if device != "cpu":
+            spec.device = device
+    else:
+        knobs = _overrides(
+            set_, num_steps=steps, eta=eta, cfg_scale=cfg_scale, forward_strength=forward_strength,
+            backward_steps=backward_steps, backward_lr=backward_lr, recurrence=recurrence,
+        )
+        spec = RunSpec(backbone, list(guide), preset, knobs, prompt, negative_prompt, seed, num_images, batch_size, device)
+    wanted = [spec.seeds()[keep]] if keep is not None else spec.seeds()
+    check_outputs_free(out, wanted, overwrite)
+    if ray is not None:
+        from ugd_core.distributed import generate_on_ray  # type: ignore[import-not-found]
+
+        paths = generate_on_ray(spec, out, address=ray, overwrite=overwrite, console=err_console)
+    else:
+        paths = _generate_here(spec, out, overwrite, keep)
+    for png, _ in paths:
+        console.print(str(png))
+
+
+def _generate_here(spec: Any, out: Path, overwrite: bool, keep: Optional[int]) -> list[tuple[Path, Path]]:
+    from ugd_core.run import build, generate_batch, save_image
+
+    from ugd_core.sampler import NoiseSchedule
+
+    built = build(spec)
+    chain_len = len(NoiseSchedule.from_scheduler(built.backbone.scheduler, built.config.num_steps).timesteps)
+    batches = spec.batches()
+    paths = []
+    with make_progress() as progress, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        task = progress.add_task("sampling", total=chain_len * len(batches))
+        for seeds in batches:
+            items = generate_batch(spec, seeds, built, progress=lambda i, n: progress.advance(task))
+            for j, item in enumerate(items):
+                if keep is None or j == keep:
+                    paths.append(save_image(item, out, overwrite))
+    for w in {str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)}:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    return paths
+
+
+@app.command()
+@user_errors
+def bench(
+    name: str = typer.Argument("digits", help="benchmark suite (`ugd list`)"),
+    params: list[str] = typer.Option([], "--param", help="suite parameter KEY=VALUE (see `ugd info NAME`)"),
+    quick: bool = typer.Option(False, help="few samples: a smoke run"),
+    out: Path = typer.Option(Path("bench-out"), "--out", "-o", help="folder for the table, JSON and sample grids"),
+    overwrite: bool = typer.Option(False, help="replace existing results in --out"),
+) -> None:
+    """Run a benchmark suite: tasks x methods -> a markdown table, a JSON file and PNG grids."""
+    reg = get_registry()
+    given = dict(p.partition("=")[::2] for p in params)
+    if quick:
+        given["quick"] = "true"
+    suite = reg.build("benchmark", name, given)
+    table = out / "results.md"
+    if table.exists() and not overwrite:
+        raise UgdError(f"{table} already exists; pass --overwrite or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    with make_progress() as progress:
+        result = suite(out, progress)
+    console.print(result.get("markdown", ""))
+    console.print(f"wrote {table}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="ugd")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
