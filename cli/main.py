@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -38,7 +39,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 warnings.simplefilter("ignore", FutureWarning)
                 return fn(*args, **kwargs)
         except UgdError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -157,9 +158,11 @@ def generate(
     overwrite: bool = typer.Option(False, help="replace existing output files"),
     from_spec: Optional[Path] = typer.Option(None, help="reproduce an image from its .json sidecar or .png"),
     ray: Optional[str] = typer.Option(None, "--ray", help="run on a Ray cluster: 'local' or an address", show_default=False),
+    resume: bool = typer.Option(False, help="keep images of this same spec already in --out, write only the missing ones (never rewrites one)"),
 ) -> None:
     """Generate guided images; each PNG carries its full run spec (also in a JSON sidecar)."""
-    from ugd_core.run import RunSpec, check_outputs_free, read_image_record, save_image, spec_from_image_record
+    from ugd_core.distributed import plan_outputs
+    from ugd_core.run import RunSpec, read_image_record, spec_from_image_record
 
     keep: Optional[int] = None
     if from_spec is not None:
@@ -173,34 +176,38 @@ def generate(
         )
         spec = RunSpec(backbone, list(guide), preset, knobs, prompt, negative_prompt, seed, num_images, batch_size, device)
     wanted = [spec.seeds()[keep]] if keep is not None else spec.seeds()
-    check_outputs_free(out, wanted, overwrite)
+    plan = plan_outputs(spec, out, wanted, overwrite, resume)  # checks everything before any work
+    if plan.skipped:
+        err_console.print(f"resuming: {len(plan.skipped)} images already complete in {out}, {len(plan.write)} to write")
+    if not plan.batches:
+        return
     if ray is not None:
-        from ugd_core.distributed import generate_on_ray  # type: ignore[import-not-found]
+        from ugd_core.distributed import generate_on_ray
 
-        paths = generate_on_ray(spec, out, address=ray, overwrite=overwrite, console=err_console)
+        paths = generate_on_ray(spec, out, address=ray, overwrite=overwrite, console=err_console, plan=plan)
     else:
-        paths = _generate_here(spec, out, overwrite, keep)
+        paths = _generate_here(spec, out, overwrite, plan)
     for png, _ in paths:
         console.print(str(png))
 
 
-def _generate_here(spec: Any, out: Path, overwrite: bool, keep: Optional[int]) -> list[tuple[Path, Path]]:
-    from ugd_core.run import build, generate_batch, save_image
-
+def _generate_here(spec: Any, out: Path, overwrite: bool, plan: Any) -> list[tuple[Path, Path]]:
+    from ugd_core.distributed import save_planned
+    from ugd_core.run import build, generate_batch
     from ugd_core.sampler import NoiseSchedule
 
     built = build(spec)
     chain_len = len(NoiseSchedule.from_scheduler(built.backbone.scheduler, built.config.num_steps).timesteps)
-    batches = spec.batches()
+    todo = set(plan.write)
     paths = []
     with make_progress() as progress, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        task = progress.add_task("sampling", total=chain_len * len(batches))
-        for seeds in batches:
+        task = progress.add_task("sampling", total=chain_len * len(plan.batches))
+        for seeds in plan.batches:
             items = generate_batch(spec, seeds, built, progress=lambda i, n: progress.advance(task))
-            for j, item in enumerate(items):
-                if keep is None or j == keep:
-                    paths.append(save_image(item, out, overwrite))
+            for item in items:
+                if item.record["seed"] in todo:
+                    paths.append(save_planned(item, out, plan, overwrite))
     for w in {str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)}:
         err_console.print(f"[yellow]warning:[/] {w}")
     return paths
@@ -214,8 +221,13 @@ def bench(
     quick: bool = typer.Option(False, help="few samples: a smoke run"),
     out: Path = typer.Option(Path("bench-out"), "--out", "-o", help="folder for the table, JSON and sample grids"),
     overwrite: bool = typer.Option(False, help="replace existing results in --out"),
+    ray: Optional[str] = typer.Option(None, "--ray", help="run the cells on a Ray cluster: 'local' or an address", show_default=False),
 ) -> None:
     """Run a benchmark suite: tasks x methods -> a markdown table, a JSON file and PNG grids."""
+    if ray is not None:
+        from ugd_core.distributed import require_ray
+
+        require_ray()  # before any work: without Ray this is the install hint, exit 2
     reg = get_registry()
     given = dict(p.partition("=")[::2] for p in params)
     if quick:
@@ -224,11 +236,56 @@ def bench(
     table = out / "results.md"
     if table.exists() and not overwrite:
         raise UgdError(f"{table} already exists; pass --overwrite or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    with make_progress() as progress:
-        result = suite(out, progress)
+    if ray is not None:
+        from ugd_core.distributed import run_bench_on_ray, suite_factory_for
+
+        out.mkdir(parents=True, exist_ok=True)
+        result = run_bench_on_ray(suite, out, address=ray, suite_factory=suite_factory_for(name, given), console=err_console)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        with make_progress() as progress:
+            result = suite(out, progress)
     console.print(result.get("markdown", ""))
     console.print(f"wrote {table}")
+
+
+@app.command()
+@user_errors
+def tune(
+    name: str = typer.Argument("digits", help="benchmark suite (`ugd list`)"),
+    task: Optional[str] = typer.Option(None, help="task of the suite to tune for (default: its first)"),
+    params: list[str] = typer.Option([], "--param", help="suite parameter KEY=VALUE (see `ugd info NAME`)"),
+    strategy: str = typer.Option("random", help="random (Ray Tune + ASHA), optuna (Ray Tune TPE + ASHA) or beam (TFG's beam search)"),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="starting point: a suite method, preset name or file (default: tfg for beam, else ugd)"),
+    knobs: Optional[str] = typer.Option(None, help="comma-separated knobs to search (default: forward_strength, forward_schedule, backward_steps, backward_lr, recurrence, windows, smoothing_std; beam: forward_strength, backward_lr, smoothing_std)"),
+    trials: int = typer.Option(16, min=1, help="settings to try (beam: at most this many)"),
+    samples: int = typer.Option(16, min=1, help="samples per seed for each setting"),
+    seeds: int = typer.Option(2, min=1, help="seeds per setting (seed, seed+1, ...); each is one ASHA rung"),
+    seed: int = typer.Option(0, help="first evaluation seed"),
+    quality_factor: float = typer.Option(1.5, help="keep quality <= this x the unguided quality (FID-like, lower is better)"),
+    rounds: int = typer.Option(3, min=1, help="beam: rounds of multiplying rho/mu/gamma by 2/2/10"),
+    beam_width: int = typer.Option(2, min=1, help="beam: settings kept per round"),
+    search_seed: int = typer.Option(0, help="seed of the random / TPE search"),
+    out: Path = typer.Option(Path("tune-out"), "--out", "-o", help="folder for trials.json, pareto.md/json and best-preset.json"),
+    overwrite: bool = typer.Option(False, help="replace existing results in --out"),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster: 'local' or an address (random/optuna start a local one by default)", show_default=False),
+) -> None:
+    """Tune sampler knobs for one benchmark task: best metric within a quality budget; writes a preset file."""
+    from ugd_core.distributed import require_ray, suite_factory_for
+    from ugd_core.tune import tune_suite
+
+    if ray is not None or strategy != "beam":
+        require_ray()  # before any work: without Ray this is the install hint, exit 2
+    given = dict(p.partition("=")[::2] for p in params)
+    suite = get_registry().build("benchmark", name, given)
+    result = tune_suite(
+        suite, task, strategy=strategy, base=preset, knobs=knobs, trials=trials, samples=samples,
+        seeds=[seed + i for i in range(seeds)], quality_factor=quality_factor, rounds=rounds, beam_width=beam_width,
+        out_dir=out, overwrite=overwrite, address=ray, suite_factory=suite_factory_for(name, given), suite_name=name,
+        console=err_console, search_seed=search_seed,
+    )
+    console.print(result.markdown)
+    console.print(f"wrote {result.files['preset']} (use: ugd generate --preset {result.files['preset']} ...)")
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ class RunSpec:
     num_images: int = 1
     batch_size: int = 16
     device: str = "cpu"
+    sampler: dict[str, Any] | None = None  # complete settings (from an image spec): bypasses preset and overrides
 
     def seeds(self) -> list[int]:
         """Image i gets seed + i."""
@@ -75,6 +76,8 @@ def resolve_device(device: str) -> str:
 
 def resolve_config(spec: RunSpec, registry: Registry) -> tuple[SamplerConfig, str | None]:
     """Preset (a name or a JSON file) then overrides -> SamplerConfig."""
+    if spec.sampler is not None:
+        return SamplerConfig.from_dict(dict(spec.sampler)), spec.preset
     settings: dict[str, Any] = {}
     preset = spec.preset if spec.preset is not None else ("ugd" if spec.guides else None)
     name = preset
@@ -133,10 +136,11 @@ def versions(registry: Registry, names: Iterable[str] = ()) -> dict[str, str]:
 
 @dataclass
 class GeneratedImage:
-    """One image (CHW in [-1, 1]) and its reproducible record."""
+    """One image (CHW in [-1, 1]), its reproducible record, and what its batch cost."""
 
     image: torch.Tensor
     record: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def generate_batch(
@@ -168,15 +172,14 @@ def generate_batch(
         guides=b.guide_records,
         preset=b.preset_name,
         sampler=b.config.to_dict(),
-        overrides=spec.overrides,
         prompt=spec.prompt,
         negative_prompt=spec.negative_prompt,
         batch_seeds=seeds,
         device=resolve_device(spec.device),
         versions=versions(reg, sorted(plugins)),
-        stats=result.stats.to_dict(),
     )
-    return [GeneratedImage(result.images[i].cpu(), dict(common, seed=s)) for i, s in enumerate(seeds)]
+    stats = result.stats.to_dict()
+    return [GeneratedImage(result.images[i].cpu(), dict(common, seed=s), stats) for i, s in enumerate(seeds)]
 
 
 def generate(spec: RunSpec, registry: Registry | None = None, progress: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
@@ -198,8 +201,8 @@ def spec_from_image_record(record: dict[str, Any]) -> tuple[RunSpec, int]:
     spec = RunSpec(
         backbone=record["backbone"]["spec"],
         guides=[g["spec"] for g in record["guides"]],
-        preset=None,  # the full sampler settings below override any preset
-        overrides=sampler,
+        preset=record.get("preset"),
+        sampler=sampler,  # the complete settings, so the preset is not looked up again
         prompt=record.get("prompt"),
         negative_prompt=record.get("negative_prompt"),
         seed=seeds[0],
@@ -226,7 +229,9 @@ def read_image_record(path: str | Path) -> dict[str, Any]:
             if text is None:
                 raise UgdError(f"{str(p)!r} carries no ugd spec; pass a PNG written by `ugd generate` or its .json sidecar")
             return json.loads(text)
-        return json.loads(p.read_text())
+        record = json.loads(p.read_text())
+        record.pop("stats", None)
+        return record
     except UgdError:
         raise
     except Exception as exc:
@@ -268,12 +273,11 @@ def save_image(item: GeneratedImage, out_dir: Path, overwrite: bool = False) -> 
     png, side = output_paths(out_dir, [item.record["seed"]])[0]
     if not overwrite and (png.exists() or side.exists()):
         raise UgdError(f"{png} already exists; pass --overwrite or choose another --out")
-    text = json.dumps(item.record, sort_keys=True)
     info = PngInfo()
-    info.add_text("ugd", text)
+    info.add_text("ugd", json.dumps(item.record, sort_keys=True))  # the spec only: same spec, same bytes
     tmp = png.with_suffix(".png.tmp")
     to_pil(item.image).save(tmp, format="PNG", pnginfo=info)
-    side.write_text(json.dumps(item.record, indent=2, sort_keys=True))
+    side.write_text(json.dumps(dict(item.record, stats=item.stats), indent=2, sort_keys=True))
     tmp.replace(png)
     return png, side
 

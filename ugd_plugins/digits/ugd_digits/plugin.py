@@ -24,3 +24,24 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
     for entry in REGISTRATIONS:
         register(**entry)
+
+
+@hookimpl
+def ugd_register_benchmarks(register):  # type: ignore[no-untyped-def]
+    from .bench import METHODS, TASKS, make_suite
+
+    register(
+        "digits",
+        make_suite,
+        description="Digits world: tasks x methods, judged by independent evaluators (metric, FID, cost)",
+        params=[
+            Param("samples", "int", 4, "samples per target per seed"),
+            Param("cases", "int", 5, "targets (held-out references) per task per seed; label always uses all 10 classes"),
+            Param("seeds", "str", "0,1,2", "comma-separated seeds"),
+            Param("steps", "int", 50, "DDIM steps"),
+            Param("tasks", "str", ",".join(TASKS), "comma-separated tasks"),
+            Param("methods", "str", ",".join(METHODS), "comma-separated methods"),
+            Param("quick", "bool", False, "smoke run: 2 samples, 2 targets, 1 seed, 10 steps, label+mask, 4 methods"),
+            Param("device", "str", "cpu", "cpu or cuda"),
+        ],
+    )

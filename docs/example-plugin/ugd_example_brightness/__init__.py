@@ -1,0 +1,1 @@
+"""An example ugd plugin: steer the mean brightness of generated images."""
