@@ -83,7 +83,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="machine-readab
 def info(name: str = typer.Argument(..., help="a guide, backbone, preset or benchmark name")) -> None:
     """Describe one guide, backbone, preset or benchmark: description, parameters, defaults."""
     e = get_registry().find(name)
-    console.print(f"[bold]{e.name}[/] ({e.kind}, plugin {e.plugin})\n{e.description}")
+    console.print(f"[bold]{e.name}[/] ({e.kind}, plugin {e.plugin})\n{escape(e.description)}")
     if e.kind == "guide":
         console.print("differentiable: " + ("yes" if e.differentiable else "no (the sampler estimates its gradient without autograd)"))
     if e.kind == "preset":
@@ -101,7 +101,7 @@ def info(name: str = typer.Argument(..., help="a guide, backbone, preset or benc
     for p in e.params:
         default = "[red]required[/]" if p.required else repr(p.default)
         choices = f" (one of {', '.join(p.choices)})" if p.choices else ""
-        t.add_row(p.name, p.type, default, p.help + choices)
+        t.add_row(p.name, p.type, default, escape(p.help + choices))
     if e.kind == "guide":
         t.add_row("weight", "float", "1.0", "weight of this guide in the sum of guides")
     console.print(t)

@@ -1,0 +1,25 @@
+"""ugd-face: face-identity guidance (Bansal et al. 2023, Sec. 4.2, Fig. 4).
+
+A frozen ArcFace IResNet embeds a fixed crop of the predicted clean image; the loss
+is ``1 - cos`` to the embedding of a reference face (``loss=l1`` gives the official
+code's mean absolute difference). :func:`rerank` orders finished samples by the same
+identity score, as the paper's top-k selection.
+"""
+
+from .guide import DEFAULT_BOX, FaceGuide, build_face_guide, load_arcface, parse_box, rerank
+from .iresnet import IResNet, iresnet18, iresnet34, iresnet50, iresnet100, iresnet200
+
+__all__ = [
+    "DEFAULT_BOX",
+    "FaceGuide",
+    "IResNet",
+    "build_face_guide",
+    "iresnet18",
+    "iresnet34",
+    "iresnet50",
+    "iresnet100",
+    "iresnet200",
+    "load_arcface",
+    "parse_box",
+    "rerank",
+]

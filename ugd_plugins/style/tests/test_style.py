@@ -1,0 +1,154 @@
+"""ugd-style on random-weight VGG-16 features and real photos, offline; plus a two-guide run on the tiny SD."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
+
+torch.set_num_threads(1)
+
+
+def photos(size: int = 48, names: tuple[str, ...] = ("astronaut", "coffee")) -> torch.Tensor:
+    """Real photos from scikit-image, resized, NCHW in [-1, 1]."""
+    from skimage import data
+
+    out = []
+    for n in names:
+        x = torch.from_numpy(getattr(data, n)()).float().permute(2, 0, 1)[None] / 127.5 - 1
+        out.append(F.interpolate(x[:, :3], size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+    return torch.cat(out)
+
+
+def save_png(x: torch.Tensor, path) -> str:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    arr = ((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+def vgg_head() -> torch.nn.Sequential:
+    """The first two blocks of a random-weight torchvision VGG-16 ``features`` (all that relu1_1 + relu2_1 need)."""
+    from ugd_style.guide import vgg_features
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(*list(vgg_features("vgg16"))[:10])
+
+
+def descend(guide, x: torch.Tensor, steps: int = 5, lr: float = 0.05):  # type: ignore[no-untyped-def]
+    """Plain gradient steps on the image (largest pixel change lr per step); returns (first, last) losses."""
+    x = x.clone().requires_grad_(True)
+    first = None
+    for _ in range(steps):
+        loss = guide_loss(guide, x)
+        (g,) = torch.autograd.grad(loss.sum(), x)
+        if first is None:
+            first = loss.detach()
+            assert torch.isfinite(g).all() and g.abs().sum() > 0, "the gradient does not reach the image"
+        with torch.no_grad():
+            x -= lr * g / g.abs().amax().clamp(min=1e-12)
+    return first, guide_loss(guide, x.detach()).detach()
+
+
+def test_gram_loss_gradient_and_descent(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ugd_style import GramStyleGuide
+
+    guide = GramStyleGuide(vgg_head(), image=save_png(photos(64, ("chelsea",)), tmp_path / "style.png"), layers="relu1_1;relu2_1", size=48)
+    assert guide.index == [1, 6] and len(guide.features) == 7  # only the layers up to relu2_1 run
+    assert not any(p.requires_grad for p in guide.features.parameters())
+    loss = guide_loss(guide, photos())
+    assert loss.shape == (2,) and torch.isfinite(loss).all() and (loss > 0).all()
+    first, last = descend(guide, photos())
+    assert (last < first).all(), (first, last)
+
+
+def test_style_of_itself_is_zero_and_layer_names() -> None:
+    from ugd_style import GramStyleGuide, layer_names
+    from ugd_style.guide import vgg_features
+
+    ref = photos(48, ("rocket",))
+    guide = GramStyleGuide(vgg_head(), image=ref, layers=["relu1_2", "relu2_2"], size=0)
+    assert guide_loss(guide, ref).abs().max() < 1e-12
+    names = layer_names(vgg_features("vgg19"))
+    assert names[:5] == ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1"] and "relu5_4" in names
+    with pytest.raises(UgdError, match="unknown layer"):
+        GramStyleGuide(vgg_head(), image=ref, layers="relu9_9")
+
+
+def test_loads_partial_vgg_weights_and_reports_missing(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ugd_style import build_style_guide
+
+    head = vgg_head()
+    torch.save({f"features.{k}": v for k, v in head.state_dict().items()}, tmp_path / "vgg16_head.pth")
+    style = save_png(photos(48, ("chelsea",)), tmp_path / "style.png")
+    guide = build_style_guide(style, layers="relu1_1,relu2_1", weights=str(tmp_path / "vgg16_head.pth"), size=32)
+    assert torch.equal(guide.features[0].weight, head[0].weight)
+    with pytest.raises(UgdError, match="lacks vgg16 feature weights"):
+        build_style_guide(style, layers="relu3_1", weights=str(tmp_path / "vgg16_head.pth"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(UgdError, match=r"weights for 'torchvision vgg16.*not found.*hub.*style:weights="):
+        build_style_guide(style)
+    with pytest.raises(UgdError, match="does not exist"):
+        build_style_guide(str(tmp_path / "nope.png"))
+
+
+def test_clip_variant(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("ugd_clip", reason="variant=clip needs the ugd-clip plugin")
+    from transformers import CLIPConfig, CLIPModel
+
+    from ugd_core.testing import tiny_clip_tokenizer
+    from ugd_style import build_style_guide
+
+    tok = tiny_clip_tokenizer(16)
+    torch.manual_seed(0)
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=len(tok.get_vocab()), hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=16),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    CLIPModel(cfg).save_pretrained(tmp_path / "clip")
+    tok.save_pretrained(tmp_path / "clip")
+    guide = build_style_guide(save_png(photos(48, ("chelsea",)), tmp_path / "s.png"), variant="clip", model=str(tmp_path / "clip"))
+    assert guide.name == "style"
+    first, last = descend(guide, photos())
+    assert first.shape == (2,) and (last < first).all()
+
+
+def test_registered_through_the_entry_point() -> None:
+    reg = load_registry()
+    assert reg.plugins["style"].version == "0.1.0" and not reg.plugins["style"].error
+    assert reg.get("guide", "style").plugin == "style"
+    for name in ("sd-style", "sd-style-fast"):
+        preset = reg.get("preset", name)
+        assert preset.plugin == "style" and "Universal-Guided-Diffusion" in preset.source
+        SamplerConfig.from_dict(preset.settings)
+    s = reg.get("preset", "sd-style").settings
+    assert (s["num_steps"], s["cfg_scale"], s["recurrence"]) == (500, 3.0, 6)
+
+
+def test_two_plugin_guides_steer_the_tiny_stable_diffusion() -> None:
+    """Style (this plugin) + face identity (ugd-face) composed in one universal-guidance run, 2 DDIM steps."""
+    pytest.importorskip("ugd_face", reason="the composition test also uses the ugd-face plugin")
+    from ugd_core import sample
+    from ugd_core.testing import tiny_stable_diffusion
+    from ugd_face import FaceGuide, IResNet
+    from ugd_style import GramStyleGuide
+
+    torch.manual_seed(0)
+    face = FaceGuide(IResNet((1, 1, 1, 1), num_features=16, widths=(8, 8, 16, 16)), image=photos(32, ("astronaut",)))
+    style = GramStyleGuide(vgg_head(), image=photos(32, ("chelsea",)), layers="relu1_1,relu2_1", size=32)
+    backbone = tiny_stable_diffusion()
+    cfg = SamplerConfig(num_steps=2, cfg_scale=2.0, forward_strength=1.0, backward_steps=1, backward_lr=0.1, recurrence=2)
+    guided = sample(backbone, [(style, 1.0), (face, 0.5)], cfg, num_images=2, seed=0, prompt="a cat")
+    plain = sample(backbone, None, cfg, num_images=2, seed=0, prompt="a cat")
+    assert guided.images.shape == (2, 3, 16, 16) and torch.isfinite(guided.images).all()
+    stats = guided.stats.to_dict()
+    assert stats["guide_forward"] > 0 and stats["denoiser_backward"] > 0 and stats["nonfinite_skipped"] == 0
+    assert not torch.allclose(guided.latents, plain.latents), "the guides must change the sample"
