@@ -288,7 +288,8 @@ def train_one(name: str, steps: int | None = None, out_dir: Path = WEIGHTS_DIR, 
         nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         sched.step()
-        running = float(loss) if running is None else 0.95 * running + 0.05 * float(loss)
+        lv = loss.item()
+        running = lv if running is None else 0.95 * running + 0.05 * lv
         if step % 100 == 0 or step == steps:
             log(f"  {name} step {step}/{steps} loss {running:.4f} ({time.time() - t0:.0f}s)")
     train_s = time.time() - t0
