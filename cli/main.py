@@ -284,8 +284,8 @@ def tune(
         out_dir=out, overwrite=overwrite, address=ray, suite_factory=suite_factory_for(name, given), suite_name=name,
         console=err_console, search_seed=search_seed,
     )
-    console.print(result.markdown)
-    console.print(f"wrote {result.files['preset']} (use: ugd generate --preset {result.files['preset']} ...)")
+    console.print(result.markdown, soft_wrap=True, markup=False, highlight=False)
+    console.print(f"wrote {result.files['preset']} (use: ugd generate --preset {result.files['preset']} ...)", soft_wrap=True, markup=False, highlight=False)
 
 
 def main() -> None:

@@ -5,8 +5,9 @@ The unit of work is the same as in-process: one batch of consecutive seeds
 (:func:`ugd_core.run.build`) and samples batches with
 :func:`ugd_core.run.generate_batch`; results stream back to the driver
 (``ray.wait``), which alone writes files, with :func:`ugd_core.run.save_image`.
-Every image depends only on its own seed, so the pixels equal the in-process
-run's, whichever worker drew them.
+Every image depends only on its own seed, so the PNGs are byte-identical to the
+in-process run's, whichever worker drew them (given the same torch thread
+count and weights).
 
 Resume and failure behaviour (see docs/distributed.md):
 
@@ -350,7 +351,8 @@ class _Pool:
                 pass
 
 
-def _progress(console: Any, total: int, description: str) -> Any:
+def _progress(console: Any) -> Any:
+    """A rich progress bar on ``console``; disabled (quiet) when it is None."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(
@@ -413,13 +415,12 @@ def generate_on_ray(
         Actor = ray.remote(GenerationWorker).options(
             num_cpus=num_cpus_per_worker, num_gpus=gpus, max_restarts=max_restarts, max_task_retries=max_restarts
         )
-        spec_ref = ray.put(worker_spec)
-        actors = [Actor.remote(spec_ref, registry_factory, int(max(1, num_cpus_per_worker))) for _ in range(n)]
+        actors = [Actor.remote(worker_spec, registry_factory, int(max(1, num_cpus_per_worker))) for _ in range(n)]
         pool = _Pool(ray, actors, "run", lambda s: f"seeds {s[0]}..{s[-1]}")
         todo = set(plan.write)
         written: dict[int, tuple[Path, Path]] = {}
         seen_warnings: set[str] = set()
-        with _progress(console, len(todo), "sampling") as progress:
+        with _progress(console) as progress:
             task = progress.add_task(f"sampling on {n} Ray worker{'s' * (n > 1)}", total=len(todo))
 
             def on_result(batch: list[int], result: tuple[str, Any, list[str]]) -> None:
@@ -485,6 +486,39 @@ def cell_key(cell: dict[str, Any]) -> str:
     return f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
+def _save_cell(cache: Path, cell: dict[str, Any], result: dict[str, Any]) -> None:
+    """Cache one cell's result: JSON for the numbers, a .pt file for private tensors ('_images')."""
+    import torch
+
+    key = cell_key(cell)
+    tensors = {k: v for k, v in result.items() if k.startswith("_") and isinstance(v, torch.Tensor)}
+    if tensors:
+        torch.save(tensors, cache / f"{key}.pt")
+    plain = {k: v for k, v in result.items() if k not in tensors}
+    tmp = cache / f"{key}.json.tmp"
+    tmp.write_text(json.dumps(dict(cell=cell, result=plain, tensors=sorted(tensors)), indent=2, default=str))
+    tmp.replace(cache / f"{key}.json")  # the JSON lands last: a cell is cached iff its JSON exists
+
+
+def _load_cell(cache: Path, cell: dict[str, Any]) -> dict[str, Any] | None:
+    """A cached result of exactly this cell, or None."""
+    import torch
+
+    path = cache / f"{cell_key(cell)}.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("cell") != json.loads(json.dumps(cell, default=str)):
+        return None
+    result = dict(data["result"])
+    if data.get("tensors"):
+        pt = path.with_suffix(".pt")
+        if not pt.exists():
+            return None
+        result.update(torch.load(pt, weights_only=True))
+    return result
+
+
 def run_bench_on_ray(
     suite: Any,
     out_dir: Path | str,
@@ -513,11 +547,9 @@ def run_bench_on_ray(
     results: dict[int, dict[str, Any]] = {}
     if resume:
         for i, cell in enumerate(cells):
-            path = cache / f"{cell_key(cell)}.json"
-            if path.exists():
-                data = json.loads(path.read_text())
-                if data.get("cell") == json.loads(json.dumps(cell, default=str)):
-                    results[i] = data["result"]
+            cached = _load_cell(cache, cell)
+            if cached is not None:
+                results[i] = cached
     todo = [i for i in range(len(cells)) if i not in results]
     if todo:
         ray, started = connect(address, num_cpus=num_cpus)
@@ -533,15 +565,12 @@ def run_bench_on_ray(
             pool = _Pool(ray, actors, "run", lambda c: json.dumps(c, default=str))
             cache.mkdir(parents=True, exist_ok=True)
             index = {cell_key(cells[i]): i for i in todo}
-            with _progress(console, len(todo), "cells") as progress:
+            with _progress(console) as progress:
                 task = progress.add_task(f"benchmark cells on {n} Ray worker{'s' * (n > 1)}", total=len(todo))
 
                 def on_result(cell: dict[str, Any], result: dict[str, Any]) -> None:
-                    key = cell_key(cell)
-                    results[index[key]] = result
-                    tmp = cache / f"{key}.json.tmp"
-                    tmp.write_text(json.dumps(dict(cell=cell, result=result), indent=2, default=str))
-                    tmp.replace(cache / f"{key}.json")
+                    results[index[cell_key(cell)]] = result
+                    _save_cell(cache, cell, result)
                     progress.advance(task)
 
                 pool.run([cells[i] for i in todo], on_result)

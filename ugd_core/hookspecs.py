@@ -29,7 +29,7 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
 @hookspec
 def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
-    """Add backbones: ``register(name, factory, description=..., params=[Param, ...])``.
+    """Add backbones: ``register(name, factory, description=..., params=[Param, ...], default_preset="")``.
 
     ``factory(device=..., **params)`` returns a :class:`ugd_core.Backbone`.
     """

@@ -39,6 +39,7 @@ class Entry:
     plugin: str = ""
     settings: dict[str, Any] = field(default_factory=dict)  # presets: the knob values
     source: str = ""  # presets: where the values come from
+    default_preset: str = ""  # backbones: the preset used when guides are given without --preset
 
 
 @dataclass
@@ -109,6 +110,7 @@ class Registry:
             params: Iterable[Param] = (),
             differentiable: bool = True,
             source: str = "",
+            default_preset: str = "",
         ) -> None:
             table = self.entries[kind]
             if name in table:
@@ -118,7 +120,7 @@ class Registry:
                 return
             settings = dict(factory) if kind == "preset" else {}
             fn = None if kind == "preset" else factory
-            table[name] = Entry(kind, name, fn, description, list(params), differentiable, plugin, settings, source)
+            table[name] = Entry(kind, name, fn, description, list(params), differentiable, plugin, settings, source, default_preset)
 
         return register
 

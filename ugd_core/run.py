@@ -79,7 +79,11 @@ def resolve_config(spec: RunSpec, registry: Registry) -> tuple[SamplerConfig, st
     if spec.sampler is not None:
         return SamplerConfig.from_dict(dict(spec.sampler)), spec.preset
     settings: dict[str, Any] = {}
-    preset = spec.preset if spec.preset is not None else ("ugd" if spec.guides else None)
+    preset = spec.preset
+    if preset is None and spec.guides:  # the backbone's own default preset, else the paper's
+        bname = parse_spec(spec.backbone)[0]
+        entry = registry.entries["backbone"].get(bname)
+        preset = (entry.default_preset if entry is not None else "") or "ugd"
     name = preset
     if preset is not None:
         if preset.endswith(".json") or Path(preset).is_file():

@@ -26,9 +26,11 @@ worse on the metric than the preset it started from (when that preset is feasibl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -60,7 +62,7 @@ class Evaluation:
 
     label: str
     changes: dict[str, Any]  # knobs set on top of the starting preset
-    settings: dict[str, Any]  # what suite.evaluate received
+    settings: dict[str, Any] | None  # what suite.evaluate received (None: the suite's unguided run)
     per_seed: list[dict[str, float]]
     metric: float = math.nan
     metric_std: float = 0.0
@@ -128,7 +130,7 @@ def summarize_seeds(rows: list[dict[str, float]], limit: float) -> dict[str, Any
 
 def measure(suite: Any, task: str, settings: dict[str, Any], seed: int, n: int) -> dict[str, float]:
     """One ``suite.evaluate`` call, checked and reduced to the three numbers tuning uses."""
-    r = suite.evaluate(task, dict(settings), seed, n)
+    r = suite.evaluate(task, None if settings is None else dict(settings), seed, n)
     try:
         return dict(seed=seed, metric=float(r["metric"]), quality=float(r["quality"]), seconds_per_sample=float(r["seconds_per_sample"]))
     except (KeyError, TypeError, ValueError) as exc:
@@ -336,18 +338,19 @@ def resolve_base(suite: Any, name: str, registry: Registry | None = None) -> dic
     """Starting settings: a method of the suite, a registered preset, or a preset file."""
     methods = getattr(suite, "methods", {}) or {}
     if name in methods:
-        return check_knobs(dict(methods[name]))
+        return check_knobs(dict(methods[name] or {}))
     if name.endswith(".json") or Path(name).is_file():
         return load_preset_file(name)[1]
     return dict((registry or get_registry()).get("preset", name).settings)
 
 
-def unguided_settings(suite: Any, base: dict[str, Any]) -> dict[str, Any]:
-    """The suite's 'unguided' method if it has one, else the base with every guidance term off."""
+def unguided_settings(suite: Any, base: dict[str, Any]) -> dict[str, Any] | None:
+    """The suite's 'unguided' method if it has one (None = the suite's own 'no guides'), else the
+    base with every guidance term off."""
     methods = getattr(suite, "methods", {}) or {}
     for name in ("unguided", "none"):
         if name in methods:
-            return check_knobs(dict(methods[name]))
+            return None if methods[name] is None else check_knobs(dict(methods[name]))
     return {**base, **UNGUIDED}
 
 
@@ -383,7 +386,9 @@ def tune_suite(
     """Search sampler knobs for ``task`` of ``suite``; see the module docstring.
 
     ``address``: Ray address or 'local'; ``random``/``optuna`` always use Ray (a local
-    cluster when None), ``beam`` runs in-process when None. ``suite_factory`` (picklable)
+    cluster when None), ``beam`` runs in-process when None. The unguided and starting-preset
+    references run in this process unless an address is given (then as Ray tasks, like
+    beam's candidates). ``suite_factory`` (picklable)
     rebuilds the suite on Ray workers instead of pickling ``suite``. With ``out_dir``,
     writes trials.json, pareto.md, pareto.json and best-preset.json there.
     """
@@ -414,6 +419,7 @@ def tune_suite(
         return _run(
             suite, task, strategy, base_name, base_settings, knob_list, trials, samples, seeds, quality_factor, rounds,
             beam_width, out, ray, suite_factory, suite_name, console, search_seed, num_cpus_per_trial, num_gpus_per_trial,
+            address is not None,
         )
     finally:
         if started:
@@ -424,15 +430,18 @@ def _run(
     suite: Any, task: str, strategy: str, base_name: str, base_settings: dict[str, Any], knobs: list[str], trials: int,
     samples: int, seeds: list[int], quality_factor: float, rounds: int, beam_width: int, out: Path | None, ray: Any,
     suite_factory: Callable[[], Any] | None, suite_name: str, console: Any, search_seed: int, cpus: float, gpus: float,
+    remote: bool,
 ) -> TuneResult:
     from .distributed import _progress
 
     budget = trials if strategy != "beam" else min(trials, 1 + sum(beam_width * len(knobs) for _ in range(rounds)))
-    with _progress(console, budget + 2, "tuning") as progress:
+    with _progress(console) as progress:
         bar = progress.add_task(f"tune {suite_name}/{task} ({strategy})", total=budget + 2)
-        evaluator = Evaluator(suite, task, seeds, samples, ray, suite_factory, cpus, gpus, lambda k: progress.advance(bar, k))
+        tick = lambda k: progress.advance(bar, k)  # noqa: E731
+        evaluator = Evaluator(suite, task, seeds, samples, ray if remote else None, suite_factory, cpus, gpus, tick)
 
-        # references, in full on every seed: the unguided quality fixes the limit
+        # references, in full on every seed: the unguided quality fixes the limit. Without an explicit
+        # cluster address they run here, in this process (the local cluster is this machine anyway).
         ref_settings = [_json_settings(unguided_settings(suite, base_settings)), base_settings]
         ref_rows = evaluator.many(ref_settings)
         if isinstance(ref_rows[0], str) or not ref_rows[0]:
@@ -463,7 +472,9 @@ def _run(
         console.print(f"[yellow]warning:[/] no guided setting kept quality <= {limit:.4g}; the preset holds the best-scoring one")
     result = TuneResult(task, strategy, base_name, limit, unguided, base_ev, evaluations, best, front, md)
     if out is not None:
-        result.files = _write(out, head, result, suite_name)
+        steps = getattr(suite, "steps", None)  # a suite that pins the step count: the preset must carry it
+        fixed = {"num_steps": steps} if isinstance(steps, int) and "num_steps" not in (best.settings or {}) else {}
+        result.files = _write(out, head, result, suite_name, fixed)
     return result
 
 
@@ -584,13 +595,16 @@ def _ray_tune(
     tuner = tune.Tuner(
         trainable,
         param_space=search_space(knobs),
-        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=trials, search_alg=search_alg, scheduler=scheduler),
+        tune_config=tune.TuneConfig(
+            metric="score", mode="max", num_samples=trials, search_alg=search_alg, scheduler=scheduler, reuse_actors=True
+        ),
         run_config=tune.RunConfig(
             name="ugd-tune", storage_path=str(storage), verbose=0, callbacks=[_Tick(tick)],
             failure_config=tune.FailureConfig(max_failures=1),
         ),
     )
-    grid = tuner.fit()
+    with contextlib.redirect_stdout(sys.stderr):  # Ray Tune's banner; stdout carries the table only
+        grid = tuner.fit()
     found = []
     for i, res in enumerate(grid):
         changes = decode(res.config or {})
@@ -604,7 +618,7 @@ def _ray_tune(
     return found
 
 
-def _write(out: Path, head: dict[str, Any], r: TuneResult, suite_name: str) -> dict[str, str]:
+def _write(out: Path, head: dict[str, Any], r: TuneResult, suite_name: str, fixed: dict[str, Any]) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     files = {k: str(out / v) for k, v in dict(trials="trials.json", pareto_md="pareto.md", pareto_json="pareto.json", preset="best-preset.json").items()}
     Path(files["trials"]).write_text(
@@ -616,7 +630,7 @@ def _write(out: Path, head: dict[str, Any], r: TuneResult, suite_name: str) -> d
     save_preset_file(
         files["preset"],
         name=f"tuned-{suite_name}-{r.task}",
-        settings=b.settings,
+        settings={**(b.settings or {}), **fixed},
         description=(
             f"tuned by `ugd tune` ({r.strategy}) for {suite_name}/{r.task}: metric {b.metric:.4g}, quality {b.quality:.4g} "
             f"(limit {r.quality_limit:.4g}), {b.seconds_per_sample:.3g} s/sample over seeds {head['seeds']}"

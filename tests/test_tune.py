@@ -1,0 +1,196 @@
+"""`ugd tune` and benchmark cells on Ray, against a fake suite with a closed-form Gaussian backbone.
+
+The fake suite follows the benchmark-suite interface (tasks, methods, cells,
+run_cell, summarize, evaluate, __call__): data x0 ~ N(MU, S^2) per pixel, the
+task pulls samples toward Y; metric = share of samples whose mean is below 0
+(the 'target class'), quality = a spread error that grows when guidance
+collapses diversity (lower is better).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import types
+
+import pytest
+import torch
+
+from ugd_core import CallableBackbone, SamplerConfig, hookimpl, load_preset_file, load_registry, make_guide, sample
+from ugd_core.tune import BEAM_START, Evaluation, pareto_front, tune_suite
+
+MU, S, DIM, Y = 0.5, 0.6, 8, -1.0
+
+
+class DDPMSchedule:
+    """What the sampler reads from a scheduler (DDPM linear betas, DDIM 'leading' steps), without importing
+    diffusers: every Ray worker process saves that import."""
+
+    def __init__(self, steps: int = 1000) -> None:
+        self.alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, steps), 0)
+        self.steps = steps
+
+    def set_timesteps(self, n: int) -> None:
+        self.timesteps = torch.arange(n).mul(self.steps // n).flip(0)
+
+
+class GaussSuite:
+    """A benchmark suite small enough for tests (one evaluate call is ~0.1 s)."""
+
+    tasks = ["pull"]
+    methods = {
+        "unguided": None,  # like digits: None = sample without guides
+        "ugd": dict(num_steps=10, forward_strength=0.3, backward_steps=1, backward_lr=0.05, recurrence=1),
+        "tfg": dict(num_steps=10, forward_strength=0.25, backward_steps=1, backward_lr=0.25, smoothing_std=0.001),
+    }
+
+    def __init__(self) -> None:
+        self._backbone = None
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self._backbone = None
+
+    def backbone(self) -> CallableBackbone:
+        if self._backbone is None:
+            sched = DDPMSchedule()
+            acp = sched.alphas_cumprod
+
+            def eps(z, t, cond):
+                a = acp[t].view(-1, 1, 1, 1).to(z.dtype)
+                return (1 - a).sqrt() * (z - a.sqrt() * MU) / (a * S**2 + 1 - a)
+
+            self._backbone = CallableBackbone(eps, (DIM, 1, 1), sched)
+        return self._backbone
+
+    def evaluate(self, task: str, settings: dict, seed: int, n: int) -> dict:
+        guide = make_guide("quad", f=lambda x: x, loss=lambda out, y: (out - y).pow(2).flatten(1).sum(1), target=Y)
+        guide = None if settings is None else guide
+        cfg = SamplerConfig.from_dict(settings or {"num_steps": 10})
+        t0 = time.perf_counter()
+        x = sample(self.backbone(), guide, cfg, num_images=n, seed=10_000 * seed).latents.flatten(1)
+        secs = (time.perf_counter() - t0) / n
+        metric = (x.mean(1) < 0).float().mean().item()
+        quality = 0.05 + abs(x.std(1).mean().item() - S)
+        return dict(metric=metric, quality=quality, seconds_per_sample=secs)
+
+    def cells(self) -> list[dict]:
+        return [dict(task=t, method=m, seed=s, n=16) for t in self.tasks for m in ("unguided", "ugd") for s in (0, 1)]
+
+    def run_cell(self, cell: dict) -> dict:
+        r = self.evaluate(cell["task"], self.methods[cell["method"]], cell["seed"], cell["n"])
+        return dict(cell, **r, _images=torch.full((2, 1, 2, 2), float(cell["seed"])))  # like digits: tensors ride along
+
+    def summarize(self, results: list[dict], out_dir) -> dict:
+        images = [r.pop("_images") for r in results]
+        rows = [f"| {r['method']} | {r['seed']} | {r['metric']:.3f} | {im.mean().item():.0f} |" for r, im in zip(results, images)]
+        return dict(markdown="\n".join(["| method | seed | metric | image |", "|---|---|---|---|", *rows]), results=results)
+
+    def __call__(self, out_dir, progress=None) -> dict:
+        return self.summarize([self.run_cell(c) for c in self.cells()], out_dir)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray = pytest.importorskip("ray")
+    torch.set_num_threads(1)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024 * 1024)
+    yield ray
+    ray.shutdown()
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def _same_seed_metric(suite, settings, seeds, n):
+    return sum(suite.evaluate("pull", settings, s, n)["metric"] for s in seeds) / len(seeds)
+
+
+def test_ray_tune_random_search_with_asha_beats_or_matches_the_starting_preset(cluster, tmp_path):
+    suite = GaussSuite()
+    seeds, n = [0, 1], 24
+    result = tune_suite(
+        suite, "pull", strategy="random", base="ugd", trials=4, samples=n, seeds=seeds, quality_factor=3.0,
+        knobs="forward_strength,backward_steps,windows", out_dir=tmp_path, search_seed=1,
+    )
+    assert len(result.evaluations) == 6  # unguided, the preset, 4 trials
+    best = result.best
+    assert best.complete and best.feasible and best.quality <= result.quality_limit
+    base_metric = _same_seed_metric(suite, suite.methods["ugd"], seeds, n)
+    assert best.metric >= base_metric  # never worse than where it started, on the same seeds
+    assert best.metric > result.unguided.metric
+    # the written preset is what `ugd generate --preset FILE` reads, and reproduces the metric
+    name, settings = load_preset_file(tmp_path / "best-preset.json")
+    assert name == "tuned-suite-pull" and settings == best.settings
+    assert _same_seed_metric(suite, settings, seeds, n) == pytest.approx(best.metric)
+    front = json.loads((tmp_path / "pareto.json").read_text())["front"]
+    assert front and "| point | metric | quality | s/sample |" in (tmp_path / "pareto.md").read_text()
+    trials = json.loads((tmp_path / "trials.json").read_text())
+    assert trials["quality_limit"] == pytest.approx(3.0 * result.unguided.quality)
+    with pytest.raises(Exception, match="already exists"):
+        tune_suite(suite, "pull", strategy="random", trials=1, out_dir=tmp_path)
+
+
+def test_bench_cells_on_ray_match_the_in_process_run(cluster, tmp_path):
+    from ugd_core.distributed import run_bench_on_ray
+
+    suite = GaussSuite()
+    torch.set_num_threads(1)
+    here = suite(tmp_path / "a")
+    there = run_bench_on_ray(suite, tmp_path / "b", num_workers=1)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds_per_sample"} for r in rs]  # noqa: E731
+    assert strip(there["results"]) == strip(here["results"])
+    assert len(list((tmp_path / "b" / "cells").glob("*.json"))) == len(suite.cells())
+    again = run_bench_on_ray(suite, tmp_path / "b", resume=True)  # every cell cached: no work, same table
+    assert again["markdown"] == there["markdown"]
+
+
+def test_beam_search_follows_tfg_and_needs_no_ray(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # the beam strategy runs in-process without Ray
+    suite = GaussSuite()
+    result = tune_suite(suite, "pull", strategy="beam", rounds=2, trials=20, samples=16, seeds=[0], quality_factor=3.0)
+    labels = [e.label for e in result.evaluations]
+    assert labels[:2] == ["unguided", "preset tfg"]  # the start point 0.25/0.25/0.001 is the tfg method itself
+    start = result.base.settings
+    assert {k: start[k] for k in BEAM_START} == BEAM_START
+    round1 = [e for e in result.evaluations if e.label.startswith("beam 1.")]
+    assert sorted((e.changes for e in round1), key=json.dumps) == sorted(
+        [{"forward_strength": 0.5}, {"backward_lr": 0.5}, {"smoothing_std": 0.01}], key=json.dumps
+    )
+    round2 = [e for e in result.evaluations if e.label.startswith("beam 2.")]
+    assert 1 <= len(round2) <= 6  # two kept, three children each, minus duplicates
+    assert result.best.metric >= result.base.metric
+
+
+def test_pareto_front_keeps_only_non_dominated_points():
+    def ev(label, m, q, s):
+        return Evaluation(label, {}, {}, [], metric=m, quality=q, seconds_per_sample=s)
+
+    pts = [ev("a", 0.9, 2.0, 1.0), ev("b", 0.5, 1.0, 1.0), ev("c", 0.4, 1.5, 1.0), ev("d", 0.9, 2.0, 0.5)]
+    assert [e.label for e in pareto_front(pts)] == ["d", "b"]
+
+
+def test_cli_tune_beam_writes_a_preset_that_generate_accepts(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import cli.main as cli
+    from ugd_core import registry as registry_mod
+    from ugd_core.run import RunSpec, resolve_config
+
+    def benchmarks(register):
+        register("gauss", lambda: GaussSuite(), description="fake suite (tests)")
+
+    plugin = types.ModuleType("gauss_plugin")
+    plugin.ugd_register_benchmarks = hookimpl(benchmarks)
+    reg = load_registry([("gauss", plugin)], entry_points=False)
+    monkeypatch.setattr(registry_mod, "_DEFAULT", reg)
+    args = ["tune", "gauss", "--strategy", "beam", "--rounds", "1", "--samples", "8", "--seeds", "1", "--quality-factor", "3", "--out", str(tmp_path)]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert "Pareto front" in result.output
+    preset = tmp_path / "best-preset.json"
+    config, name = resolve_config(RunSpec(preset=str(preset)), reg)
+    assert name == "tuned-gauss-pull" and config.num_steps == 10
+    assert CliRunner().invoke(cli.app, args).exit_code == 2  # existing results are not overwritten
