@@ -104,3 +104,24 @@ def save_tiny_stable_diffusion(path: str | Path, seed: int = 0) -> Path:
     pipe = StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(str(path))
     return Path(path)
+
+
+def photos(size: int = 48, names: tuple[str, ...] = ("astronaut", "coffee")) -> torch.Tensor:
+    """Real photos shipped with scikit-image (astronaut, coffee, chelsea, rocket), resized, NCHW in [-1, 1]."""
+    import torch.nn.functional as F
+    from skimage import data
+
+    out = []
+    for n in names:
+        x = torch.from_numpy(getattr(data, n)()).float().permute(2, 0, 1)[None] / 127.5 - 1
+        out.append(F.interpolate(x[:, :3], size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+    return torch.cat(out)
+
+
+def save_png(x: torch.Tensor, path: str | Path) -> str:
+    """The first image of an NCHW batch in [-1, 1] as an RGB PNG; returns the path."""
+    from PIL import Image
+
+    arr = ((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+    Image.fromarray(arr).save(path)
+    return str(path)

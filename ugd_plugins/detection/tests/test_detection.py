@@ -13,21 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
+from ugd_core.testing import photos as _photos
 
 torch.set_num_threads(1)
+
+
+def photos(size: int = 64, names: tuple[str, ...] = ('astronaut', 'coffee')) -> torch.Tensor:
+    return _photos(size, names)
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
-
-def photos(size: int = 64, names: tuple[str, ...] = ("astronaut", "coffee")) -> torch.Tensor:
-    """Real photos from scikit-image, resized, NCHW in [-1, 1]."""
-    from skimage import data
-
-    out = []
-    for n in names:
-        x = torch.from_numpy(getattr(data, n)()).float().permute(2, 0, 1)[None] / 127.5 - 1
-        out.append(F.interpolate(x[:, :3], size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    return torch.cat(out)
 
 
 def calibrate_bn(module: torch.nn.Module, x: torch.Tensor) -> None:

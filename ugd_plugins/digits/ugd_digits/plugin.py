@@ -15,6 +15,19 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         load_backbone,
         description="32x32 DDPM of real MNIST digits at random scale and position (ships with the plugin, offline, CPU)",
         params=[Param("weights", "path", "", "safetensors file (default: the shipped weights)")],
+        default_preset="digits",
+    )
+
+
+@hookimpl
+def ugd_register_presets(register):  # type: ignore[no-untyped-def]
+    from .bench import DEFAULT_SETTINGS
+
+    register(
+        "digits",
+        DEFAULT_SETTINGS,
+        description="Digits world default: forward (increase schedule) + backward m=3, no recurrence; fast on a CPU",
+        source="pilot on seeds outside the benchmark's (docs/benchmarks.md); forward/backward per Bansal et al. 2023",
     )
 
 

@@ -14,25 +14,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
+from ugd_core.testing import photos as _photos, save_png
 
 torch.set_num_threads(1)
 
 
-def photos(size: int = 48, names: tuple[str, ...] = ("astronaut", "coffee")) -> torch.Tensor:
-    """Real photos from scikit-image, resized, NCHW in [-1, 1]."""
-    from skimage import data
-
-    out = []
-    for n in names:
-        x = torch.from_numpy(getattr(data, n)()).float().permute(2, 0, 1)[None] / 127.5 - 1
-        out.append(F.interpolate(x[:, :3], size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    return torch.cat(out)
+def photos(size: int = 48, names: tuple[str, ...] = ('astronaut', 'coffee')) -> torch.Tensor:
+    return _photos(size, names)
 
 
-def save_png(x: torch.Tensor, path) -> str:  # type: ignore[no-untyped-def]
-    arr = ((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
-    Image.fromarray(arr).save(path)
-    return str(path)
 
 
 def palette_map(path, size: int = 24, cls: int = 8) -> str:  # type: ignore[no-untyped-def]

@@ -1,1 +1,0 @@
-"""An example ugd plugin: steer the mean brightness of generated images."""
