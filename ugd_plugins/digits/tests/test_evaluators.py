@@ -88,3 +88,16 @@ def test_mask_and_box_metrics(ev, heldout):
     shifted = tight_boxes(foreground_mask(x[:100])) + torch.tensor([2.0, 0, 2.0, 0])
     assert (ev.box_metrics(x[:100], shifted)["iou"] < 1).all()
     assert "correct" not in ev.box_metrics(x[:2], torch.tensor([[0.0, 0, 32, 32]]))
+
+
+def test_fid_matches_the_matrix_square_root_formula_and_survives_collapse():
+    import numpy as np
+    from scipy import linalg
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(200, 8, generator=g), torch.randn(300, 8, generator=g) + 0.5
+    sa, sb = np.cov(a.double().numpy(), rowvar=False), np.cov(b.double().numpy(), rowvar=False)
+    ref = ((a.mean(0) - b.mean(0)) ** 2).sum().item() + np.trace(sa) + np.trace(sb) - 2 * np.trace(np.real(linalg.sqrtm(sa @ sb)))
+    assert abs(Evaluators.fid(a, b) - ref) < 1e-6
+    collapsed = Evaluators.fid(torch.zeros(20, 8), b)  # every sample identical: singular covariance
+    assert np.isfinite(collapsed) and collapsed > Evaluators.fid(a, b)

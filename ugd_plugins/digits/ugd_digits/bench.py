@@ -241,8 +241,16 @@ class DigitsBench:
         cells = self.cells()
         task_id = progress.add_task("bench cells", total=len(cells)) if progress is not None else None
         results = []
-        for cell in cells:
-            results.append(self.run_cell(cell))
+        cache = Path(out_dir) / "cells"
+        cache.mkdir(parents=True, exist_ok=True)
+        for cell in cells:  # each finished cell is kept, so an interrupted run resumes where it stopped
+            path = cache / f"{cell['task']}-{cell['method'].replace('+', '_')}-{cell['seed']}-{cell['n']}.pt"
+            if path.exists():
+                result = torch.load(path, weights_only=False)
+            else:
+                result = self.run_cell(cell)
+                torch.save(result, path)
+            results.append(result)
             if progress is not None:
                 progress.advance(task_id)
         return self.summarize(results, out_dir)

@@ -87,7 +87,7 @@ class Evaluators:
         """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017), float64.
 
         ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), matrix root by
-        ``scipy.linalg.sqrtm``. Biased at small n: compare only equal sample counts.
+        symmetric eigendecompositions. Biased at small n: compare only equal sample counts.
         """
         from scipy import linalg
 
@@ -97,14 +97,12 @@ class Evaluators:
             raise ValueError("fid needs at least 2 samples in each set")
         mu_a, mu_b = a.mean(0), b.mean(0)
         s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-        with warnings.catch_warnings():  # a singular product (e.g. constant images) is handled below
-            warnings.simplefilter("ignore")
-            covmean = linalg.sqrtm(s_a @ s_b)
-            if not np.isfinite(covmean).all():  # near-singular product: regularise as pytorch-fid does
-                off = np.eye(len(s_a)) * 1e-6
-                covmean = linalg.sqrtm((s_a + off) @ (s_b + off))
-        covmean = np.real(covmean)
-        return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
+        # Tr((S_a S_b)^(1/2)) = sum of sqrt(eig(S_a^(1/2) S_b S_a^(1/2))): symmetric PSD eigenproblems,
+        # stable even when a set of samples has collapsed and its covariance is singular.
+        w, v = np.linalg.eigh(s_a)
+        root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ s_b @ root_a), 0, None)).sum()
+        return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * trace_covmean)
 
     # -- identity and style ------------------------------------------------------------------
 
