@@ -26,7 +26,7 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None, mode: str 
             h, w = im.height, im.width
     except FileNotFoundError:
         raise UgdError(f"image {str(p)!r} does not exist; check the path") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except Exception as exc:  # PIL errors, and the ImportError of a library that patched Image.open (ultralytics)
         raise UgdError(f"cannot read image {str(p)!r} ({type(exc).__name__}); pass a PNG or JPEG file") from None
     c = 1 if mode == "L" else 3
     return data.view(h, w, c).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
@@ -48,6 +48,6 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> torch.Te
             arr = np.array(im, dtype=np.int64)
     except FileNotFoundError:
         raise UgdError(f"mask {str(p)!r} does not exist; check the path") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except Exception as exc:  # PIL errors, and the ImportError of a library that patched Image.open (ultralytics)
         raise UgdError(f"cannot read mask {str(p)!r} ({type(exc).__name__}); pass a class-index or palette PNG") from None
     return torch.from_numpy(arr)

@@ -68,7 +68,7 @@ def _read_gray(path: str | Path, what: str) -> torch.Tensor:
     try:
         with Image.open(p) as im:
             arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except Exception as exc:  # PIL errors, and the ImportError of a library that patched Image.open (ultralytics)
         raise UgdError(f"{what}: cannot read {str(p)!r} as an image ({type(exc).__name__}); pass a PNG image") from None
     t = torch.from_numpy(arr.copy())[None, None]
     if t.shape[-2:] != (CANVAS, CANVAS):

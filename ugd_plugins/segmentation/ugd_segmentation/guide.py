@@ -67,7 +67,7 @@ def load_image(path: str | Path, owner: str = "segmentation") -> Tensor:
     try:
         with Image.open(p) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.float32)
-    except OSError as exc:
+    except Exception as exc:  # PIL errors, or the ImportError of a patched Image.open
         raise UgdError(f"{owner}: cannot read image {str(path)!r} ({exc})") from None
     return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1)[None].contiguous()
 
@@ -115,7 +115,7 @@ def read_label_map(path: str | Path, num_classes: int, owner: str = "segmentatio
                 arr = np.vectorize(lambda v: lut[int(v)], otypes=[np.int64])(codes) if uniq.size else codes
             else:  # L, P (palette indices), I, I;16: the pixel values are the class indices
                 arr = np.asarray(im, dtype=np.int64)
-    except OSError as exc:
+    except Exception as exc:  # PIL errors, or the ImportError of a patched Image.open
         raise UgdError(f"{owner}: cannot read target map {str(path)!r} ({exc})") from None
     if arr.ndim != 2:
         raise UgdError(f"{owner}: target map {str(path)!r} must be a single-channel image of class indices")

@@ -78,7 +78,7 @@ def load_image(path: str | Path, owner: str = "style") -> Tensor:
     try:
         with Image.open(p) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.float32)
-    except OSError as exc:
+    except Exception as exc:  # PIL errors, or the ImportError of a patched Image.open
         raise UgdError(f"{owner}: cannot read image {str(path)!r} ({exc})") from None
     return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1)[None].contiguous()
 
