@@ -100,3 +100,11 @@ def test_naive_guidance_differentiates_only_the_guide():
     out = run(SamplerConfig(num_steps=10, forward_strength=0.1, forward_input="zt"), quadratic_guide(), n=8)
     assert out.stats.denoiser_backward == 0
     assert out.stats.guidance.guide_backward == 10
+
+
+def test_overflowing_guidance_never_reaches_the_sample():
+    # finite gradients so large that eps_hat overflows for one sample: that sample keeps its unguided eps
+    huge = make_guide("huge", f=lambda x: x, loss=lambda out, y: out.flatten(1).sum(1) * torch.tensor([1e38, 0.0]), target=None)
+    out = run(SamplerConfig(num_steps=5, forward_strength=1e10, backward_steps=1, backward_lr=1e10), huge, n=2)
+    assert torch.isfinite(out.latents).all()
+    assert out.stats.guidance.nonfinite_skipped > 0

@@ -145,12 +145,20 @@ class UniversalGuidance:
                 (g_z,) = torch.autograd.grad(images, src, g_img)
                 self.stats.denoiser_backward += 0 if naive else 1
                 g_z = zero_nonfinite(self._normalize(g_z, loss), self.stats.guidance)
-                eps = eps + knobs["forward"] * g_z  # eps_hat = eps + s(t) grad  (SPEC: forward guidance)
+                eps = self._finite(eps + knobs["forward"] * g_z, eps)  # eps_hat = eps + s(t) grad (forward guidance)
         eps = eps.detach()
         if knobs["backward_steps"] > 0:
             delta = self.backward_delta(predict_x0(z_t, eps, a_t), knobs)
-            eps = eps - (a_t / (1 - a_t)) ** 0.5 * delta  # so that x0(z_t, eps_tilde) = x0_hat + delta*
+            eps = self._finite(eps - (a_t / (1 - a_t)) ** 0.5 * delta, eps)  # x0(z_t, eps_tilde) = x0_hat + delta*
         return eps
+
+    def _finite(self, guided: Tensor, fallback: Tensor) -> Tensor:
+        """Keep ``fallback`` for samples whose guided eps overflowed to inf/NaN (counted, warned once)."""
+        bad = ~torch.isfinite(guided).flatten(1).all(dim=1)
+        if not bad.any():
+            return guided
+        self.stats.guidance.note_nonfinite(int(bad.sum()))
+        return torch.where(bad.view(-1, *([1] * (guided.dim() - 1))), fallback.detach(), guided)
 
     def backward_delta(self, x0_hat: Tensor, knobs: dict[str, Any]) -> Tensor:
         """delta* = argmin_delta l(f(D(x0_hat + delta))): m optimiser steps from delta = 0.
