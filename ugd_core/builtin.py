@@ -12,6 +12,7 @@ from typing import Any
 
 from .hookspecs import hookimpl
 from .params import Param
+from .registry import register_preset_table
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "ugd": (
@@ -75,8 +76,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
 
 @hookimpl
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
-    for name, (description, settings, source) in PRESETS.items():
-        register(name, settings, description=description, source=source)
+    register_preset_table(register, PRESETS)
 
 
 def _diffusers_pixel(model: str, device: str = "cpu") -> Any:

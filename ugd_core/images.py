@@ -9,14 +9,16 @@ import torch
 from .errors import UgdError
 
 
-def load_image(path: str | Path, size: tuple[int, int] | None = None, mode: str = "RGB") -> torch.Tensor:
+def load_image(path: str | Path, owner: str = "", size: tuple[int, int] | None = None, mode: str = "RGB") -> torch.Tensor:
     """An image file as a [1, C, H, W] float tensor in [-1, 1] (``mode`` 'RGB' or 'L').
 
-    ``size`` = (height, width) resizes with bicubic filtering. An unreadable path is a UgdError.
+    ``owner`` (a guide name) prefixes the error; ``size`` = (height, width) resizes
+    with bicubic filtering. A missing or unreadable path is a UgdError.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    p = Path(path)
+    who = f"{owner}: " if owner else ""
+    p = Path(path).expanduser()
     try:
         with Image.open(p) as im:
             im = im.convert(mode)
@@ -25,18 +27,18 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None, mode: str 
             data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
             h, w = im.height, im.width
     except FileNotFoundError:
-        raise UgdError(f"image {str(p)!r} does not exist; check the path") from None
+        raise UgdError(f"{who}image {str(p)!r} does not exist; check the path") from None
     except Exception as exc:  # PIL errors, and the ImportError of a library that patched Image.open (ultralytics)
-        raise UgdError(f"cannot read image {str(p)!r} ({type(exc).__name__}); pass a PNG or JPEG file") from None
+        raise UgdError(f"{who}cannot read image {str(p)!r} ({type(exc).__name__}); pass a PNG or JPEG file") from None
     c = 1 if mode == "L" else 3
-    return data.view(h, w, c).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+    return (data.view(h, w, c).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1).contiguous()
 
 
 def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
     """A class-index or palette PNG as a [H, W] long tensor (nearest-neighbour resize)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    p = Path(path)
+    p = Path(path).expanduser()
     try:
         with Image.open(p) as im:
             if im.mode not in ("P", "L", "I", "I;16"):

@@ -157,6 +157,12 @@ class Registry:
         return self.build(kind, name, params, **extra)
 
 
+def register_preset_table(register: Callable[..., None], table: dict[str, tuple[str, dict[str, Any], str]]) -> None:
+    """Register ``{name: (description, settings, source)}`` from a ``ugd_register_presets`` hook."""
+    for name, (description, settings, source) in table.items():
+        register(name, settings, description=description, source=source)
+
+
 def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), entry_points: bool = True) -> Registry:
     """A fresh registry: ugd's built-ins, installed entry-point plugins, then ``extra_plugins``."""
     from . import builtin

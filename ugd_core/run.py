@@ -107,13 +107,19 @@ def build(spec: RunSpec, registry: Registry | None = None) -> Built:
     backbone = reg.build("backbone", bname, bparams, device=device)
     items, records = [], []
     for text in spec.guides:
-        gname, gparams = parse_spec(text)
-        weight = _weight(gparams.pop("weight", "1.0"), gname)
-        guide = reg.build("guide", gname, gparams, device=device)
-        items.append(WeightedGuide(guide, weight))
-        records.append(dict(name=gname, params=gparams, weight=weight, spec=text))
+        item, record = build_guide(text, reg, device)
+        items.append(item)
+        records.append(record)
     brecord = dict(name=bname, params=bparams, spec=spec.backbone)
     return Built(backbone, GuideSet(items), config, preset_name, brecord, records)
+
+
+def build_guide(text: str, registry: Registry, device: str = "cpu") -> tuple[WeightedGuide, dict[str, Any]]:
+    """A guide from ``NAME:key=value,...,weight=W`` text, and its record for the run spec."""
+    name, params = parse_spec(text)
+    weight = _weight(params.pop("weight", "1.0"), name)
+    guide = registry.build("guide", name, params, device=device)
+    return WeightedGuide(guide, weight), dict(name=name, params=params, weight=weight, spec=text)
 
 
 def _weight(raw: str, guide: str) -> float:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ugd_core.backbones import missing_weights_message
 from ugd_core.errors import UgdError
+from ugd_core.images import load_image
 from ugd_core.guidance import freeze
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"
@@ -27,20 +28,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 OPTION = "--guide clip:model=/path/to/clip-folder"
 
 
-def load_image(path: str | Path, owner: str = "clip") -> Tensor:
-    """An RGB picture as a float tensor [1, 3, H, W] in [-1, 1] (UgdError if unreadable)."""
-    import numpy as np
-    from PIL import Image
-
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UgdError(f"{owner}: image {str(path)!r} does not exist; pass image=/path/to/picture.png")
-    try:
-        with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32)
-    except Exception as exc:  # PIL errors, or the ImportError of a patched Image.open
-        raise UgdError(f"{owner}: cannot read image {str(path)!r} ({exc}); pass a PNG or JPEG file") from None
-    return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1)[None].contiguous()
 
 
 def resize_center_crop(x: Tensor, size: int) -> Tensor:

@@ -6,6 +6,7 @@ from typing import Any
 
 from ugd_core.hookspecs import hookimpl
 from ugd_core.params import Param
+from ugd_core.registry import register_preset_table
 
 REPO = "https://github.com/arpitbansal297/Universal-Guided-Diffusion"
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"  # keep in step with guide.DEFAULT_MODEL
@@ -84,5 +85,4 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
-    for name, (description, settings, source) in PRESETS.items():
-        register(name, settings, description=description, source=source)
+    register_preset_table(register, PRESETS)

@@ -179,12 +179,9 @@ class DigitsBench:
         return cases, torch.cat(images), cost
 
     def _guide(self, spec: str) -> Any:
-        from ugd_core.params import parse_spec
-        from ugd_core.guidance import WeightedGuide
+        from ugd_core.run import build_guide
 
-        name, params = parse_spec(spec)
-        weight = float(params.pop("weight", 1.0))
-        return WeightedGuide(self.reg.build("guide", name, params, device=self.device), weight)
+        return build_guide(spec, self.reg, self.device)[0]
 
     def score(self, task: str, cases: list[Case], images: torch.Tensor, n: int) -> dict[str, float]:
         """Task metric(s) and FID of one cell's images."""

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ugd_core.errors import UgdError
+from ugd_core.images import load_image as read_image
 
 from .data import CANVAS, Digits, load_digits, place, random_placement, to_model_space
 
@@ -59,18 +60,7 @@ def ref_label(index: int) -> int:
 
 def _read_gray(path: str | Path, what: str) -> torch.Tensor:
     """A PNG/JPEG as a [1, 1, 32, 32] float tensor in [0, 1] (resized bilinearly when not 32x32)."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(str(path)).expanduser()
-    if not p.is_file():
-        raise UgdError(f"{what}: cannot read {str(p)!r}: no such file; pass the path of a PNG image")
-    try:
-        with Image.open(p) as im:
-            arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except Exception as exc:  # PIL errors, and the ImportError of a library that patched Image.open (ultralytics)
-        raise UgdError(f"{what}: cannot read {str(p)!r} as an image ({type(exc).__name__}); pass a PNG image") from None
-    t = torch.from_numpy(arr.copy())[None, None]
+    t = (read_image(path, owner=what, mode="L") + 1) / 2
     if t.shape[-2:] != (CANVAS, CANVAS):
         t = F.interpolate(t, size=(CANVAS, CANVAS), mode="bilinear", align_corners=False, antialias=True)
     return t.clamp(0, 1)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ugd_core.backbones import missing_weights_message
 from ugd_core.errors import UgdError
+from ugd_core.images import load_image
 from ugd_core.guidance import freeze
 
 IGNORE = 255
@@ -56,20 +57,6 @@ COCO80 = (
 # ---------------------------------------------------------------------------- images and maps
 
 
-def load_image(path: str | Path, owner: str = "segmentation") -> Tensor:
-    """An RGB picture as [1, 3, H, W] in [-1, 1] (UgdError if missing or unreadable)."""
-    import numpy as np
-    from PIL import Image
-
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UgdError(f"{owner}: image {str(path)!r} does not exist; pass an existing PNG or JPEG")
-    try:
-        with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32)
-    except Exception as exc:  # PIL errors, or the ImportError of a patched Image.open
-        raise UgdError(f"{owner}: cannot read image {str(path)!r} ({exc})") from None
-    return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1)[None].contiguous()
 
 
 def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ugd_core.backbones import missing_weights_message
 from ugd_core.errors import UgdError
+from ugd_core.images import load_image
 
 DEFAULT_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -67,20 +68,6 @@ def gram(feat: Tensor) -> Tensor:
     return f @ f.transpose(1, 2) / (c * h * w)
 
 
-def load_image(path: str | Path, owner: str = "style") -> Tensor:
-    """An RGB picture as [1, 3, H, W] in [-1, 1]."""
-    import numpy as np
-    from PIL import Image
-
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UgdError(f"{owner}: image {str(path)!r} does not exist; pass image=/path/to/style.png")
-    try:
-        with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32)
-    except Exception as exc:  # PIL errors, or the ImportError of a patched Image.open
-        raise UgdError(f"{owner}: cannot read image {str(path)!r} ({exc})") from None
-    return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1)[None].contiguous()
 
 
 class GramStyleGuide:

@@ -6,6 +6,7 @@ from typing import Any
 
 from ugd_core.hookspecs import hookimpl
 from ugd_core.params import Param
+from ugd_core.registry import register_preset_table
 
 REPO = "https://github.com/arpitbansal297/Universal-Guided-Diffusion"
 DEFAULT_LAYERS = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"
@@ -55,5 +56,4 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
-    for name, (description, settings, source) in PRESETS.items():
-        register(name, settings, description=description, source=source)
+    register_preset_table(register, PRESETS)
