@@ -222,6 +222,7 @@ def bench(
     out: Path = typer.Option(Path("bench-out"), "--out", "-o", help="folder for the table, JSON and sample grids"),
     overwrite: bool = typer.Option(False, help="replace existing results in --out"),
     ray: Optional[str] = typer.Option(None, "--ray", help="run the cells on a Ray cluster: 'local' or an address", show_default=False),
+    preset: list[str] = typer.Option([], "--preset", "-p", help="a preset name or file (e.g. from `ugd tune`) to run as a method; repeatable"),
 ) -> None:
     """Run a benchmark suite: tasks x methods -> a markdown table, a JSON file and PNG grids."""
     if ray is not None:
@@ -232,6 +233,10 @@ def bench(
     given = dict(p.partition("=")[::2] for p in params)
     if quick:
         given["quick"] = "true"
+    if preset:  # presets join the suite's `methods` parameter (alone, unless --param methods=... names more)
+        if "methods" not in {p.name for p in reg.get("benchmark", name).params}:
+            raise UgdError(f"benchmark {name!r} has no 'methods' parameter, so it cannot run --preset; see `ugd info {name}`")
+        given["methods"] = ",".join([m for m in given.get("methods", "").split(",") if m] + preset)
     suite = reg.build("benchmark", name, given)
     table = out / "results.md"
     if table.exists() and not overwrite:

@@ -133,6 +133,20 @@ def test_ray_tune_random_search_with_asha_beats_or_matches_the_starting_preset(c
         tune_suite(suite, "pull", strategy="random", trials=1, out_dir=tmp_path)
 
 
+def test_optuna_strategy_runs_tpe_on_ray_and_never_loses_to_its_start(cluster, tmp_path):
+    pytest.importorskip("optuna")
+    suite = GaussSuite()
+    seeds, n = [0], 16
+    result = tune_suite(suite, "pull", strategy="optuna", base="ugd", trials=3, samples=n, seeds=seeds, quality_factor=3.0,
+                        knobs="forward_strength,backward_lr", out_dir=tmp_path, search_seed=0)
+    trials = [e for e in result.evaluations if e.label.startswith("trial")]
+    assert len(trials) == 3 and all(e.complete for e in trials)
+    # TPE proposes from the declared space: strengths and step sizes inside their ranges
+    assert all(0.01 <= e.settings["forward_strength"] <= 10 and 0.01 <= e.settings["backward_lr"] <= 2 for e in trials)
+    assert result.best.metric >= _same_seed_metric(suite, suite.methods["ugd"], seeds, n)
+    assert json.loads((tmp_path / "trials.json").read_text())["strategy"] == "optuna"
+
+
 def test_bench_cells_on_ray_match_the_in_process_run(cluster, tmp_path):
     from ugd_core.distributed import run_bench_on_ray
 

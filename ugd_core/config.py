@@ -141,6 +141,13 @@ def load_preset_file(path: str | Path) -> tuple[str, dict[str, Any]]:
     return str(data.get("name", p.stem)), check_knobs(data["settings"])
 
 
+def resolve_preset(preset: str, registry: Any) -> tuple[str, dict[str, Any]]:
+    """A preset file (``*.json`` or an existing path) or a registered preset name -> (name, settings)."""
+    if preset.endswith(".json") or Path(preset).is_file():
+        return load_preset_file(preset)
+    return preset, dict(registry.get("preset", preset).settings)
+
+
 def save_preset_file(path: str | Path, name: str, settings: dict[str, Any], description: str = "", **extra: Any) -> None:
     """Write a preset file that ``--preset FILE`` accepts."""
     Path(path).write_text(json.dumps(dict(name=name, description=description, settings=check_knobs(settings), **extra), indent=2))

@@ -29,7 +29,6 @@ for Ray is a :class:`UgdError` with the install command.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .bench import cell_key, load_cell, save_cell
 from .errors import UgdError
 from .registry import Registry, get_registry
 
@@ -478,47 +478,6 @@ class CellWorker:
         return self.suite.run_cell(cell)
 
 
-def cell_key(cell: dict[str, Any]) -> str:
-    """A stable file name for a cell's cached result."""
-    text = json.dumps(cell, sort_keys=True, default=str)
-    slug = "-".join(str(cell.get(k, "")) for k in ("task", "method", "seed") if k in cell)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in slug)[:60]
-    return f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
-
-
-def _save_cell(cache: Path, cell: dict[str, Any], result: dict[str, Any]) -> None:
-    """Cache one cell's result: JSON for the numbers, a .pt file for private tensors ('_images')."""
-    import torch
-
-    key = cell_key(cell)
-    tensors = {k: v for k, v in result.items() if k.startswith("_") and isinstance(v, torch.Tensor)}
-    if tensors:
-        torch.save(tensors, cache / f"{key}.pt")
-    plain = {k: v for k, v in result.items() if k not in tensors}
-    tmp = cache / f"{key}.json.tmp"
-    tmp.write_text(json.dumps(dict(cell=cell, result=plain, tensors=sorted(tensors)), indent=2, default=str))
-    tmp.replace(cache / f"{key}.json")  # the JSON lands last: a cell is cached iff its JSON exists
-
-
-def _load_cell(cache: Path, cell: dict[str, Any]) -> dict[str, Any] | None:
-    """A cached result of exactly this cell, or None."""
-    import torch
-
-    path = cache / f"{cell_key(cell)}.json"
-    if not path.exists():
-        return None
-    data = json.loads(path.read_text())
-    if data.get("cell") != json.loads(json.dumps(cell, default=str)):
-        return None
-    result = dict(data["result"])
-    if data.get("tensors"):
-        pt = path.with_suffix(".pt")
-        if not pt.exists():
-            return None
-        result.update(torch.load(pt, weights_only=True))
-    return result
-
-
 def run_bench_on_ray(
     suite: Any,
     out_dir: Path | str,
@@ -547,7 +506,7 @@ def run_bench_on_ray(
     results: dict[int, dict[str, Any]] = {}
     if resume:
         for i, cell in enumerate(cells):
-            cached = _load_cell(cache, cell)
+            cached = load_cell(cache, cell)
             if cached is not None:
                 results[i] = cached
     todo = [i for i in range(len(cells)) if i not in results]
@@ -570,7 +529,7 @@ def run_bench_on_ray(
 
                 def on_result(cell: dict[str, Any], result: dict[str, Any]) -> None:
                     results[index[cell_key(cell)]] = result
-                    _save_cell(cache, cell, result)
+                    save_cell(cache, cell, result)
                     progress.advance(task)
 
                 pool.run([cells[i] for i in todo], on_result)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from .config import SamplerConfig, check_knobs, load_preset_file
+from .config import SamplerConfig, check_knobs, resolve_preset
 from .errors import UgdError
 from .guidance import GuideSet, WeightedGuide
 from .params import parse_spec
@@ -86,10 +86,7 @@ def resolve_config(spec: RunSpec, registry: Registry) -> tuple[SamplerConfig, st
         preset = (entry.default_preset if entry is not None else "") or "ugd"
     name = preset
     if preset is not None:
-        if preset.endswith(".json") or Path(preset).is_file():
-            name, settings = load_preset_file(preset)
-        else:
-            settings = dict(registry.get("preset", preset).settings)
+        name, settings = resolve_preset(preset, registry)
     settings.update(check_knobs(spec.overrides))
     return SamplerConfig.from_dict(settings), name
 

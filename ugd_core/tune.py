@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .config import SCHEDULES, check_knobs, load_preset_file, save_preset_file
+from .config import SCHEDULES, check_knobs, resolve_preset, save_preset_file
 from .errors import UgdError
 from .registry import Registry, get_registry
 
@@ -339,9 +339,7 @@ def resolve_base(suite: Any, name: str, registry: Registry | None = None) -> dic
     methods = getattr(suite, "methods", {}) or {}
     if name in methods:
         return check_knobs(dict(methods[name] or {}))
-    if name.endswith(".json") or Path(name).is_file():
-        return load_preset_file(name)[1]
-    return dict((registry or get_registry()).get("preset", name).settings)
+    return resolve_preset(name, registry or get_registry())[1]
 
 
 def unguided_settings(suite: Any, base: dict[str, Any]) -> dict[str, Any] | None:

@@ -27,3 +27,21 @@ def test_generate_defaults_to_the_digits_backbone(tmp_path):
     record = json.loads((tmp_path / "ugd-000001.json").read_text())
     assert record["backbone"]["name"] == "digits" and record["preset"] == "digits"
     assert record["guides"][0]["params"] == {"label": "7"}
+
+
+def test_bench_runs_a_preset_file_as_a_method(tmp_path):
+    from ugd_core import save_preset_file
+
+    preset = tmp_path / "tuned.json"
+    save_preset_file(preset, "tuned", dict(forward_strength=5.0, forward_schedule="increase"))
+    out = tmp_path / "out"
+    small = ["--param", "tasks=label", "--param", "samples=1", "--param", "seeds=0", "--param", "steps=5"]
+    res = runner.invoke(app, ["bench", "digits", *small, "--param", "methods=unguided", "--preset", str(preset), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["unguided", str(preset)]
+    assert rows[1]["denoiser_backward_per_sample"] == 5  # the preset's forward guidance ran
+
+    res = runner.invoke(app, ["bench", "digits", *small, "--preset", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "missing.json" in res.output and "does not exist" in res.output
+    assert not (tmp_path / "x").exists()

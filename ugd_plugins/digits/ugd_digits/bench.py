@@ -15,7 +15,10 @@ is comparable only between rows with equal sample counts.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ugd_core.bench import run_cells
 from ugd_core.config import SamplerConfig
 from ugd_core.registry import Registry, get_registry
 from ugd_core.run import to_pil
@@ -31,6 +35,7 @@ from ugd_core.sampler import sample
 
 from .data import foreground_mask, tight_boxes
 from .targets import heldout_canvases, ref_canvas, ref_label
+from .train_guides import WEIGHTS_DIR
 
 TASKS = ("label", "mask", "box", "identity", "style", "inpaint")
 
@@ -38,8 +43,11 @@ TASKS = ("label", "mask", "box", "identity", "style", "inpaint")
 # Set once from the guides' own losses (a pilot on seeds outside the reported ones),
 # never from the evaluators' scores.
 # Median gradient norms of the guides' losses on held-out digits (docs/digits-guides.md):
-# digit 9, digit-mask 0.08, digit-box+label 9, digit-id 0.7, digit-style 1.1, inpaint 0.03.
-TASK_WEIGHTS = {"label": 1.0, "mask": 100.0, "box": 1.0, "identity": 12.0, "style": 8.0, "inpaint": 300.0}
+# digit 9, digit-mask 0.08, digit-box (box terms only) 0.2, digit-id 0.7, digit-style 1.1, inpaint 0.03.
+# The box task composes two guides, digit-box for the location and digit for the class: with the class
+# inside digit-box its cross-entropy swamped the box terms. Box weight 20 was chosen among 1/5/20/100/400
+# by the guide detector's own IoU to the target on pilot seeds 500-501 (0.35/0.43/0.50/0.40/0.28).
+TASK_WEIGHTS = {"label": 1.0, "mask": 100.0, "box": 20.0, "identity": 12.0, "style": 8.0, "inpaint": 300.0}
 
 # s(t) proportional to a_t ("increase", rescaled to mean 1): on this cosine-schedule backbone the
 # sqrt(1 - a_t) schedule lets the z_t-gradient (which carries 1/sqrt(a_t) through x0_hat) blow
@@ -90,7 +98,7 @@ def task_cases(task: str, seed: int, n_cases: int) -> list[Case]:
             cases.append(Case([f"digit-mask:ref={r},weight={w}"], lab, r))
         elif task == "box":
             b = tight_boxes(foreground_mask(ref_canvas(r)))[0].int().tolist()
-            cases.append(Case([f'digit-box:box="{b[0]},{b[1]},{b[2]},{b[3]}",label={lab},weight={w}'], lab, r))
+            cases.append(Case([f'digit-box:box="{b[0]},{b[1]},{b[2]},{b[3]}",weight={w}', f"digit:label={lab},weight={TASK_WEIGHTS['label']}"], lab, r))
         elif task == "identity":
             cases.append(Case([f"digit-id:ref={r},weight={w}"], lab, r))
         elif task == "style":
@@ -113,13 +121,13 @@ class DigitsBench:
         seeds: tuple[int, ...] = (0, 1, 2),
         steps: int = 50,
         tasks: tuple[str, ...] = TASKS,
-        methods: tuple[str, ...] = tuple(METHODS),
+        methods: tuple[str, ...] | dict[str, dict[str, Any] | None] = tuple(METHODS),
         registry: Registry | None = None,
         device: str = "cpu",
     ):
         self.samples, self.n_cases, self.seeds, self.steps = samples, cases, seeds, steps
         self.tasks = tuple(tasks)
-        self.methods = {m: METHODS[m] for m in methods}
+        self.methods = dict(methods) if isinstance(methods, dict) else method_settings(tuple(methods), registry)
         self.reg = registry or get_registry()
         self.device = device
         self._backbone = None
@@ -187,10 +195,11 @@ class DigitsBench:
         """Task metric(s) and FID of one cell's images."""
         ev = self.evaluators
         labels = torch.tensor([c.label for c in cases for _ in range(n)])
-        out: dict[str, float] = {}
+        pred, probs = ev.classify(images)
+        prob = probs.max(1).values
+        # Backbone-quality signal for every cell: confidently some digit, whatever the target.
+        out: dict[str, float] = {"confident": float((prob >= 0.9).float().mean())}
         if task in ("label", "box", "inpaint"):
-            pred, probs = ev.classify(images)
-            prob = probs.max(1).values
             out["class_accuracy"] = float((pred == labels).float().mean())
             out["accuracy_at_0.9"] = float(((pred == labels) & (prob >= 0.9)).float().mean())
         refs = torch.cat([ref_canvas(c.ref) for c in cases for _ in range(n)]) if cases[0].ref is not None else None
@@ -215,7 +224,8 @@ class DigitsBench:
 
     def cells(self) -> list[dict[str, Any]]:
         """Every (task, method, seed) cell: JSON-able work items."""
-        return [dict(task=t, method=m, seed=s, n=self.samples) for t in self.tasks for m in self.methods for s in self.seeds]
+        return [dict(task=t, method=m, seed=s, n=self.samples, version=self._version(m))
+                for t in self.tasks for m in self.methods for s in self.seeds]
 
     def run_cell(self, cell: dict[str, Any]) -> dict[str, Any]:
         """Generate and score one cell."""
@@ -235,22 +245,14 @@ class DigitsBench:
     # -- the whole suite ------------------------------------------------------------------
 
     def __call__(self, out_dir: Path, progress: Any = None) -> dict[str, Any]:
-        cells = self.cells()
-        task_id = progress.add_task("bench cells", total=len(cells)) if progress is not None else None
-        results = []
-        cache = Path(out_dir) / "cells"
-        cache.mkdir(parents=True, exist_ok=True)
-        for cell in cells:  # each finished cell is kept, so an interrupted run resumes where it stopped
-            path = cache / f"{cell['task']}-{cell['method'].replace('+', '_')}-{cell['seed']}-{cell['n']}.pt"
-            if path.exists():
-                result = torch.load(path, weights_only=False)
-            else:
-                result = self.run_cell(cell)
-                torch.save(result, path)
-            results.append(result)
-            if progress is not None:
-                progress.advance(task_id)
-        return self.summarize(results, out_dir)
+        """Run every cell (reusing cached ones in ``out_dir/cells``) and write the tables and grids."""
+        return run_cells(self, out_dir, progress)
+
+    def _version(self, method: str) -> str:
+        """Hash of what a cell's result depends on beyond its name: the method's settings, the step
+        and case counts and the shipped weights, so a cached cell is never reused after any changes."""
+        blob = json.dumps([self.methods[method], self.steps, self.n_cases, weights_digest()], sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     def summarize(self, results: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
         """Write results.md, results.json and one PNG grid per (task, method)."""
@@ -259,7 +261,7 @@ class DigitsBench:
         for r in results:
             images = r.pop("_images", None)
             if images is not None and r["seed"] == min(self.seeds):
-                save_grid(images, out_dir / f"grid-{r['task']}-{r['method'].replace('+', '_')}.png", ncol=self.samples)
+                save_grid(images, out_dir / f"grid-{r['task']}-{_slug(r['method'])}.png", ncol=self.samples)
         rows = aggregate(results)
         md = markdown_table(rows, self)
         (out_dir / "results.md").write_text(md)
@@ -298,13 +300,13 @@ def markdown_table(rows: list[dict[str, Any]], bench: DigitsBench) -> str:
         arrow = "↑" if HIGHER_IS_BETTER[task] else "↓"
         extra = " | class acc ↑ | acc@p≥0.9 ↑" if task in ("label", "box", "inpaint") else ""
         lines += [f"\n### {task}: {METRIC_NAME[task]}\n",
-                  f"| method | {METRIC_NAME[task]} {arrow}{extra} | FID ↓ | s/sample | denoiser fwd / bwd per sample |",
-                  "|---|---|" + ("---|---|" if extra else "") + "---|---|---|"]
+                  f"| method | {METRIC_NAME[task]} {arrow}{extra} | confident ↑ | FID ↓ | s/sample | denoiser fwd / bwd per sample |",
+                  "|---|---|" + ("---|---|" if extra else "") + "---|---|---|---|"]
         for r in trs:
             cells = [r["method"], _pm(r, "metric")]
             if extra:
                 cells += [_pm(r, "class_accuracy"), _pm(r, "accuracy_at_0.9")]
-            cells += [_pm(r, "fid", 2), f"{r['seconds_per_sample']:.3f}",
+            cells += [_pm(r, "confident") if "confident" in r else "–", _pm(r, "fid", 2), f"{r['seconds_per_sample']:.3f}",
                       f"{r['denoiser_forward_per_sample']:.0f} / {r['denoiser_backward_per_sample']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -312,6 +314,21 @@ def markdown_table(rows: list[dict[str, Any]], bench: DigitsBench) -> str:
 
 def _pm(r: dict[str, Any], key: str, digits: int = 3) -> str:
     return f"{r[key]:.{digits}f} ± {r[key + '_std']:.{digits}f}"
+
+
+@functools.lru_cache(maxsize=1)
+def weights_digest() -> str:
+    """SHA-1 over the plugin's shipped weight files (backbone, guides, evaluators)."""
+    h = hashlib.sha1()
+    for f in sorted(WEIGHTS_DIR.glob("*.safetensors")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _slug(method: str) -> str:
+    """A method name (or preset path) as a file-name part."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", method).strip("_")
 
 
 def save_grid(images: torch.Tensor, path: Path, ncol: int = 8) -> None:
@@ -336,11 +353,25 @@ def make_suite(samples: int = 4, cases: int = 5, seeds: str = "0,1,2", steps: in
     for t in task_list:
         if t not in TASKS:
             raise UgdError(f"unknown digits task {t!r}; tasks: {', '.join(TASKS)}")
-    for m in method_list:
-        if m not in METHODS:
-            raise UgdError(f"unknown digits method {m!r}; methods: {', '.join(METHODS)}")
     seed_list = tuple(int(s) for s in seeds.split(",") if s)
-    return DigitsBench(samples, cases, seed_list, steps, task_list, method_list, device=device)
+    return DigitsBench(samples, cases, seed_list, steps, task_list, method_settings(method_list), device=device)
+
+
+def method_settings(names: tuple[str, ...], registry: Registry | None = None) -> dict[str, dict[str, Any] | None]:
+    """Settings of each method: a built-in method, a registered preset name or a preset file."""
+    from ugd_core.config import resolve_preset
+    from ugd_core.errors import UgdError
+
+    out: dict[str, dict[str, Any] | None] = {}
+    for m in names:
+        if m in METHODS:
+            out[m] = METHODS[m]
+            continue
+        try:
+            out[m] = resolve_preset(m, registry or get_registry())[1]
+        except UgdError as exc:
+            raise UgdError(f"digits method {m!r} is neither a method ({', '.join(METHODS)}) nor a preset: {exc}") from None
+    return out
 
 
 

@@ -53,7 +53,7 @@ def ugd_register_benchmarks(register):  # type: ignore[no-untyped-def]
             Param("seeds", "str", "0,1,2", "comma-separated seeds"),
             Param("steps", "int", 50, "DDIM steps"),
             Param("tasks", "str", ",".join(TASKS), "comma-separated tasks"),
-            Param("methods", "str", ",".join(METHODS), "comma-separated methods"),
+            Param("methods", "str", ",".join(METHODS), "comma-separated methods: built-in ones, preset names or preset JSON files (`ugd tune`)"),
             Param("quick", "bool", False, "smoke run: 2 samples, 2 targets, 1 seed, 10 steps, label+mask, 4 methods"),
             Param("device", "str", "cpu", "cpu or cuda"),
         ],

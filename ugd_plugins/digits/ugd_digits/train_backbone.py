@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         ema.load_state_dict(state["ema"])
         step, seconds = state["step"], state["seconds"]
         print(f"resumed at step {step} ({seconds / 60:.1f} min trained)")
+        _truncate_log(step)
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
 
     def checkpoint() -> None:
@@ -77,10 +79,13 @@ def main(argv: list[str] | None = None) -> None:
         meta = {"step": str(step), "train_minutes": f"{seconds / 60:.1f}", "recipe": "eps, cosine, min-snr-5, ema"}
         _atomic_save(lambda f: save_file(shadow, str(f), metadata=meta), WEIGHTS)
 
+    stop = []  # SIGTERM/SIGINT end the run at the next step boundary, after a checkpoint
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
     start = time.time()
     budget = args.minutes * 60
     unet.train()
-    while step < args.max_steps and time.time() - start < budget:
+    while step < args.max_steps and time.time() - start < budget and not stop:
         t0 = time.time()
         x0, _, _ = sample_canvases(digits, args.batch, gen)
         x0 = x0.to(device)
@@ -108,6 +113,13 @@ def main(argv: list[str] | None = None) -> None:
             checkpoint()
     checkpoint()
     print(f"stopped at step {step} ({seconds / 60:.1f} min trained); weights in {WEIGHTS}")
+
+
+def _truncate_log(step: int) -> None:
+    """Drop log lines past the resumed step (written after the last checkpoint of a killed run)."""
+    if LOG.exists():
+        lines = [ln for ln in LOG.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        LOG.write_text("".join(ln + "\n" for ln in lines))
 
 
 def _ema_tensors(unet: torch.nn.Module, ema) -> list[torch.Tensor]:

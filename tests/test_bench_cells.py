@@ -1,0 +1,53 @@
+"""The per-cell cache of benchmark suites (`ugd_core.bench.run_cells`): finished cells are reused, changed ones rerun."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_tune import GaussSuite
+from ugd_core.bench import cell_key, load_cell, run_cells
+
+
+def test_a_second_run_reuses_every_cached_cell(tmp_path, monkeypatch):
+    suite = GaussSuite()
+    first = run_cells(suite, tmp_path)
+    assert len(list((tmp_path / "cells").glob("*.json"))) == len(suite.cells())
+
+    def must_not_run(cell):
+        raise AssertionError(f"cell {cell} was run again")
+
+    monkeypatch.setattr(suite, "run_cell", must_not_run)
+    again = run_cells(suite, tmp_path)
+    assert again["markdown"] == first["markdown"]  # the tensors riding along ('_images') came back too
+
+
+def test_a_changed_cell_is_run_again_and_a_torn_cache_entry_ignored(tmp_path, monkeypatch):
+    suite = GaussSuite()
+    run_cells(suite, tmp_path)
+    cells = suite.cells()
+    changed = [dict(c, version="other-settings") for c in cells]
+    assert all(load_cell(tmp_path / "cells", c) is None for c in changed)
+    assert all(cell_key(a) != cell_key(b) for a, b in zip(cells, changed))
+
+    (tmp_path / "cells" / f"{cell_key(cells[0])}.pt").unlink()  # a result whose tensors never landed
+    ran = []
+    original = suite.run_cell
+    monkeypatch.setattr(suite, "run_cell", lambda c: ran.append(c) or original(c))
+    run_cells(suite, tmp_path)
+    assert ran == [cells[0]]
+
+
+def test_a_failing_cell_leaves_the_finished_ones_cached(tmp_path, monkeypatch):
+    suite = GaussSuite()
+    cells = suite.cells()
+    original = suite.run_cell
+
+    def fail_on_third(cell):
+        if cell == cells[2]:
+            raise RuntimeError("worker died")
+        return original(cell)
+
+    monkeypatch.setattr(suite, "run_cell", fail_on_third)
+    with pytest.raises(RuntimeError):
+        run_cells(suite, tmp_path)
+    assert [load_cell(tmp_path / "cells", c) is not None for c in cells] == [True, True, False, False]
