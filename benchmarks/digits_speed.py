@@ -42,7 +42,7 @@ def main() -> None:
     modes = {"unguided": (None, {}), "forward + backward (m=3), k=1": (guide, DEFAULT_SETTINGS)}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {args.threads}, {args.steps} steps, median of {args.repeats}\n")
-    print("| mode | batch | s/image | denoiser fwd / bwd per image |")
+    print("| mode | batch | s/image | denoiser fwd / bwd per chain |")
     print("|---|---|---|---|")
     for name, (g, knobs) in modes.items():
         cfg = SamplerConfig.from_dict(dict(knobs, num_steps=args.steps))

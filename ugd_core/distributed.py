@@ -488,7 +488,7 @@ def run_bench_on_ray(
     num_cpus_per_worker: float = 1,
     num_gpus_per_worker: float = 0,
     console: Any = None,
-    resume: bool = False,
+    resume: bool = True,
     num_cpus: int | None = None,
     max_restarts: int = 3,
 ) -> dict[str, Any]:
@@ -496,8 +496,9 @@ def run_bench_on_ray(
 
     Workers get the suite pickled, or call ``suite_factory()`` (picklable, e.g.
     ``functools.partial(build_suite, name, params)``) so models load on the worker.
-    Each cell's result is also written to ``out_dir/cells/<key>.json`` as it arrives;
-    with ``resume`` cached results of identical cells are reused instead of rerun.
+    Each cell's result is also written to ``out_dir/cells/`` as it arrives (the cache
+    of :mod:`ugd_core.bench`); with ``resume`` (the default, as in-process) cached
+    results of identical cells are reused instead of rerun.
     """
     ray = require_ray()
     out = Path(out_dir)

@@ -117,7 +117,7 @@ class DigitsBench:
     def __init__(
         self,
         samples: int = 4,
-        cases: int = 5,
+        cases: int = 4,
         seeds: tuple[int, ...] = (0, 1, 2),
         steps: int = 50,
         tasks: tuple[str, ...] = TASKS,
@@ -339,7 +339,7 @@ def save_grid(images: torch.Tensor, path: Path, ncol: int = 8) -> None:
     to_pil(grid[:1] if images.shape[1] == 1 else grid).resize((grid.shape[2] * 2, grid.shape[1] * 2), 0).save(path)
 
 
-def make_suite(samples: int = 4, cases: int = 5, seeds: str = "0,1,2", steps: int = 50, tasks: str = ",".join(TASKS),
+def make_suite(samples: int = 4, cases: int = 4, seeds: str = "0,1,2", steps: int = 50, tasks: str = ",".join(TASKS),
                methods: str = ",".join(METHODS), quick: bool = False, device: str = "cpu") -> DigitsBench:
     """Factory registered as the ``digits`` benchmark."""
     if quick:

@@ -49,7 +49,7 @@ def ugd_register_benchmarks(register):  # type: ignore[no-untyped-def]
         description="Digits world: tasks x methods, judged by independent evaluators (metric, FID, cost)",
         params=[
             Param("samples", "int", 4, "samples per target per seed"),
-            Param("cases", "int", 5, "targets (held-out references) per task per seed; label always uses all 10 classes"),
+            Param("cases", "int", 4, "targets (held-out references) per task per seed; label always uses all 10 classes"),
             Param("seeds", "str", "0,1,2", "comma-separated seeds"),
             Param("steps", "int", 50, "DDIM steps"),
             Param("tasks", "str", ",".join(TASKS), "comma-separated tasks"),

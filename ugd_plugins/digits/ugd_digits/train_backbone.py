@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import time
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-steps", type=int, default=100_000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--decay-start", type=int, default=None,
+                   help="cosine-decay the learning rate from this step to --max-steps (to 5%% of --lr)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         weight = torch.clamp(snr, max=5.0) / snr  # Min-SNR-5 for eps-prediction
         loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
         for g in opt.param_groups:
-            g["lr"] = args.lr * min(1.0, (step + 1) / 200)
+            g["lr"] = learning_rate(step, args.lr, args.decay_start, args.max_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -108,11 +111,19 @@ def main(argv: list[str] | None = None) -> None:
         seconds += time.time() - t0
         if step % 50 == 0:
             with LOG.open("a") as fh:
-                fh.write(json.dumps(dict(step=step, loss=round(loss.item(), 5), minutes=round(seconds / 60, 2))) + "\n")
+                fh.write(json.dumps(dict(step=step, loss=round(loss.item(), 5), lr=opt.param_groups[0]["lr"], minutes=round(seconds / 60, 2))) + "\n")
         if step % args.save_every == 0:
             checkpoint()
     checkpoint()
     print(f"stopped at step {step} ({seconds / 60:.1f} min trained); weights in {WEIGHTS}")
+
+
+def learning_rate(step: int, lr: float, decay_start: int | None, max_steps: int) -> float:
+    """Linear warm-up over 200 steps, constant, then (from ``decay_start``) cosine decay to 5% at ``max_steps``."""
+    if decay_start is None or step < decay_start:
+        return lr * min(1.0, (step + 1) / 200)
+    frac = min(1.0, (step - decay_start) / max(1, max_steps - decay_start))
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def _truncate_log(step: int) -> None:
