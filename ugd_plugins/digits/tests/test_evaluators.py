@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -101,3 +103,12 @@ def test_fid_matches_the_matrix_square_root_formula_and_survives_collapse():
     assert abs(Evaluators.fid(a, b) - ref) < 1e-6
     collapsed = Evaluators.fid(torch.zeros(20, 8), b)  # every sample identical: singular covariance
     assert np.isfinite(collapsed) and collapsed > Evaluators.fid(a, b)
+
+
+def test_fid_of_a_diverged_sample_set_is_nan_not_a_crash():
+    b = torch.randn(30, 8)
+    a = torch.randn(20, 8)
+    a[3, 0] = float("inf")
+    assert math.isnan(Evaluators.fid(a, b))
+    a[3, 0] = float("nan")
+    assert math.isnan(Evaluators.fid(a, b))

@@ -15,6 +15,7 @@ averaged, other sizes resized), runs without gradients and returns CPU tensors.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -89,19 +90,22 @@ class Evaluators:
         ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), matrix root by
         symmetric eigendecompositions. Biased at small n: compare only equal sample counts.
         """
-        from scipy import linalg
-
         a = np.asarray(feats_a.detach().cpu().double())
         b = np.asarray(feats_b.detach().cpu().double())
         if len(a) < 2 or len(b) < 2:
             raise ValueError("fid needs at least 2 samples in each set")
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            return math.nan  # a sample that diverged has no place in a Gaussian fit; the bench counts them
         mu_a, mu_b = a.mean(0), b.mean(0)
         s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
         # Tr((S_a S_b)^(1/2)) = sum of sqrt(eig(S_a^(1/2) S_b S_a^(1/2))): symmetric PSD eigenproblems,
         # stable even when a set of samples has collapsed and its covariance is singular.
-        w, v = np.linalg.eigh(s_a)
-        root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-        trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ s_b @ root_a), 0, None)).sum()
+        try:
+            w, v = np.linalg.eigh(s_a)
+            root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+            trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ s_b @ root_a), 0, None)).sum()
+        except np.linalg.LinAlgError:  # features so extreme (finite, ~1e150) that LAPACK cannot converge
+            return math.nan
         return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * trace_covmean)
 
     # -- identity and style ------------------------------------------------------------------
