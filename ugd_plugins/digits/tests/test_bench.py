@@ -25,7 +25,7 @@ def test_generate_defaults_to_the_digits_backbone(tmp_path):
     res = runner.invoke(app, ["generate", "--guide", "digit:label=7", "-n", "2", "--steps", "10", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "ugd-000001.json").read_text())
-    assert record["backbone"]["name"] == "digits" and record["preset"] == "digits"
+    assert record["backbone"]["name"] == "digits" and record["preset"] == "digits-full"
     assert record["guides"][0]["params"] == {"label": "7"}
 
 
