@@ -23,26 +23,15 @@ ray = pytest.importorskip("ray")
 
 from ugd_core.distributed import generate_on_ray, plan_outputs  # noqa: E402
 from ugd_core.run import RunSpec, generate, save_image  # noqa: E402
+from ugd_core.testing import LinearDDPMSchedule, gaussian_eps  # noqa: E402
 
 MU, S = 0.3, 0.5
 
 
-class DDPMSchedule:
-    """What the sampler reads from a scheduler (DDPM linear betas, DDIM 'leading' steps), without importing
-    diffusers: every Ray worker process saves that import."""
-
-    def __init__(self, steps: int = 1000) -> None:
-        self.alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, steps), 0)
-        self.steps = steps
-
-    def set_timesteps(self, n: int) -> None:
-        self.timesteps = torch.arange(n).mul(self.steps // n).flip(0)
-
-
 def _tiny_backbone(device: str = "cpu", crash_file: str = "", crash_at: int = 0) -> CallableBackbone:
     """Closed-form denoiser of N(MU, S^2) on 1x8x8 'images'; optionally dies once (os._exit) mid-run."""
-    sched = DDPMSchedule()
-    acp = sched.alphas_cumprod
+    sched = LinearDDPMSchedule()
+    exact = gaussian_eps(sched.alphas_cumprod, MU, S)
     calls = [0]
 
     def eps(z, t, cond):
@@ -50,8 +39,7 @@ def _tiny_backbone(device: str = "cpu", crash_file: str = "", crash_at: int = 0)
         if crash_file and calls[0] == crash_at and not os.path.exists(crash_file):
             Path(crash_file).write_text(str(os.getpid()))
             os._exit(1)  # a worker dying without a goodbye
-        a = acp[t].view(-1, 1, 1, 1).to(z.dtype)
-        return (1 - a).sqrt() * (z - a.sqrt() * MU) / (a * S**2 + 1 - a)
+        return exact(z, t, cond)
 
     return CallableBackbone(eps, (1, 8, 8), sched, device=device)
 

@@ -8,6 +8,7 @@ the recurrence's re-noising makes one of these fail.
 import torch
 
 from ugd_core import CallableBackbone, SamplerConfig, make_guide, sample
+from ugd_core import testing
 from ugd_core.backbones import default_scheduler
 
 MU, S, DIM, N = 0.5, 0.6, 8, 3000
@@ -15,14 +16,7 @@ Y = -1.0  # target of the quadratic guide
 
 
 def gaussian_backbone() -> CallableBackbone:
-    sched = default_scheduler()
-    acp = sched.alphas_cumprod
-
-    def eps(z, t, cond):
-        a = acp[t].view(-1, 1, 1, 1).to(z.dtype)
-        return (1 - a).sqrt() * (z - a.sqrt() * MU) / (a * S**2 + 1 - a)
-
-    return CallableBackbone(eps, (DIM, 1, 1), sched)
+    return testing.gaussian_backbone(MU, S, (DIM, 1, 1), default_scheduler())
 
 
 def quadratic_guide():

@@ -18,21 +18,10 @@ import pytest
 import torch
 
 from ugd_core import CallableBackbone, SamplerConfig, hookimpl, load_preset_file, load_registry, make_guide, sample
+from ugd_core.testing import gaussian_backbone
 from ugd_core.tune import BEAM_START, Evaluation, pareto_front, tune_suite
 
 MU, S, DIM, Y = 0.5, 0.6, 8, -1.0
-
-
-class DDPMSchedule:
-    """What the sampler reads from a scheduler (DDPM linear betas, DDIM 'leading' steps), without importing
-    diffusers: every Ray worker process saves that import."""
-
-    def __init__(self, steps: int = 1000) -> None:
-        self.alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, steps), 0)
-        self.steps = steps
-
-    def set_timesteps(self, n: int) -> None:
-        self.timesteps = torch.arange(n).mul(self.steps // n).flip(0)
 
 
 class GaussSuite:
@@ -56,14 +45,7 @@ class GaussSuite:
 
     def backbone(self) -> CallableBackbone:
         if self._backbone is None:
-            sched = DDPMSchedule()
-            acp = sched.alphas_cumprod
-
-            def eps(z, t, cond):
-                a = acp[t].view(-1, 1, 1, 1).to(z.dtype)
-                return (1 - a).sqrt() * (z - a.sqrt() * MU) / (a * S**2 + 1 - a)
-
-            self._backbone = CallableBackbone(eps, (DIM, 1, 1), sched)
+            self._backbone = gaussian_backbone(MU, S, (DIM, 1, 1))
         return self._backbone
 
     def evaluate(self, task: str, settings: dict, seed: int, n: int) -> dict:
