@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from ugd_core import SamplerConfig, sample  # noqa: E402
 from ugd_core.registry import get_registry  # noqa: E402
-from ugd_core.run import build_guide  # noqa: E402
+from cli.run import build_guide  # noqa: E402
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from ugd_core.run import RunSpec, build, generate_batch, save_image  # noqa: E402
+from cli.run import RunSpec, build, generate_batch, save_image  # noqa: E402
 
 
 def in_process(spec: RunSpec, out: Path) -> dict:
@@ -48,7 +48,7 @@ def in_process(spec: RunSpec, out: Path) -> dict:
 
 
 def on_ray(spec: RunSpec, out: Path, workers: int, threads: int) -> dict:
-    from ugd_core.distributed import generate_on_ray
+    from cli.distributed import generate_on_ray
 
     stamps: list[float] = []
     t0 = time.perf_counter()

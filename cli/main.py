@@ -161,8 +161,8 @@ def generate(
     resume: bool = typer.Option(False, help="keep images of this same spec already in --out, write only the missing ones (never rewrites one)"),
 ) -> None:
     """Generate guided images; each PNG carries its full run spec (also in a JSON sidecar)."""
-    from ugd_core.distributed import plan_outputs
-    from ugd_core.run import RunSpec, read_image_record, spec_from_image_record
+    from cli.distributed import plan_outputs
+    from cli.run import RunSpec, read_image_record, spec_from_image_record
 
     keep: Optional[int] = None
     if from_spec is not None:
@@ -182,7 +182,7 @@ def generate(
     if not plan.batches:
         return
     if ray is not None:
-        from ugd_core.distributed import generate_on_ray
+        from cli.distributed import generate_on_ray
 
         paths = generate_on_ray(spec, out, address=ray, overwrite=overwrite, console=err_console, plan=plan)
     else:
@@ -192,8 +192,8 @@ def generate(
 
 
 def _generate_here(spec: Any, out: Path, overwrite: bool, plan: Any) -> list[tuple[Path, Path]]:
-    from ugd_core.distributed import save_planned
-    from ugd_core.run import build, generate_batch
+    from cli.distributed import save_planned
+    from cli.run import build, generate_batch
     from ugd_core.sampler import NoiseSchedule
 
     built = build(spec)
@@ -226,7 +226,7 @@ def bench(
 ) -> None:
     """Run a benchmark suite: tasks x methods -> a markdown table, a JSON file and PNG grids."""
     if ray is not None:
-        from ugd_core.distributed import require_ray
+        from cli.distributed import require_ray
 
         require_ray()  # before any work: without Ray this is the install hint, exit 2
     reg = get_registry()
@@ -242,7 +242,7 @@ def bench(
     if table.exists() and not overwrite:
         raise UgdError(f"{table} already exists; pass --overwrite or choose another --out")
     if ray is not None:
-        from ugd_core.distributed import run_bench_on_ray, suite_factory_for
+        from cli.distributed import run_bench_on_ray, suite_factory_for
 
         out.mkdir(parents=True, exist_ok=True)
         result = run_bench_on_ray(suite, out, address=ray, suite_factory=suite_factory_for(name, given), console=err_console)
@@ -276,8 +276,8 @@ def tune(
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster: 'local' or an address (random/optuna start a local one by default)", show_default=False),
 ) -> None:
     """Tune sampler knobs for one benchmark task: best metric within a quality budget; writes a preset file."""
-    from ugd_core.distributed import require_ray, suite_factory_for
-    from ugd_core.tune import tune_suite
+    from cli.distributed import require_ray, suite_factory_for
+    from cli.tune import tune_suite
 
     if ray is not None or strategy != "beam":
         require_ray()  # before any work: without Ray this is the install hint, exit 2

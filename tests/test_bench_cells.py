@@ -1,11 +1,11 @@
-"""The per-cell cache of benchmark suites (`ugd_core.bench.run_cells`): finished cells are reused, changed ones rerun."""
+"""The per-cell cache of benchmark suites (`cli.bench.run_cells`): finished cells are reused, changed ones rerun."""
 
 from __future__ import annotations
 
 import pytest
 
 from test_tune import GaussSuite
-from ugd_core.bench import cell_key, load_cell, run_cells
+from cli.bench import cell_key, load_cell, run_cells
 
 
 def test_a_second_run_reuses_every_cached_cell(tmp_path, monkeypatch):

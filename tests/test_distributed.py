@@ -21,8 +21,8 @@ from ugd_core import CallableBackbone, Param, UgdError, hookimpl, load_registry,
 
 ray = pytest.importorskip("ray")
 
-from ugd_core.distributed import generate_on_ray, plan_outputs  # noqa: E402
-from ugd_core.run import RunSpec, generate, save_image  # noqa: E402
+from cli.distributed import generate_on_ray, plan_outputs  # noqa: E402
+from cli.run import RunSpec, generate, save_image  # noqa: E402
 from ugd_core.testing import LinearDDPMSchedule, gaussian_eps  # noqa: E402
 
 MU, S = 0.3, 0.5
@@ -173,7 +173,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_item_is_written_once(clus
     torch.set_num_threads(1)
     for item in generate(ref, tiny_registry()):
         png = tmp_path / f"ugd-{item.record['seed']:06d}.png"
-        from ugd_core.run import to_pil
+        from cli.run import to_pil
 
         assert np.asarray(to_pil(item.image)).tobytes() == _pixels(png)
 
@@ -184,7 +184,7 @@ def test_plan_refuses_overwrite_with_resume(tmp_path):
 
 
 def test_user_errors_surface_before_any_worker_starts_and_from_workers(tmp_path):
-    from ugd_core.distributed import GenerationWorker
+    from cli.distributed import GenerationWorker
 
     bad = RunSpec(backbone="tiny", guides=["nope"], overrides=dict(num_steps=2), num_images=2)
     with pytest.raises(UgdError, match="unknown guide 'nope'"):  # checked on the driver: no cluster needed

@@ -19,7 +19,7 @@ import torch
 
 from ugd_core import CallableBackbone, SamplerConfig, hookimpl, load_preset_file, load_registry, make_guide, sample
 from ugd_core.testing import gaussian_backbone
-from ugd_core.tune import BEAM_START, Evaluation, pareto_front, tune_suite
+from cli.tune import BEAM_START, Evaluation, pareto_front, tune_suite
 
 MU, S, DIM, Y = 0.5, 0.6, 8, -1.0
 
@@ -130,7 +130,7 @@ def test_optuna_strategy_runs_tpe_on_ray_and_never_loses_to_its_start(cluster, t
 
 
 def test_bench_cells_on_ray_match_the_in_process_run(cluster, tmp_path):
-    from ugd_core.distributed import run_bench_on_ray
+    from cli.distributed import run_bench_on_ray
 
     suite = GaussSuite()
     torch.set_num_threads(1)
@@ -173,7 +173,7 @@ def test_cli_tune_beam_writes_a_preset_that_generate_accepts(tmp_path, monkeypat
 
     import cli.main as cli
     from ugd_core import registry as registry_mod
-    from ugd_core.run import RunSpec, resolve_config
+    from cli.run import RunSpec, resolve_config
 
     def benchmarks(register):
         register("gauss", lambda: GaussSuite(), description="fake suite (tests)")

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ugd_core.bench import run_cells
+from cli.bench import run_cells
 from ugd_core.config import SamplerConfig
 from ugd_core.registry import Registry, get_registry
-from ugd_core.run import to_pil
+from cli.run import to_pil
 from ugd_core.sampler import sample
 
 from .data import foreground_mask, tight_boxes
@@ -194,7 +194,7 @@ class DigitsBench:
         return cases, torch.cat(images), cost
 
     def _guide(self, spec: str) -> Any:
-        from ugd_core.run import build_guide
+        from cli.run import build_guide
 
         return build_guide(spec, self.reg, self.device)[0]
 

@@ -3,7 +3,7 @@
 A suite that exposes ``cells() -> list[dict]`` (JSON-able work items),
 ``run_cell(cell) -> dict`` and ``summarize(results, out_dir) -> dict`` can be
 run in-process by :func:`run_cells` or on Ray by
-:func:`ugd_core.distributed.run_bench_on_ray`; both keep each finished cell in
+:func:`cli.distributed.run_bench_on_ray`; both keep each finished cell in
 ``out_dir/cells/`` so an interrupted run resumes where it stopped. A cell's
 cache key is a hash of the whole cell, so a suite that puts everything a result
 depends on (settings, weights) into its cells never reuses a stale result.

@@ -16,12 +16,12 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from .config import SamplerConfig, check_knobs, resolve_preset
-from .errors import UgdError
-from .guidance import GuideSet, WeightedGuide
-from .params import parse_spec
-from .registry import Registry, get_registry
-from .sampler import sample
+from ugd_core.config import SamplerConfig, check_knobs, resolve_preset
+from ugd_core.errors import UgdError
+from ugd_core.guidance import GuideSet, WeightedGuide
+from ugd_core.params import parse_spec
+from ugd_core.registry import Registry, get_registry
+from ugd_core.sampler import sample
 
 DEFAULT_BACKBONE = "digits"
 SPEC_VERSION = 1

@@ -2,9 +2,9 @@
 
 The unit of work is the same as in-process: one batch of consecutive seeds
 (:meth:`RunSpec.batches`). A pool of Ray actors each builds the models once
-(:func:`ugd_core.run.build`) and samples batches with
-:func:`ugd_core.run.generate_batch`; results stream back to the driver
-(``ray.wait``), which alone writes files, with :func:`ugd_core.run.save_image`.
+(:func:`cli.run.build`) and samples batches with
+:func:`cli.run.generate_batch`; results stream back to the driver
+(``ray.wait``), which alone writes files, with :func:`cli.run.save_image`.
 Every image depends only on its own seed, so the PNGs are byte-identical to the
 in-process run's, whichever worker drew them (given the same torch thread
 count and weights).
@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .bench import cell_key, load_cell, save_cell
-from .errors import UgdError
-from .registry import Registry, get_registry
+from ugd_core.errors import UgdError
+from ugd_core.registry import Registry, get_registry
 
 RAY_HINT = "--ray needs Ray: pip install 'ugd[ray]'"
 MAX_ATTEMPTS = 3  # times the driver hands one work item out before giving up
@@ -220,7 +220,7 @@ def validate_spec(spec: Any, registry: Registry | None = None) -> None:
 
     Run on the driver before a cluster is started, so a typo costs no worker start-up.
     """
-    from .params import parse_spec, resolve_params
+    from ugd_core.params import parse_spec, resolve_params
     from .run import DEFAULT_BACKBONE, _weight, build, resolve_config
 
     reg = registry or get_registry()
@@ -497,7 +497,7 @@ def run_bench_on_ray(
     Workers get the suite pickled, or call ``suite_factory()`` (picklable, e.g.
     ``functools.partial(build_suite, name, params)``) so models load on the worker.
     Each cell's result is also written to ``out_dir/cells/`` as it arrives (the cache
-    of :mod:`ugd_core.bench`); with ``resume`` (the default, as in-process) cached
+    of :mod:`cli.bench`); with ``resume`` (the default, as in-process) cached
     results of identical cells are reused instead of rerun.
     """
     ray = require_ray()

@@ -35,9 +35,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .config import SCHEDULES, check_knobs, resolve_preset, save_preset_file
-from .errors import UgdError
-from .registry import Registry, get_registry
+from ugd_core.config import SCHEDULES, check_knobs, resolve_preset, save_preset_file
+from ugd_core.errors import UgdError
+from ugd_core.registry import Registry, get_registry
 
 STRATEGIES = ("random", "optuna", "beam")
 TUNABLE = ("forward_strength", "forward_schedule", "backward_steps", "backward_lr", "recurrence", "windows", "smoothing_std")
