@@ -58,6 +58,14 @@ class SamplerConfig:
     # clip x0_hat to the data range before the guide sees it (pixel backbones)
     clip_x0: bool = False
 
+    # precision and memory of the backbone's passes (applied by ``Backbone.configure`` where the
+    # backbone has it; see docs/algorithm.md): dtype auto = the backbone's own
+    dtype: str = "auto"  # auto | fp32 | fp16 | bf16
+    grad_checkpointing: bool = False  # recompute the denoiser's activations in guided backward passes
+    vae_slicing: bool = False  # decode one image at a time
+    vae_tiling: bool = False  # decode in overlapping tiles
+    attention_slicing: bool = False  # attention in slices (SDPA is used where torch has it)
+
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,6 +87,7 @@ class SamplerConfig:
             "forward_normalize": ("none", "grad", "loss"),
             "forward_input": ("x0", "zt"),
             "backward_optimizer": ("sgd", "adam"),
+            "dtype": ("auto", "fp32", "fp16", "bf16"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
