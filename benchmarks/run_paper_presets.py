@@ -6,6 +6,14 @@ variants) is run with the prompt / layout of the official repository's README
 (arpitbansal297/Universal-Guided-Diffusion) and the inputs you pass. Images go to
 --out/<preset>/, and a table of time and final guide losses is printed.
 
+The ImageNet experiments run on the paper's ImageNet model, OpenAI's unconditional
+256x256 guided-diffusion checkpoint, through the ``adm`` backbone (plugin ugd-adm):
+download https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt
+(guided-diffusion README, "Download pre-trained models") and pass it as --imagenet-model.
+``imagenet-classifier-guidance`` is the baseline universal guidance generalises: Dhariwal &
+Nichol's classifier guidance with the release's noise-aware 256x256_classifier.pt (same URL
+folder), passed as --imagenet-classifier.
+
 Nothing is downloaded by the guides: weights must be in the standard caches
 (Hugging Face cache, torch hub dir, ultralytics weights dir) or passed by path.
 A preset whose weights or inputs are missing is skipped with the reason; the
@@ -15,7 +23,8 @@ script exits with status 2 when no preset could run.
     python benchmarks/run_paper_presets.py --preset sd-segmentation --seg-ref dog.png --fast --device cuda
     python benchmarks/run_paper_presets.py --preset all --fast --device cuda \\
         --face-image me.jpg --face-weights backbone.pth --seg-ref dog.png --style-image starry.jpg \\
-        --imagenet-model /models/imagenet256-uncond --detect-ref photo.jpg --inpaint-image dog.png
+        --imagenet-model models/256x256_diffusion_uncond.pt --imagenet-classifier models/256x256_classifier.pt \\
+        --detect-ref photo.jpg --inpaint-image dog.png
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from typing import Callable
 # person centred at (384, 256), 200 x 400 px (scripts/object_detection.py, index 0)
 SD_DETECTION_BOXES = "0.0742,0.3242,0.4258,0.6758;0.5547,0.1094,0.9453,0.8906"
 SD_DETECTION_LABELS = "dog;person"
+IMAGENET_MODEL = "--imagenet-model: 256x256_diffusion_uncond.pt (guided-diffusion; the adm backbone)"
 
 
 @dataclass
@@ -43,6 +53,11 @@ class Experiment:
     prompt: Callable[[argparse.Namespace], str | None]
     needs: list[tuple[str, str]] = field(default_factory=list)  # (argument, what it is)
     plugins: tuple[str, ...] = ()
+    preset_name: str = ""  # the registered preset, when it is not named like the experiment
+
+    @property
+    def settings_preset(self) -> str:
+        return self.preset_name or self.preset
 
 
 def _sd(a: argparse.Namespace) -> str:
@@ -50,7 +65,7 @@ def _sd(a: argparse.Namespace) -> str:
 
 
 def _imagenet(a: argparse.Namespace) -> str:
-    return f"diffusers-pixel:model={a.imagenet_model}"
+    return f'adm:model="{a.imagenet_model}"'
 
 
 def _opt(key: str, value: str | None) -> str:
@@ -103,24 +118,33 @@ EXPERIMENTS = [
         _imagenet,
         lambda a: [f'clip:prompt="{a.clip_text_imagenet}"' + _opt("model", a.clip_model)],
         lambda a: None,
-        [("imagenet_model", "--imagenet-model: diffusers UNet2DModel folder of an unconditional ImageNet 256 model")],
-        ("clip",),
+        [("imagenet_model", IMAGENET_MODEL)],
+        ("adm", "clip"),
     ),
     Experiment(
         "imagenet-detection",
         _imagenet,
         lambda a: [f'detection:ref="{a.detect_ref}"' + _opt("weights", a.detect_weights)],
         lambda a: None,
-        [("imagenet_model", "--imagenet-model: unconditional ImageNet 256 diffusers folder"), ("detect_ref", "--detect-ref: photo whose detections are the target")],
-        ("detection",),
+        [("imagenet_model", IMAGENET_MODEL), ("detect_ref", "--detect-ref: photo whose detections are the target")],
+        ("adm", "detection"),
     ),
     Experiment(
         "imagenet-inpaint",
         _imagenet,
         lambda a: [f'segmentation:ref="{a.inpaint_image}"', f'seg-inpaint:image="{a.inpaint_image}",mask=background'],
         lambda a: None,
-        [("imagenet_model", "--imagenet-model: unconditional ImageNet 256 diffusers folder"), ("inpaint_image", "--inpaint-image: photo to re-create (its background is kept)")],
-        ("segmentation",),
+        [("imagenet_model", IMAGENET_MODEL), ("inpaint_image", "--inpaint-image: photo to re-create (its background is kept)")],
+        ("adm", "segmentation"),
+    ),
+    Experiment(
+        "imagenet-classifier-guidance",
+        _imagenet,
+        lambda a: [f"classifier:label={a.imagenet_class}" + _opt("model", a.imagenet_classifier)],
+        lambda a: None,
+        [("imagenet_model", IMAGENET_MODEL), ("imagenet_classifier", "--imagenet-classifier: 256x256_classifier.pt (noise-aware)")],
+        ("adm",),
+        "classifier-guidance",
     ),
 ]
 
@@ -137,7 +161,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("bench-out/paper-presets"))
     p.add_argument("--prompt", default=None, help="replace the experiment's text prompt")
     p.add_argument("--sd-model", default="CompVis/stable-diffusion-v1-4", help="SD pipeline id or folder (the paper used sd-v1-4)")
-    p.add_argument("--imagenet-model", default=None, help="diffusers folder of an unconditional ImageNet 256 UNet2DModel")
+    p.add_argument("--imagenet-model", default=None, help="path of guided-diffusion's 256x256_diffusion_uncond.pt (adm backbone)")
+    p.add_argument("--imagenet-classifier", default=None, help="path of guided-diffusion's 256x256_classifier.pt")
+    p.add_argument("--imagenet-class", type=int, default=207, help="ImageNet class for classifier guidance (207: golden retriever)")
     p.add_argument("--clip-model", default=None, help="CLIP model id or folder (default: the clip plugin's)")
     p.add_argument("--clip-text", default="a hedgehog using a calculator", help="CLIP target for sd-clip")
     p.add_argument("--clip-text-imagenet", default="Birthday Cake", help="CLIP target for imagenet-clip")
@@ -159,7 +185,10 @@ def describe(exps: list[Experiment], args: argparse.Namespace) -> None:
         needs = "; ".join(text for _, text in e.needs) or "weights only"
         print(f"  {e.preset:<20} plugins: {', '.join(e.plugins):<20} {needs}")
     print("\nWeights are read from the Hugging Face cache (SD, CLIP), the torch hub dir "
-          "(torchvision segmenters / detectors / VGG) or the paths you pass; nothing is downloaded by the guides.")
+          "(torchvision segmenters / detectors / VGG) or the paths you pass; nothing is downloaded by the guides. "
+          "The ImageNet model and classifier are guided-diffusion's release files: "
+          "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt and "
+          ".../256x256_classifier.pt (guided-diffusion README, 'Download pre-trained models').")
 
 
 def missing_inputs(e: Experiment, args: argparse.Namespace) -> list[str]:
@@ -169,7 +198,7 @@ def missing_inputs(e: Experiment, args: argparse.Namespace) -> list[str]:
         value = getattr(args, name.rstrip("?"))
         if value is None and not optional:
             out.append(text)
-        elif value is not None and name.rstrip("?") != "imagenet_model" and not Path(value).expanduser().exists():
+        elif value is not None and name.rstrip("?") not in ("imagenet_model", "imagenet_classifier") and not Path(value).expanduser().exists():
             out.append(f"{text} (given {value!r}, which does not exist)")
     return out
 
@@ -190,7 +219,7 @@ def save_images(images, folder: Path, preset: str) -> list[Path]:  # type: ignor
 def run(exp: Experiment, args: argparse.Namespace, registry) -> dict:  # type: ignore[no-untyped-def]
     from ugd_core import GuideSet, SamplerConfig, UgdError, sample
 
-    name = exp.preset + ("-fast" if args.fast else "")
+    name = exp.settings_preset + ("-fast" if args.fast else "")
     row = dict(preset=name, status="", seconds=0.0, losses={})
     for plugin in exp.plugins:
         if plugin not in registry.plugins or registry.plugins[plugin].error:

@@ -1,6 +1,6 @@
 """Per-step cost of the sampler's modes on the tiny Stable Diffusion components.
 
-    .venv/bin/python benchmarks/step_cost.py [--threads 1] [--repeats 3] [--batch 2]
+    .venv/bin/python benchmarks/step_cost.py [--threads 1] [--repeats 3] [--batch 2] [--dtype bf16] [--low-memory]
 
 Prints a markdown table: seconds per step (median of repeats, after a warm-up),
 the ratio to an unguided step, and denoiser forward/backward passes per step.
@@ -38,13 +38,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="the dtype knob")
+    p.add_argument("--low-memory", action="store_true", help="the memory knobs of the low-memory preset")
     args = p.parse_args()
+    memory = dict(dtype=args.dtype)
+    if args.low_memory:
+        memory.update(grad_checkpointing=True, vae_slicing=True, vae_tiling=True)
     torch.set_num_threads(args.threads)
     backbone = tiny_stable_diffusion()
     guide = make_guide("brightness", f=lambda x: x.mean(dim=(1, 2, 3)), loss=lambda m, c: (m - c) ** 2, target=0.3)
     rows = []
     for name, knobs in MODES.items():
-        cfg = SamplerConfig(num_steps=args.steps, cfg_scale=7.5, **knobs)
+        cfg = SamplerConfig(num_steps=args.steps, cfg_scale=7.5, **knobs, **memory)
         sample(backbone, guide, cfg, num_images=args.batch, seed=0, prompt="a photo")  # warm-up
         times, stats = [], None
         for r in range(args.repeats):
@@ -55,7 +60,8 @@ def main() -> None:
         rows.append((name, statistics.median(times), stats.denoiser_forward / args.steps, stats.denoiser_backward / args.steps))
     base = rows[0][1]
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {args.threads}, "
-          f"batch {args.batch}, {args.steps} steps, median of {args.repeats}\n")
+          f"batch {args.batch}, {args.steps} steps, median of {args.repeats}, dtype {args.dtype}"
+          f"{', memory knobs on' if args.low_memory else ''}\n")
     print("| mode | s/step | × unguided | denoiser fwd / bwd per step |")
     print("|---|---|---|---|")
     for name, sec, fwd, bwd in rows:

@@ -1,20 +1,87 @@
-"""Benchmark suites made of cells, with a per-cell result cache shared by every runner.
+"""Benchmark suites made of cells, a per-cell result cache shared by every runner, and table/grid helpers.
 
-A suite that exposes ``cells() -> list[dict]`` (JSON-able work items),
-``run_cell(cell) -> dict`` and ``summarize(results, out_dir) -> dict`` can be
-run in-process by :func:`run_cells` or on Ray by
+A :class:`BenchmarkSuite` exposes ``cells() -> list[dict]`` (JSON-able work items),
+``run_cell(cell) -> dict`` and ``summarize(results, out_dir) -> dict``; it runs
+in-process with :func:`run_cells` or on Ray with
 :func:`cli.distributed.run_bench_on_ray`; both keep each finished cell in
 ``out_dir/cells/`` so an interrupted run resumes where it stopped. A cell's
 cache key is a hash of the whole cell, so a suite that puts everything a result
 depends on (settings, weights) into its cells never reuses a stale result.
+A :class:`TunableSuite` also has ``tasks`` and ``evaluate`` (what ``ugd tune`` calls).
+
+Shared by the suites' tables and grids: :func:`mean_spread` (a spread over one
+seed is "n/a (1 seed)", never "± 0.000"), :data:`QUICK_NOTE` for smoke runs, and
+:func:`save_labelled_grid` (row and column labels on a grid of samples).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+QUICK_NOTE = (
+    "Quick run (`--quick`): a smoke test that the pipeline runs end to end, on a few samples "
+    "and one seed; its numbers are not results. Run without --quick for the reported table."
+)
+
+
+@runtime_checkable
+class BenchmarkSuite(Protocol):
+    """A benchmark made of independent cells (what ``ugd bench`` runs, in-process or on Ray)."""
+
+    def cells(self) -> list[dict[str, Any]]:
+        """The JSON-able work items; a result depends on nothing outside its cell."""
+        ...
+
+    def run_cell(self, cell: dict[str, Any]) -> dict[str, Any]:
+        """One cell's result (numbers; tensors under keys starting with '_' ride along)."""
+        ...
+
+    def summarize(self, results: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
+        """Tables and grids from every cell's result (in ``cells()`` order); returns a dict with 'markdown'."""
+        ...
+
+
+@runtime_checkable
+class TunableSuite(Protocol):
+    """A suite ``ugd tune`` can search knobs on (``methods``, a name -> settings map, is optional)."""
+
+    tasks: list[str]
+
+    def evaluate(self, task: str, settings: dict[str, Any] | None, seed: int, n: int) -> dict[str, float]:
+        """'metric' (higher is better), 'quality' (lower is better) and 'seconds_per_sample' for
+        ``n`` samples of ``task`` at ``settings`` (None: unguided) and ``seed``."""
+        ...
+
+
+def mean_spread(mean: float, std: float, seeds: int, digits: int = 3) -> str:
+    """``mean ± std`` over seeds for a table cell; with one seed the spread is "n/a (1 seed)"."""
+    if not math.isfinite(mean):
+        return "–"
+    if seeds < 2:
+        return f"{mean:.{digits}f} ± n/a (1 seed)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def save_labelled_grid(
+    images: Any,
+    path: Path,
+    ncol: int,
+    *,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    title: Sequence[str] = (),
+) -> Path:
+    """Images [N, C, H, W] in [-1, 1] as one PNG grid of ``ncol`` columns, with row/column labels and a title."""
+    from .outputs import labelled_grid, to_pil
+
+    tiles = [to_pil(im) for im in images]
+    rows = [tiles[i : i + ncol] for i in range(0, len(tiles), max(1, ncol))]
+    labelled_grid(rows, row_labels=row_labels, col_labels=col_labels, title=title).save(path)
+    return path
 
 
 def cell_key(cell: dict[str, Any]) -> str:
@@ -59,7 +126,7 @@ def load_cell(cache: Path, cell: dict[str, Any]) -> dict[str, Any] | None:
     return result
 
 
-def run_cells(suite: Any, out_dir: Path | str, progress: Any = None) -> dict[str, Any]:
+def run_cells(suite: BenchmarkSuite, out_dir: Path | str, progress: Any = None) -> dict[str, Any]:
     """Run a cell-based suite in this process, reusing cached cells; returns ``suite.summarize``'s dict."""
     out = Path(out_dir)
     cache = out / "cells"

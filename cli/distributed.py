@@ -1,26 +1,18 @@
-"""Run generation and benchmarks on a Ray cluster (optional: ``pip install 'ugd[ray]'``).
+"""Ray execution (optional: ``pip install 'ugd[ray]'``): :class:`RayExecutor` and benchmark cells on Ray.
 
-The unit of work is the same as in-process: one batch of consecutive seeds
-(:meth:`RunSpec.batches`). A pool of Ray actors each builds the models once
-(:func:`cli.run.build`) and samples batches with
-:func:`cli.run.generate_batch`; results stream back to the driver
-(``ray.wait``), which alone writes files, with :func:`cli.run.save_image`.
-Every image depends only on its own seed, so the PNGs are byte-identical to the
-in-process run's, whichever worker drew them (given the same torch thread
-count and weights).
+:class:`RayExecutor` is the :class:`cli.run.Executor` that :func:`cli.run.generate_to_dir`
+uses for ``--ray``; everything else about a run (validation, what to write, resume,
+the contact sheet) is the same code as in-process. The unit of work is one batch of
+consecutive seeds (:meth:`RunSpec.batches`), exactly as in-process: a pool of Ray
+actors each builds the models once (:func:`cli.spec.build`) and samples batches with
+:func:`cli.run.generate_batch`; results stream back to the driver (``ray.wait``),
+which alone writes files. Same batches, same torch thread count and same weights
+give byte-identical PNGs, whichever worker drew them.
 
-Resume and failure behaviour (see docs/distributed.md):
-
-- An item is complete iff its PNG exists (``save_image`` renames the PNG into
-  place last). :func:`plan_outputs` decides what to write: without ``overwrite``
-  or ``resume`` any existing output is an error (nothing is run); with
-  ``resume`` complete items whose record matches this spec are skipped, a
-  complete item of a *different* spec is an error, and a half-written item (a
-  sidecar without its PNG) is written again. A complete item is never rewritten
-  unless ``overwrite``.
-- Actors restart when their process dies (``max_restarts``) and the batch they
-  held is retried (``max_task_retries``); if retries run out the driver hands
-  the batch to another actor, up to ``MAX_ATTEMPTS`` times per batch.
+Failures (see docs/distributed.md): actors restart when their process dies
+(``max_restarts``) and the batch they held is retried (``max_task_retries``); if
+retries run out the driver hands the batch to another actor, up to ``MAX_ATTEMPTS``
+times per batch. Each image is still written once.
 
 Ray is imported lazily: without it every other part of ugd works, and asking
 for Ray is a :class:`UgdError` with the install command.
@@ -34,13 +26,15 @@ import logging
 import os
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-from .bench import cell_key, load_cell, save_cell
 from ugd_core.errors import UgdError
 from ugd_core.registry import Registry, get_registry
+
+from .bench import BenchmarkSuite, cell_key, load_cell, save_cell
+from .progress import progress_bar
 
 RAY_HINT = "--ray needs Ray: pip install 'ugd[ray]'"
 MAX_ATTEMPTS = 3  # times the driver hands one work item out before giving up
@@ -120,132 +114,6 @@ def _default_workers(ray: Any, cpus: float, gpus: float, items: int) -> int:
     return max(1, min(n, items))
 
 
-# -- what to write (shared by the in-process and the Ray paths) -------------------------------
-
-
-@dataclass
-class OutputPlan:
-    """Which batches to sample and which seeds to write."""
-
-    batches: list[list[int]]
-    write: list[int]
-    skipped: list[int] = field(default_factory=list)
-    partial: list[int] = field(default_factory=list)  # sidecar without PNG (an interrupted write): replaced
-
-
-def spec_identity(spec: Any, registry: Registry | None = None) -> dict[str, Any]:
-    """What an image record must match to count as 'made by this spec' (seed and batch aside)."""
-    from .run import resolve_config
-
-    config, _ = resolve_config(spec, registry or get_registry())
-    return json.loads(
-        json.dumps(
-            dict(
-                backbone=spec.backbone,
-                guides=list(spec.guides),
-                sampler=config.to_dict(),
-                prompt=spec.prompt,
-                negative_prompt=spec.negative_prompt,
-            ),
-            sort_keys=True,
-        )
-    )
-
-
-def record_identity(record: dict[str, Any]) -> dict[str, Any]:
-    """The :func:`spec_identity` fields of an image record."""
-    return json.loads(
-        json.dumps(
-            dict(
-                backbone=record.get("backbone", {}).get("spec"),
-                guides=[g.get("spec") for g in record.get("guides", [])],
-                sampler=record.get("sampler"),
-                prompt=record.get("prompt"),
-                negative_prompt=record.get("negative_prompt"),
-            ),
-            sort_keys=True,
-        )
-    )
-
-
-def plan_outputs(
-    spec: Any,
-    out_dir: Path,
-    seeds: Iterable[int] | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    registry: Registry | None = None,
-) -> OutputPlan:
-    """Decide what a run writes into ``out_dir``, checking everything before any work.
-
-    - neither flag: any existing output file is a UgdError (the historical behaviour);
-    - ``overwrite``: everything is sampled and replaced;
-    - ``resume``: complete items (PNG present) of this very spec are skipped; a complete item
-      of another spec is a UgdError; a sidecar left without its PNG is written again.
-    """
-    from .run import check_outputs_free, output_paths, read_image_record
-
-    if overwrite and resume:
-        raise UgdError("--overwrite and --resume contradict each other; --resume keeps existing images, --overwrite replaces them")
-    wanted = list(spec.seeds() if seeds is None else seeds)
-    write, skipped, partial = list(wanted), [], []
-    if resume:
-        identity = None
-        write = []
-        for seed, (png, side) in zip(wanted, output_paths(out_dir, wanted)):
-            if not png.exists():
-                write.append(seed)
-                if side.exists():
-                    partial.append(seed)
-                continue
-            identity = identity if identity is not None else spec_identity(spec, registry)
-            record = read_image_record(side if side.exists() else png)
-            mine = record_identity(record)
-            if mine != identity or record.get("seed") != seed:
-                diff = sorted(k for k in identity if identity[k] != mine.get(k)) or ["seed"]
-                raise UgdError(
-                    f"{png} was made by a different run spec (differs in {', '.join(diff)}); "
-                    "--resume only completes the same command: choose another --out, or pass --overwrite"
-                )
-            skipped.append(seed)
-    elif not overwrite:
-        check_outputs_free(out_dir, wanted, overwrite=False)
-    todo = set(write)
-    batches = [b for b in spec.batches() if todo.intersection(b)]
-    return OutputPlan(batches, write, skipped, partial)
-
-
-def validate_spec(spec: Any, registry: Registry | None = None) -> None:
-    """Check names, parameters and sampler settings of a RunSpec without building any model.
-
-    Run on the driver before a cluster is started, so a typo costs no worker start-up.
-    """
-    from ugd_core.params import parse_spec, resolve_params
-    from .run import DEFAULT_BACKBONE, _weight, build, resolve_config
-
-    reg = registry or get_registry()
-    bname, bparams = parse_spec(spec.backbone)
-    if bname not in reg.entries["backbone"] and bname == DEFAULT_BACKBONE:
-        build(spec, reg)  # raises the install hint for the default backbone
-    resolve_params(bname, reg.get("backbone", bname).params, bparams)
-    for text in spec.guides:
-        gname, gparams = parse_spec(text)
-        _weight(gparams.pop("weight", "1.0"), gname)
-        resolve_params(gname, reg.get("guide", gname).params, gparams)
-    resolve_config(spec, reg)
-
-
-def save_planned(item: Any, out_dir: Path, plan: OutputPlan, overwrite: bool) -> tuple[Path, Path]:
-    """Write one item of the plan; a complete (PNG) item is never replaced unless ``overwrite``."""
-    from .run import output_paths, save_image
-
-    seed = item.record["seed"]
-    png, _ = output_paths(out_dir, [seed])[0]
-    if not overwrite and png.exists():
-        raise UgdError(f"{png} appeared while this run was writing; is another run using the same --out?")
-    return save_image(item, out_dir, overwrite=overwrite or seed in plan.partial)
-
-
 # -- workers ---------------------------------------------------------------------------------
 
 
@@ -255,7 +123,7 @@ class GenerationWorker:
     def __init__(self, spec: Any, registry_factory: RegistryFactory | None, threads: int) -> None:
         import torch
 
-        from .run import build
+        from .spec import build
 
         torch.set_num_threads(max(1, threads))
         self.spec = spec
@@ -351,22 +219,82 @@ class _Pool:
                 pass
 
 
-def _progress(console: Any) -> Any:
-    """A rich progress bar on ``console``; disabled (quiet) when it is None."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=console is None,
-    )
-
-
 # -- generation ------------------------------------------------------------------------------
+
+
+class RayExecutor:
+    """An :class:`cli.run.Executor` that samples batches on a Ray cluster.
+
+    ``address``: None/``'local'`` starts a private local cluster (of ``num_cpus``), else a Ray
+    address (``'auto'``, ``'ray://host:10001'``, ``'host:6379'``); an already initialised Ray
+    is reused. ``workers``: actors to start (default: cluster CPUs / ``cpus_per_worker``, or
+    GPUs / ``gpus_per_worker``, never more than batches). Each worker runs
+    ``cpus_per_worker`` torch threads (or the spec's ``threads``). ``registry_factory``: a
+    picklable zero-argument callable each worker (and the driver, for validation) calls to
+    get its registry; default the installed plugins. Progress units are images. Warnings
+    raised by the sampler on workers are re-issued once on the driver as RuntimeWarnings.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        cpus_per_worker: float = 1,
+        gpus_per_worker: float = 0,
+        *,
+        registry_factory: RegistryFactory | None = None,
+        num_cpus: int | None = None,
+        max_restarts: int = 3,
+    ) -> None:
+        self.address, self.workers = address, workers
+        self.cpus_per_worker, self.gpus_per_worker = cpus_per_worker, gpus_per_worker
+        self.registry_factory, self.num_cpus, self.max_restarts = registry_factory, num_cpus, max_restarts
+        self._registry: Registry | None = None
+
+    def registry(self) -> Registry:
+        """The driver's registry: ``registry_factory()`` or the installed plugins."""
+        if self._registry is None:
+            self._registry = self.registry_factory() if self.registry_factory is not None else get_registry()
+        return self._registry
+
+    def check(self, spec: Any) -> None:
+        """Ray must be installed (the device is checked against the cluster once connected)."""
+        require_ray()
+
+    def run(self, spec: Any, batches: list[list[int]], on_batch: Callable[[list[Any]], None], progress: Callable[[int, int], None]) -> None:
+        """Start the actors, stream the batches through them, shut down what was started."""
+        ray, started = connect(self.address, num_cpus=self.num_cpus)
+        pool = None
+        try:
+            gpus, device = _placement(spec.device, self.gpus_per_worker, ray)
+            worker_spec = spec if device == spec.device else replace(spec, device=device)
+            n = self.workers or _default_workers(ray, self.cpus_per_worker, gpus, len(batches))
+            Actor = ray.remote(GenerationWorker).options(
+                num_cpus=self.cpus_per_worker, num_gpus=gpus, max_restarts=self.max_restarts, max_task_retries=self.max_restarts
+            )
+            threads = spec.threads or int(max(1, self.cpus_per_worker))
+            actors = [Actor.remote(worker_spec, self.registry_factory, threads) for _ in range(n)]
+            pool = _Pool(ray, actors, "run", lambda s: f"seeds {s[0]}..{s[-1]}")
+            total, done, seen = sum(len(b) for b in batches), [0], set()
+
+            def on_result(batch: list[int], result: tuple[str, Any, list[str]]) -> None:
+                status, payload, warns = result
+                if status == "error":
+                    raise UgdError(payload)
+                for w in warns:
+                    if w not in seen:
+                        warnings.warn(w, RuntimeWarning, stacklevel=2)
+                    seen.add(w)
+                on_batch(payload)
+                done[0] += len(batch)
+                progress(done[0], total)
+
+            pool.run(batches, on_result)
+        finally:
+            if pool is not None:
+                pool.close()
+            if started:
+                ray.shutdown()
 
 
 def generate_on_ray(
@@ -380,86 +308,37 @@ def generate_on_ray(
     num_gpus_per_worker: float = 0,
     *,
     resume: bool = False,
-    seeds: Iterable[int] | None = None,
     registry_factory: RegistryFactory | None = None,
     num_cpus: int | None = None,
     max_restarts: int = 3,
     on_item: Callable[[Path, Path], None] | None = None,
-    plan: OutputPlan | None = None,
 ) -> list[tuple[Path, Path]]:
-    """Sample a RunSpec's images on a Ray cluster; returns the (png, json) paths written, in seed order.
+    """:func:`cli.run.generate_to_dir` with a :class:`RayExecutor`; returns the (png, json) paths
+    written, in seed order. ``console``: a rich Console for a progress bar (None: quiet)."""
+    from .progress import tracking
+    from .run import generate_to_dir
 
-    ``address``: ``'local'``/None (a private local cluster of ``num_cpus``) or a Ray address.
-    ``registry_factory``: a picklable zero-argument callable each worker calls to get its
-    registry (default: :func:`get_registry`, i.e. the installed plugins). ``seeds`` restricts
-    which seeds are written (their whole batches are sampled). ``resume``/``overwrite`` as in
-    :func:`plan_outputs` (or pass a ``plan`` made by it). ``on_item(png, json)`` is called after
-    each item is written. ``console``: a rich Console for the progress bar (None = quiet).
-    """
-    ray = require_ray()
-    out = Path(out_dir)
-    registry = registry_factory() if registry_factory is not None else None
-    validate_spec(spec, registry)
-    planned_here = plan is None
-    plan = plan or plan_outputs(spec, out, seeds, overwrite, resume, registry)
-    if console is not None and plan.skipped and planned_here:
-        console.print(f"resuming: {len(plan.skipped)} images already complete, {len(plan.write)} to go")
-    if not plan.batches:
-        return []
-    ray, started = connect(address, num_cpus=num_cpus)
-    pool = None
-    try:
-        gpus, device = _placement(spec.device, num_gpus_per_worker, ray)
-        worker_spec = _replace_device(spec, device)
-        n = num_workers or _default_workers(ray, num_cpus_per_worker, gpus, len(plan.batches))
-        Actor = ray.remote(GenerationWorker).options(
-            num_cpus=num_cpus_per_worker, num_gpus=gpus, max_restarts=max_restarts, max_task_retries=max_restarts
-        )
-        actors = [Actor.remote(worker_spec, registry_factory, int(max(1, num_cpus_per_worker))) for _ in range(n)]
-        pool = _Pool(ray, actors, "run", lambda s: f"seeds {s[0]}..{s[-1]}")
-        todo = set(plan.write)
-        written: dict[int, tuple[Path, Path]] = {}
-        seen_warnings: set[str] = set()
-        with _progress(console) as progress:
-            task = progress.add_task(f"sampling on {n} Ray worker{'s' * (n > 1)}", total=len(todo))
+    executor = RayExecutor(
+        address, num_workers, num_cpus_per_worker, num_gpus_per_worker,
+        registry_factory=registry_factory, num_cpus=num_cpus, max_restarts=max_restarts,
+    )
+    written: list[tuple[Path, Path]] = []
 
-            def on_result(batch: list[int], result: tuple[str, Any, list[str]]) -> None:
-                status, payload, warns = result
-                if status == "error":
-                    raise UgdError(payload)
-                for w in warns:
-                    if w not in seen_warnings and console is not None:
-                        console.print(f"[yellow]warning:[/] {w}")
-                    seen_warnings.add(w)
-                for item in payload:
-                    seed = item.record["seed"]
-                    if seed not in todo or seed in written:
-                        continue
-                    paths = save_planned(item, out, plan, overwrite)
-                    written[seed] = paths
-                    progress.advance(task)
-                    if on_item is not None:
-                        on_item(*paths)
+    def keep(png: Path, side: Path) -> None:
+        written.append((png, side))
+        if on_item is not None:
+            on_item(png, side)
 
-            pool.run(plan.batches, on_result)
-        return [written[s] for s in sorted(written)]
-    finally:
-        if pool is not None:
-            pool.close()
-        if started:
-            ray.shutdown()
+    with tracking(console, "sampling on Ray") as update:
+        generate_to_dir(spec, out_dir, executor, overwrite=overwrite, resume=resume, progress=update, on_image=keep)
+    return sorted(written)
 
-
-def _replace_device(spec: Any, device: str) -> Any:
-    from dataclasses import replace
-
-    return spec if device == spec.device else replace(spec, device=device)
 
 
 # -- benchmarks ------------------------------------------------------------------------------
 
 
-def build_suite(name: str, params: dict[str, Any]) -> Any:
+def build_suite(name: str, params: dict[str, Any]) -> BenchmarkSuite:
     """A benchmark suite from the installed plugins (what Ray workers call to rebuild one)."""
     return get_registry().build("benchmark", name, params)
 
@@ -467,7 +346,7 @@ def build_suite(name: str, params: dict[str, Any]) -> Any:
 class CellWorker:
     """A Ray actor body holding one benchmark suite; runs its cells."""
 
-    def __init__(self, suite: Any, suite_factory: Callable[[], Any] | None, threads: int) -> None:
+    def __init__(self, suite: BenchmarkSuite | None, suite_factory: Callable[[], BenchmarkSuite] | None, threads: int) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -479,11 +358,11 @@ class CellWorker:
 
 
 def run_bench_on_ray(
-    suite: Any,
+    suite: BenchmarkSuite,
     out_dir: Path | str,
     address: str | None = None,
     *,
-    suite_factory: Callable[[], Any] | None = None,
+    suite_factory: Callable[[], BenchmarkSuite] | None = None,
     num_workers: int | None = None,
     num_cpus_per_worker: float = 1,
     num_gpus_per_worker: float = 0,
@@ -525,7 +404,7 @@ def run_bench_on_ray(
             pool = _Pool(ray, actors, "run", lambda c: json.dumps(c, default=str))
             cache.mkdir(parents=True, exist_ok=True)
             index = {cell_key(cells[i]): i for i in todo}
-            with _progress(console) as progress:
+            with progress_bar(console) as progress:
                 task = progress.add_task(f"benchmark cells on {n} Ray worker{'s' * (n > 1)}", total=len(todo))
 
                 def on_result(cell: dict[str, Any], result: dict[str, Any]) -> None:
@@ -542,6 +421,6 @@ def run_bench_on_ray(
     return suite.summarize([results[i] for i in range(len(cells))], out)
 
 
-def suite_factory_for(name: str, params: dict[str, Any]) -> Callable[[], Any]:
+def suite_factory_for(name: str, params: dict[str, Any]) -> Callable[[], BenchmarkSuite]:
     """A picklable factory that rebuilds the named suite from a worker's installed plugins."""
     return functools.partial(build_suite, name, dict(params))

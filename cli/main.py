@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cli.progress import progress_bar
 from ugd_core.config import knob_names
 from ugd_core.errors import UgdError
+from ugd_core.params import example_spec
 from ugd_core.registry import KINDS, get_registry
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Universal guidance for frozen diffusion models.")
@@ -54,6 +57,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="machine-readab
         data = {
             "plugins": {n: dict(version=p.version, hooks=p.hooks, error=p.error) for n, p in reg.plugins.items()},
             **{f"{k}s": {n: dict(description=e.description, plugin=e.plugin) for n, e in reg.entries[k].items()} for k in KINDS},
+            "clashes": {f"{k}s": {n: [e.plugin for e in same] for n, same in reg.clashes[k].items()} for k in KINDS},
             "problems": reg.problems,
         }
         console.print_json(json.dumps(data))
@@ -62,7 +66,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="machine-readab
     for col in ("name", "version", "hooks", "status"):
         t.add_column(col)
     for p in reg.plugins.values():
-        t.add_row(p.name, p.version, ", ".join(h.replace("ugd_register_", "") for h in p.hooks), f"[red]broken: {p.error}[/]" if p.error else "ok")
+        t.add_row(p.name, p.version, ", ".join(h.replace("ugd_register_", "") for h in p.hooks), f"[red]broken: {escape(p.error)}[/]" if p.error else "ok")
     console.print(t)
     for kind in KINDS:
         if not reg.entries[kind]:
@@ -70,44 +74,78 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="machine-readab
         t = Table(title=f"{kind}s", title_justify="left")
         for col in ("name", "plugin", "description"):
             t.add_column(col)
-        for e in reg.entries[kind].values():
-            extra = "" if e.differentiable or kind != "guide" else " [yellow](non-differentiable: zero-order gradient)[/]"
-            t.add_row(e.name, e.plugin, e.description + extra)
+        for name, first in reg.entries[kind].items():
+            for e in reg.clashes[kind].get(name, [first]):
+                extra = "" if e.differentiable or kind != "guide" else " [yellow](non-differentiable: zero-order gradient)[/]"
+                if name in reg.clashes[kind]:
+                    extra += f" [yellow](name clash: use {e.plugin}:{name})[/]"
+                t.add_row(e.name, e.plugin, escape(e.description) + extra)
         console.print(t)
     for problem in reg.problems:
-        err_console.print(f"[yellow]warning:[/] {problem}")
+        err_console.print(f"[yellow]warning:[/] {escape(problem)}")
 
 
 @app.command()
 @user_errors
-def info(name: str = typer.Argument(..., help="a guide, backbone, preset or benchmark name")) -> None:
-    """Describe one guide, backbone, preset or benchmark: description, parameters, defaults."""
+def info(name: str = typer.Argument(..., help="a guide, backbone, preset or benchmark name (or PLUGIN:NAME)")) -> None:
+    """Describe one guide, backbone, preset or benchmark: description, parameters, defaults, an example."""
     e = get_registry().find(name)
     console.print(f"[bold]{e.name}[/] ({e.kind}, plugin {e.plugin})\n{escape(e.description)}")
     if e.kind == "guide":
         console.print("differentiable: " + ("yes" if e.differentiable else "no (the sampler estimates its gradient without autograd)"))
     if e.kind == "preset":
         if e.source:
-            console.print(f"source: {e.source}")
+            console.print(f"source: {escape(e.source)}")
         t = Table("setting", "value")
         for k, v in e.settings.items():
-            t.add_row(k, repr(v))
+            t.add_row(k, escape(repr(v)))
         console.print(t)
+        console.print(f"example: ugd generate --preset {shlex.quote(name)} --guide NAME", highlight=False, markup=False)
         return
     if not e.params:
         console.print("parameters: none")
-        return
-    t = Table("parameter", "type", "default", "help")
-    for p in e.params:
-        default = "[red]required[/]" if p.required else repr(p.default)
-        choices = f" (one of {', '.join(p.choices)})" if p.choices else ""
-        t.add_row(p.name, p.type, default, escape(p.help + choices))
-    if e.kind == "guide":
-        t.add_row("weight", "float", "1.0", "weight of this guide in the sum of guides")
-    console.print(t)
-    usage = ",".join(f"{p.name}=..." for p in e.params if p.required)
-    if e.kind in ("guide", "backbone"):
-        console.print(f"usage: --{e.kind} {e.name}{':' + usage if usage else ''}")
+    else:
+        t = Table("parameter", "type", "default", "help")
+        for p in e.params:
+            default = "[red]required[/]" if p.required else escape(repr(p.default))
+            choices = f" (one of {', '.join(p.choices)})" if p.choices else ""
+            t.add_row(p.name, p.type, default, escape(p.help + choices))
+        if e.kind == "guide":
+            t.add_row("weight", "float", "1.0", "weight of this guide in the sum of guides")
+        console.print(t)
+    spec = example_spec(name, e.params)
+    example = {
+        "guide": f"ugd generate --guide {shlex.quote(spec)}",
+        "backbone": f"ugd generate --backbone {shlex.quote(spec)} --guide NAME",
+        "benchmark": f"ugd bench {name}" + "".join(f" --param {shlex.quote(f.partition('=')[0] + '=' + f.partition('=')[2])}" for f in spec.partition(":")[2].split(",") if f),
+    }[e.kind]
+    console.print(f"example: {example}", highlight=False, markup=False, soft_wrap=True)
+    if any(p.type in ("str", "path") for p in e.params):
+        console.print("""quote values holding commas: 'NAME:key="a,b"'""", highlight=False, markup=False)
+
+
+@contextmanager
+def _bar_on_first_update(description: str, note: str = "") -> Iterator[Callable[[int, int], None]]:
+    """``update(done, total)`` for :func:`cli.run.generate_to_dir`; the bar (after ``note``, if
+    any) appears with the first update, so an input error found before sampling stays a single line."""
+    bar: Any = None
+    task: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar, task
+        if bar is None:
+            if note:
+                err_console.print(note, highlight=False, markup=False, soft_wrap=True)
+            bar = progress_bar(err_console)
+            bar.start()
+            task = bar.add_task(description, total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 def _knob_value(raw: str) -> Any:
@@ -127,22 +165,17 @@ def _overrides(pairs: list[str], **named: Any) -> dict[str, Any]:
     return out
 
 
-def make_progress() -> Progress:
-    """The rich progress bar used by generate and bench."""
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False
-    )
-
-
 @app.command()
 @user_errors
 def generate(
-    guide: list[str] = typer.Option([], "--guide", "-g", help="NAME:key=value,... (repeatable; quote values with commas; weight=W scales a guide)"),
+    guide: list[str] = typer.Option([], "--guide", "-g", help="NAME:key=value,... (repeatable; quote values with commas; weight=W scales a guide; PLUGIN:NAME picks a plugin's)"),
     backbone: str = typer.Option("digits", "--backbone", "-b", help="NAME[:key=value,...]"),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="preset name (`ugd list`) or a preset JSON file"),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="preset name (`ugd list`) or a preset JSON file (default: the backbone's)"),
     prompt: Optional[str] = typer.Option(None, help="text prompt (text backbones) or class label (class-conditional ones)"),
     negative_prompt: Optional[str] = typer.Option(None, help="negative prompt for classifier-free guidance"),
-    steps: Optional[int] = typer.Option(None, help="number of DDIM steps"),
+    steps: Optional[int] = typer.Option(None, help="number of sampling steps"),
+    scheduler: Optional[str] = typer.Option(None, help="diffusers scheduler class or alias (like --set scheduler=NAME; default DDIM)"),
+    dtype: Optional[str] = typer.Option(None, help="auto, fp32, fp16 or bf16 (like --set dtype=NAME)"),
     eta: Optional[float] = typer.Option(None, help="DDIM eta (0 = deterministic)"),
     cfg_scale: Optional[float] = typer.Option(None, help="classifier-free guidance scale (text backbones)"),
     forward_strength: Optional[float] = typer.Option(None, help="forward guidance strength s"),
@@ -154,63 +187,57 @@ def generate(
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="number of images"),
     batch_size: int = typer.Option(16, min=1, help="images sampled together"),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
-    out: Path = typer.Option(Path("outputs"), "--out", "-o", help="output folder"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default: a new folder outputs/<date>/<NNNN>-<guide> per run)", show_default=False),
     overwrite: bool = typer.Option(False, help="replace existing output files"),
-    from_spec: Optional[Path] = typer.Option(None, help="reproduce an image from its .json sidecar or .png"),
+    from_spec: Optional[Path] = typer.Option(None, help="reproduce an image from its .json sidecar or .png (regenerates its batch)"),
+    single: bool = typer.Option(False, help="with --from-spec: sample only that image (a batch of one: close to, not bit-exact with, the original)"),
     ray: Optional[str] = typer.Option(None, "--ray", help="run on a Ray cluster: 'local' or an address", show_default=False),
     resume: bool = typer.Option(False, help="keep images of this same spec already in --out, write only the missing ones (never rewrites one)"),
 ) -> None:
-    """Generate guided images; each PNG carries its full run spec (also in a JSON sidecar)."""
-    from cli.distributed import plan_outputs
-    from cli.run import RunSpec, read_image_record, spec_from_image_record
+    """Generate guided images into a folder: one PNG per image carrying its full run spec (also in a
+    JSON sidecar), a labelled contact sheet, and a one-line summary."""
+    from cli.run import RunInterrupted, RunSpec, generate_to_dir, regenerate_from_record
 
-    keep: Optional[int] = None
+    if single and from_spec is None:
+        raise UgdError("--single only applies to --from-spec; drop it or pass --from-spec IMAGE")
     if from_spec is not None:
-        spec, keep = spec_from_image_record(read_image_record(from_spec))
+        given = dict(guide=guide, preset=preset, prompt=prompt, negative_prompt=negative_prompt, steps=steps, scheduler=scheduler,
+                     dtype=dtype, eta=eta, cfg_scale=cfg_scale, forward_strength=forward_strength, backward_steps=backward_steps,
+                     backward_lr=backward_lr, recurrence=recurrence, set=set_, seed=seed or None, num_images=(num_images != 1) or None)
+        clash = [k.replace("_", "-") for k, v in given.items() if v not in (None, [])]
+        spec, message = regenerate_from_record(from_spec, single=single)
+        if clash:
+            raise UgdError(f"--from-spec reproduces the recorded settings, so --{clash[0]} has no effect; drop it, or edit the spec file's JSON")
         if device != "cpu":
             spec.device = device
     else:
         knobs = _overrides(
-            set_, num_steps=steps, eta=eta, cfg_scale=cfg_scale, forward_strength=forward_strength,
-            backward_steps=backward_steps, backward_lr=backward_lr, recurrence=recurrence,
+            set_, num_steps=steps, scheduler=scheduler, dtype=dtype, eta=eta, cfg_scale=cfg_scale,
+            forward_strength=forward_strength, backward_steps=backward_steps, backward_lr=backward_lr, recurrence=recurrence,
         )
-        spec = RunSpec(backbone, list(guide), preset, knobs, prompt, negative_prompt, seed, num_images, batch_size, device)
-    wanted = [spec.seeds()[keep]] if keep is not None else spec.seeds()
-    plan = plan_outputs(spec, out, wanted, overwrite, resume)  # checks everything before any work
-    if plan.skipped:
-        err_console.print(f"resuming: {len(plan.skipped)} images already complete in {out}, {len(plan.write)} to write")
-    if not plan.batches:
-        return
+        spec = RunSpec(
+            backbone=backbone, guides=list(guide), preset=preset, overrides=knobs, prompt=prompt, negative_prompt=negative_prompt,
+            seed=seed, num_images=num_images, batch_size=batch_size, device=device,
+        )
+        message = ""
+    executor = None
     if ray is not None:
-        from cli.distributed import generate_on_ray
+        from cli.distributed import RayExecutor
 
-        paths = generate_on_ray(spec, out, address=ray, overwrite=overwrite, console=err_console, plan=plan)
-    else:
-        paths = _generate_here(spec, out, overwrite, plan)
-    for png, _ in paths:
-        console.print(str(png))
-
-
-def _generate_here(spec: Any, out: Path, overwrite: bool, plan: Any) -> list[tuple[Path, Path]]:
-    from cli.distributed import save_planned
-    from cli.run import build, generate_batch
-    from ugd_core.sampler import NoiseSchedule
-
-    built = build(spec)
-    chain_len = len(NoiseSchedule.from_scheduler(built.backbone.scheduler, built.config.num_steps).timesteps)
-    todo = set(plan.write)
-    paths = []
-    with make_progress() as progress, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        task = progress.add_task("sampling", total=chain_len * len(plan.batches))
-        for seeds in plan.batches:
-            items = generate_batch(spec, seeds, built, progress=lambda i, n: progress.advance(task))
-            for item in items:
-                if item.record["seed"] in todo:
-                    paths.append(save_planned(item, out, plan, overwrite))
-    for w in {str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)}:
-        err_console.print(f"[yellow]warning:[/] {w}")
-    return paths
+        executor = RayExecutor(address=ray)
+    try:  # what --from-spec regenerates is said when sampling starts, once every input is known to be valid
+        with _bar_on_first_update("sampling", message) as update, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            summary = generate_to_dir(spec, out, executor, overwrite=overwrite, resume=resume, progress=update)
+    except RunInterrupted as exc:
+        done = exc.summary
+        again = "--resume" if out is not None else f"--resume --out {done.out}"
+        images = f"{done.written} image{'s' * (done.written != 1)}"
+        err_console.print(f"interrupted: {images} written to {done.out}; rerun with {again}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)):
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+    console.print(summary.line(), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -248,9 +275,12 @@ def bench(
         result = run_bench_on_ray(suite, out, address=ray, suite_factory=suite_factory_for(name, given), console=err_console)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        with make_progress() as progress:
+        with progress_bar(err_console) as progress:
             result = suite(out, progress)
     console.print(result.get("markdown", ""))
+    if quick:
+        console.print("--quick is a smoke test (few samples, one seed, few steps): its numbers check that the suite runs, "
+                      "they measure nothing; run without --quick for results", highlight=False, markup=False, soft_wrap=True)
     console.print(f"wrote {table}")
 
 

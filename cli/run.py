@@ -1,144 +1,88 @@
-"""A whole generation run described by data: what the CLI, the SDK and remote workers share.
+"""Runs to folders: one :func:`generate_to_dir` for in-process and Ray runs alike.
 
-A :class:`RunSpec` names a backbone, guides (``NAME:key=value`` specs), a preset,
-knob overrides, a prompt, seeds and a device. :func:`generate` turns it into
-images; every image carries a JSON record (its *image spec*) from which
-:func:`spec_from_image_record` rebuilds a RunSpec that reproduces it exactly.
+A Python user's one call::
+
+    from cli.run import RunSpec, generate_to_dir
+    summary = generate_to_dir(RunSpec(guides=["digit:label=7"], num_images=16))
+    print(summary.line())   # 16 images (preset ...) in 48.2 s -> outputs/<date>/0001-digit-label-7; ...
+
+:func:`generate_to_dir` validates everything first (the spec, the output folder, what
+already exists there), then lets an :class:`Executor` sample the batches of seeds
+(:class:`LocalExecutor` in this process, :class:`cli.distributed.RayExecutor` on a Ray
+cluster) while this process alone writes the PNGs and records, and finally draws
+``contact-sheet.png``. :func:`generate` returns images in memory instead.
+
+This module also re-exports the names of :mod:`cli.spec` (what a run is),
+:mod:`cli.records` (image records) and :mod:`cli.outputs` (what a run writes).
 """
 
 from __future__ import annotations
 
-import importlib.metadata as md
-import json
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import torch
 
-from ugd_core.config import SamplerConfig, check_knobs, resolve_preset
 from ugd_core.errors import UgdError
-from ugd_core.guidance import GuideSet, WeightedGuide
-from ugd_core.params import parse_spec
 from ugd_core.registry import Registry, get_registry
 from ugd_core.sampler import sample
 
-DEFAULT_BACKBONE = "digits"
-SPEC_VERSION = 1
+from .outputs import (
+    SHEET_NAME,
+    OutputPlan,
+    check_out_dir,
+    check_outputs_free,
+    default_out_dir,
+    image_name,
+    labelled_grid,
+    output_paths,
+    plan_outputs,
+    remove_temporaries,
+    save_image,
+    save_planned,
+    to_pil,
+    write_contact_sheet,
+)
+from .records import (
+    SPEC_VERSION,
+    check_record,
+    image_record,
+    read_image_record,
+    regenerate_from_record,
+    spec_from_image_record,
+    versions,
+)
+from .spec import (
+    DEFAULT_BACKBONE,
+    Built,
+    RunSpec,
+    build,
+    build_guide,
+    check_settings,
+    resolve_config,
+    resolve_device,
+    validate_spec,
+)
 
+__all__ = [
+    # runs to folders
+    "Executor", "GeneratedImage", "LocalExecutor", "RunInterrupted", "RunSummary", "generate", "generate_batch",
+    "generate_to_dir", "spec_to_dict", "torch_threads",
+    # cli.spec
+    "DEFAULT_BACKBONE", "Built", "RunSpec", "build", "build_guide", "check_settings", "resolve_config", "resolve_device",
+    "validate_spec",
+    # cli.records
+    "SPEC_VERSION", "check_record", "image_record", "read_image_record", "regenerate_from_record",
+    "spec_from_image_record", "versions",
+    # cli.outputs
+    "SHEET_NAME", "OutputPlan", "check_out_dir", "check_outputs_free", "default_out_dir", "image_name", "labelled_grid",
+    "output_paths", "plan_outputs", "remove_temporaries", "save_image", "save_planned", "to_pil", "write_contact_sheet",
+]
 
-@dataclass
-class RunSpec:
-    """Everything that determines a run's images."""
-
-    backbone: str = DEFAULT_BACKBONE
-    guides: list[str] = field(default_factory=list)
-    preset: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    prompt: str | None = None
-    negative_prompt: str | None = None
-    seed: int = 0
-    num_images: int = 1
-    batch_size: int = 16
-    device: str = "cpu"
-    sampler: dict[str, Any] | None = None  # complete settings (from an image spec): bypasses preset and overrides
-
-    def seeds(self) -> list[int]:
-        """Image i gets seed + i."""
-        return [self.seed + i for i in range(self.num_images)]
-
-    def batches(self) -> list[list[int]]:
-        """Seeds grouped into sampling batches (the unit of work)."""
-        s = self.seeds()
-        return [s[i : i + self.batch_size] for i in range(0, len(s), self.batch_size)]
-
-
-@dataclass
-class Built:
-    """The objects a RunSpec resolves to."""
-
-    backbone: Any
-    guides: GuideSet
-    config: SamplerConfig
-    preset_name: str | None
-    backbone_record: dict[str, Any]
-    guide_records: list[dict[str, Any]]
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> cuda when available; an unavailable CUDA device is a UgdError."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UgdError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
-    return device
-
-
-def resolve_config(spec: RunSpec, registry: Registry) -> tuple[SamplerConfig, str | None]:
-    """Preset (a name or a JSON file) then overrides -> SamplerConfig."""
-    if spec.sampler is not None:
-        return SamplerConfig.from_dict(dict(spec.sampler)), spec.preset
-    settings: dict[str, Any] = {}
-    preset = spec.preset
-    if preset is None and spec.guides:  # the backbone's own default preset, else the paper's
-        bname = parse_spec(spec.backbone)[0]
-        entry = registry.entries["backbone"].get(bname)
-        preset = (entry.default_preset if entry is not None else "") or "ugd"
-    name = preset
-    if preset is not None:
-        name, settings = resolve_preset(preset, registry)
-    settings.update(check_knobs(spec.overrides))
-    return SamplerConfig.from_dict(settings), name
-
-
-def build(spec: RunSpec, registry: Registry | None = None) -> Built:
-    """Resolve backbone, guides and sampler settings of a RunSpec."""
-    reg = registry or get_registry()
-    device = resolve_device(spec.device)
-    config, preset_name = resolve_config(spec, reg)
-    bname, bparams = parse_spec(spec.backbone)
-    if bname not in reg.entries["backbone"] and bname == DEFAULT_BACKBONE:
-        raise UgdError(
-            f"the default backbone {DEFAULT_BACKBONE!r} is not installed; `pip install -e ugd_plugins/digits` or pass --backbone NAME"
-        )
-    backbone = reg.build("backbone", bname, bparams, device=device)
-    items, records = [], []
-    for text in spec.guides:
-        item, record = build_guide(text, reg, device)
-        items.append(item)
-        records.append(record)
-    brecord = dict(name=bname, params=bparams, spec=spec.backbone)
-    return Built(backbone, GuideSet(items), config, preset_name, brecord, records)
-
-
-def build_guide(text: str, registry: Registry, device: str = "cpu") -> tuple[WeightedGuide, dict[str, Any]]:
-    """A guide from ``NAME:key=value,...,weight=W`` text, and its record for the run spec."""
-    name, params = parse_spec(text)
-    weight = _weight(params.pop("weight", "1.0"), name)
-    guide = registry.build("guide", name, params, device=device)
-    return WeightedGuide(guide, weight), dict(name=name, params=params, weight=weight, spec=text)
-
-
-def _weight(raw: str, guide: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise UgdError(f"{guide}: weight={raw!r} is not a number; write e.g. {guide}:weight=2.0") from None
-
-
-def versions(registry: Registry, names: Iterable[str] = ()) -> dict[str, str]:
-    """Versions of ugd, torch, diffusers and the plugins that were used."""
-    out = {}
-    for dist in ("ugd", "torch", "diffusers", "transformers"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    for plugin in names:
-        info = registry.plugins.get(plugin)
-        if info is not None and info.version:
-            out[f"plugin:{plugin}"] = info.version
-    return out
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -150,143 +94,214 @@ class GeneratedImage:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch threads (None: unchanged), restoring the count afterwards."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def generate_batch(
     spec: RunSpec,
     seeds: list[int],
     built: Built | None = None,
     registry: Registry | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[GeneratedImage]:
-    """Sample the images of one batch of seeds (the unit a worker executes)."""
+    """Sample the images of one batch of seeds (the unit of work of every executor).
+
+    ``progress(step, steps)`` is the sampler's per-step callback.
+    """
     reg = registry or get_registry()
     b = built or build(spec, reg)
     result = sample(
-        b.backbone,
-        b.guides,
-        b.config,
-        num_images=len(seeds),
-        seed=seeds,
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        progress=progress,
+        b.backbone, b.guides, b.config, num_images=len(seeds), seed=seeds,
+        prompt=spec.prompt, negative_prompt=spec.negative_prompt, progress=progress,
     )
-    plugins = {reg.get("backbone", b.backbone_record["name"]).plugin} | {
-        reg.get("guide", g["name"]).plugin for g in b.guide_records
-    }
-    common = dict(
-        ugd_spec=SPEC_VERSION,
-        backbone=b.backbone_record,
-        guides=b.guide_records,
-        preset=b.preset_name,
-        sampler=b.config.to_dict(),
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
-        batch_seeds=seeds,
-        device=resolve_device(spec.device),
-        versions=versions(reg, sorted(plugins)),
-    )
+    common = image_record(spec, b, seeds, reg)
     stats = result.stats.to_dict()
     return [GeneratedImage(result.images[i].cpu(), dict(common, seed=s), stats) for i, s in enumerate(seeds)]
 
 
-def generate(spec: RunSpec, registry: Registry | None = None, progress: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
-    """All images of a RunSpec, batch by batch, models built once."""
+def generate(spec: RunSpec, registry: Registry | None = None, progress: Progress | None = None) -> list[GeneratedImage]:
+    """All images of a RunSpec in memory, batch by batch, models built once (nothing written)."""
     reg = registry or get_registry()
     built = build(spec, reg)
     out: list[GeneratedImage] = []
-    for seeds in spec.batches():
-        out.extend(generate_batch(spec, seeds, built, reg, progress))
+    with torch_threads(spec.threads):
+        for seeds in spec.batches():
+            out.extend(generate_batch(spec, seeds, built, reg, progress))
     return out
 
 
-def spec_from_image_record(record: dict[str, Any]) -> tuple[RunSpec, int]:
-    """The RunSpec that regenerates an image's batch, and the image's position in it."""
-    if record.get("ugd_spec") != SPEC_VERSION:
-        raise UgdError("not a ugd image spec (missing 'ugd_spec'); pass a JSON sidecar or PNG written by `ugd generate`")
-    seeds = list(record["batch_seeds"])
-    sampler = {k: v for k, v in record["sampler"].items() if not (isinstance(v, str) and v.startswith("<callable"))}
-    spec = RunSpec(
-        backbone=record["backbone"]["spec"],
-        guides=[g["spec"] for g in record["guides"]],
-        preset=record.get("preset"),
-        sampler=sampler,  # the complete settings, so the preset is not looked up again
-        prompt=record.get("prompt"),
-        negative_prompt=record.get("negative_prompt"),
-        seed=seeds[0],
-        num_images=len(seeds),
-        batch_size=len(seeds),
-        device=record.get("device", "cpu"),
-    )
-    if seeds != spec.seeds():
-        raise UgdError("image spec has non-consecutive batch seeds; it was not written by `ugd generate`")
-    return spec, seeds.index(record["seed"])
+# -- executors -------------------------------------------------------------------------------
 
 
-def read_image_record(path: str | Path) -> dict[str, Any]:
-    """The record of a generated image, from its JSON sidecar or its PNG text chunk."""
-    p = Path(path)
-    if not p.exists():
-        raise UgdError(f"spec file {str(p)!r} does not exist; pass the .json sidecar or .png written by `ugd generate`")
+@runtime_checkable
+class Executor(Protocol):
+    """Where the batches of a run are sampled; the images stream back to the caller, which writes them."""
+
+    def registry(self) -> Registry:
+        """The registry the run's names are checked against (the workers' plugins)."""
+        ...
+
+    def check(self, spec: RunSpec) -> None:
+        """Checks only this executor can make (device, Ray installed), before any work."""
+        ...
+
+    def run(self, spec: RunSpec, batches: list[list[int]], on_batch: Callable[[list[GeneratedImage]], None], progress: Progress) -> None:
+        """Sample ``batches`` of seeds, calling ``on_batch(images)`` as each batch arrives and
+        ``progress(done, total)`` as work completes (units are the executor's)."""
+        ...
+
+
+class LocalExecutor:
+    """Samples in this process: models built once, batches one after another.
+
+    Progress units are sampler steps over the whole run. Sampler warnings (e.g.
+    non-finite gradients skipped) are ordinary Python ``RuntimeWarning``\\ s.
+    """
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self._registry = registry
+
+    def registry(self) -> Registry:
+        """The given registry, else the installed plugins'."""
+        return self._registry or get_registry()
+
+    def check(self, spec: RunSpec) -> None:
+        """The device must exist in this process."""
+        resolve_device(spec.device)
+
+    def run(self, spec: RunSpec, batches: list[list[int]], on_batch: Callable[[list[GeneratedImage]], None], progress: Progress) -> None:
+        """Build the models once, then sample and hand over each batch in order."""
+        reg = self.registry()
+        with torch_threads(spec.threads):
+            built = build(spec, reg)
+            for k, seeds in enumerate(batches):
+                def step(i: int, n: int, k: int = k) -> None:
+                    progress(k * n + i, len(batches) * n)
+
+                on_batch(generate_batch(spec, seeds, built, reg, step))
+
+
+# -- runs to a folder ------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    """What :func:`generate_to_dir` did: the folder, images written and skipped (``--resume``),
+    wall seconds, the preset used, the contact sheet (None if not drawn), and whether it was
+    interrupted."""
+
+    out: Path
+    written: int
+    skipped: int
+    seconds: float
+    preset: str | None
+    contact_sheet: Path | None
+    interrupted: bool = False
+
+    def line(self) -> str:
+        """The one-line summary, e.g. ``16 images (preset digits-full) in 48.2 s -> outputs/...; contact sheet contact-sheet.png``."""
+        if self.interrupted:
+            return f"interrupted: {self.written} image{'s' * (self.written != 1)} written to {self.out}; rerun with --resume"
+        kept = f", {self.skipped} already there" if self.skipped else ""
+        preset = f" (preset {self.preset})" if self.preset else ""
+        sheet = f"; contact sheet {self.contact_sheet.name}" if self.contact_sheet is not None else ""
+        return f"{self.written} image{'s' * (self.written != 1)}{kept}{preset} in {self.seconds:.1f} s -> {self.out}{sheet}"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Raised by :func:`generate_to_dir` on Ctrl-C (KeyboardInterrupt), after removing its
+    temporary files. ``summary`` counts the complete images written; ``str(exc)`` is the
+    one line to print ("interrupted: N images written to OUT; rerun with --resume").
+    A KeyboardInterrupt, so code that does not catch it stops as on any Ctrl-C."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__(summary.line())
+        self.summary = summary
+
+
+def generate_to_dir(
+    spec: RunSpec,
+    out: Path | str | None = None,
+    executor: Executor | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: Progress | None = None,
+    on_image: Callable[[Path, Path], None] | None = None,
+) -> RunSummary:
+    """Generate a RunSpec's images into a folder; the one path for in-process and Ray runs.
+
+    - ``out``: the folder; None = a new one per run, ``outputs/<date>/<NNNN>-<guide slug>``
+      (:func:`default_out_dir`).
+    - ``executor``: None = :class:`LocalExecutor` (this process); or
+      ``cli.distributed.RayExecutor(address, workers, ...)``.
+    - ``overwrite`` / ``resume``: as :func:`plan_outputs` (neither: any existing output of a
+      requested seed is an error; ``resume`` keeps complete images of this same spec).
+    - ``progress(done, total)``: called as work completes (sampler steps in-process, images
+      on Ray); ``on_image(png, json)`` after each image is written.
+
+    Before any sampling, raises a one-line :class:`UgdError` for any bad input: the spec
+    (:func:`validate_spec`), the executor's checks, the folder (:func:`check_out_dir`),
+    existing outputs. Each image is a PNG with its record plus a JSON sidecar; at the end
+    ``contact-sheet.png`` shows the run's images. On Ctrl-C the temporary files are
+    removed and :class:`RunInterrupted` (a KeyboardInterrupt) carries the summary.
+    """
+    executor = executor if executor is not None else LocalExecutor()
+    registry = executor.registry()
+    validate_spec(spec, registry)
+    executor.check(spec)
+    if overwrite and resume:
+        raise UgdError("--overwrite and --resume contradict each other; --resume keeps existing images, --overwrite replaces them")
+    if out is None:
+        if resume:
+            raise UgdError("--resume completes an earlier run: pass its folder with --out")
+        folder, created = default_out_dir(spec), True
+    else:
+        folder = Path(out)
+        check_out_dir(folder)
+        created = not folder.exists()
+    plan = plan_outputs(spec, folder, None, overwrite, resume, registry)
+    _, preset = resolve_config(spec, registry)
+    summary = RunSummary(folder, 0, len(plan.skipped), 0.0, preset, None)
+    todo = set(plan.write)
+    start = time.perf_counter()
+
+    def on_batch(items: list[GeneratedImage]) -> None:
+        for item in items:
+            seed = item.record["seed"]
+            if seed in todo:  # a retried batch on Ray may arrive twice: each image is written once
+                todo.discard(seed)
+                paths = save_planned(item, folder, plan, overwrite)
+                summary.written += 1
+                if on_image is not None:
+                    on_image(*paths)
+
     try:
-        if p.suffix.lower() == ".png":
-            from PIL import Image
-
-            with Image.open(p) as im:
-                text = im.text.get("ugd")  # type: ignore[attr-defined]
-            if text is None:
-                raise UgdError(f"{str(p)!r} carries no ugd spec; pass a PNG written by `ugd generate` or its .json sidecar")
-            return json.loads(text)
-        record = json.loads(p.read_text())
-        record.pop("stats", None)
-        return record
-    except UgdError:
+        if plan.batches:
+            folder.mkdir(parents=True, exist_ok=True)
+            executor.run(spec, plan.batches, on_batch, progress or (lambda done, total: None))
+        summary.contact_sheet = write_contact_sheet(folder, spec, preset)
+    except KeyboardInterrupt:
+        remove_temporaries(folder, spec.seeds())
+        summary.interrupted, summary.seconds = True, time.perf_counter() - start
+        raise RunInterrupted(summary) from None
+    except BaseException:
+        remove_temporaries(folder, spec.seeds())
         raise
-    except Exception as exc:
-        raise UgdError(f"cannot read spec from {str(p)!r} ({type(exc).__name__}: {exc}); pass a .json sidecar or .png from `ugd generate`") from None
-
-
-def image_name(seed: int) -> str:
-    """File stem of the image with that seed."""
-    return f"ugd-{seed:06d}"
-
-
-def output_paths(out_dir: Path, seeds: Iterable[int]) -> list[tuple[Path, Path]]:
-    """(png, json) paths for each seed."""
-    return [(out_dir / f"{image_name(s)}.png", out_dir / f"{image_name(s)}.json") for s in seeds]
-
-
-def check_outputs_free(out_dir: Path, seeds: Iterable[int], overwrite: bool) -> None:
-    """UgdError if any output exists and ``overwrite`` is False (checked before any work)."""
-    if overwrite:
-        return
-    taken = [p for pair in output_paths(out_dir, seeds) for p in pair if p.exists()]
-    if taken:
-        raise UgdError(f"{taken[0]} already exists ({len(taken)} output files in all); pass --overwrite or choose another --out")
-
-
-def to_pil(image: torch.Tensor) -> Any:
-    """CHW in [-1, 1] -> PIL image (L for one channel, RGB for three)."""
-    from PIL import Image
-
-    arr = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(arr[:, :, 0], "L") if arr.shape[2] == 1 else Image.fromarray(arr, "RGB")
-
-
-def save_image(item: GeneratedImage, out_dir: Path, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write the PNG (spec in its 'ugd' text chunk) and the JSON sidecar; never clobbers without ``overwrite``."""
-    from PIL.PngImagePlugin import PngInfo
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png, side = output_paths(out_dir, [item.record["seed"]])[0]
-    if not overwrite and (png.exists() or side.exists()):
-        raise UgdError(f"{png} already exists; pass --overwrite or choose another --out")
-    info = PngInfo()
-    info.add_text("ugd", json.dumps(item.record, sort_keys=True))  # the spec only: same spec, same bytes
-    tmp = png.with_suffix(".png.tmp")
-    to_pil(item.image).save(tmp, format="PNG", pnginfo=info)
-    side.write_text(json.dumps(dict(item.record, stats=item.stats), indent=2, sort_keys=True))
-    tmp.replace(png)
-    return png, side
+    finally:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # a run that wrote nothing leaves no folder behind
+    summary.seconds = time.perf_counter() - start
+    return summary
 
 
 def spec_to_dict(spec: RunSpec) -> dict[str, Any]:

@@ -39,6 +39,8 @@ from ugd_core.config import SCHEDULES, check_knobs, resolve_preset, save_preset_
 from ugd_core.errors import UgdError
 from ugd_core.registry import Registry, get_registry
 
+from .bench import TunableSuite
+
 STRATEGIES = ("random", "optuna", "beam")
 TUNABLE = ("forward_strength", "forward_schedule", "backward_steps", "backward_lr", "recurrence", "windows", "smoothing_std")
 WINDOW_KNOBS = ("forward_window", "backward_window", "recurrence_window")
@@ -128,7 +130,7 @@ def summarize_seeds(rows: list[dict[str, float]], limit: float) -> dict[str, Any
     )
 
 
-def measure(suite: Any, task: str, settings: dict[str, Any], seed: int, n: int) -> dict[str, float]:
+def measure(suite: TunableSuite, task: str, settings: dict[str, Any], seed: int, n: int) -> dict[str, float]:
     """One ``suite.evaluate`` call, checked and reduced to the three numbers tuning uses."""
     r = suite.evaluate(task, None if settings is None else dict(settings), seed, n)
     try:
@@ -137,7 +139,7 @@ def measure(suite: Any, task: str, settings: dict[str, Any], seed: int, n: int) 
         raise UgdError(f"suite.evaluate must return 'metric', 'quality' and 'seconds_per_sample' numbers ({exc!r}); fix the benchmark plugin") from None
 
 
-def evaluate_settings(suite: Any, task: str, settings: dict[str, Any], seeds: Sequence[int], n: int, threads: int = 0) -> list[dict[str, float]]:
+def evaluate_settings(suite: TunableSuite, task: str, settings: dict[str, Any], seeds: Sequence[int], n: int, threads: int = 0) -> list[dict[str, float]]:
     """Every seed of one setting (what a worker runs)."""
     if threads:
         import torch
@@ -146,7 +148,7 @@ def evaluate_settings(suite: Any, task: str, settings: dict[str, Any], seeds: Se
     return [measure(suite, task, settings, s, n) for s in seeds]
 
 
-def _remote_evaluate(suite: Any, suite_factory: Callable[[], Any] | None, task: str, settings: dict[str, Any], seeds: list[int], n: int, threads: int) -> list[dict[str, float]]:
+def _remote_evaluate(suite: TunableSuite | None, suite_factory: Callable[[], TunableSuite] | None, task: str, settings: dict[str, Any], seeds: list[int], n: int, threads: int) -> list[dict[str, float]]:
     return evaluate_settings(suite_factory() if suite_factory is not None else suite, task, settings, seeds, n, threads)
 
 
@@ -155,12 +157,12 @@ class Evaluator:
 
     def __init__(
         self,
-        suite: Any,
+        suite: TunableSuite,
         task: str,
         seeds: Sequence[int],
         n: int,
         ray: Any = None,
-        suite_factory: Callable[[], Any] | None = None,
+        suite_factory: Callable[[], TunableSuite] | None = None,
         cpus: float = 1,
         gpus: float = 0,
         progress: Callable[[int], None] | None = None,
@@ -334,7 +336,7 @@ def render_markdown(result_head: dict[str, Any], front: list[Evaluation], best: 
 # -- the search ------------------------------------------------------------------------------
 
 
-def resolve_base(suite: Any, name: str, registry: Registry | None = None) -> dict[str, Any]:
+def resolve_base(suite: TunableSuite, name: str, registry: Registry | None = None) -> dict[str, Any]:
     """Starting settings: a method of the suite, a registered preset, or a preset file."""
     methods = getattr(suite, "methods", {}) or {}
     if name in methods:
@@ -342,7 +344,7 @@ def resolve_base(suite: Any, name: str, registry: Registry | None = None) -> dic
     return resolve_preset(name, registry or get_registry())[1]
 
 
-def unguided_settings(suite: Any, base: dict[str, Any]) -> dict[str, Any] | None:
+def unguided_settings(suite: TunableSuite, base: dict[str, Any]) -> dict[str, Any] | None:
     """The suite's 'unguided' method if it has one (None = the suite's own 'no guides'), else the
     base with every guidance term off."""
     methods = getattr(suite, "methods", {}) or {}
@@ -357,7 +359,7 @@ def _json_settings(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def tune_suite(
-    suite: Any,
+    suite: TunableSuite,
     task: str | None = None,
     *,
     strategy: str = "random",
@@ -372,7 +374,7 @@ def tune_suite(
     out_dir: Path | str | None = None,
     overwrite: bool = False,
     address: str | None = None,
-    suite_factory: Callable[[], Any] | None = None,
+    suite_factory: Callable[[], TunableSuite] | None = None,
     suite_name: str = "suite",
     console: Any = None,
     search_seed: int = 0,
@@ -425,15 +427,15 @@ def tune_suite(
 
 
 def _run(
-    suite: Any, task: str, strategy: str, base_name: str, base_settings: dict[str, Any], knobs: list[str], trials: int,
+    suite: TunableSuite, task: str, strategy: str, base_name: str, base_settings: dict[str, Any], knobs: list[str], trials: int,
     samples: int, seeds: list[int], quality_factor: float, rounds: int, beam_width: int, out: Path | None, ray: Any,
-    suite_factory: Callable[[], Any] | None, suite_name: str, console: Any, search_seed: int, cpus: float, gpus: float,
+    suite_factory: Callable[[], TunableSuite] | None, suite_name: str, console: Any, search_seed: int, cpus: float, gpus: float,
     remote: bool,
 ) -> TuneResult:
-    from .distributed import _progress
+    from .progress import progress_bar
 
     budget = trials if strategy != "beam" else min(trials, 1 + sum(beam_width * len(knobs) for _ in range(rounds)))
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         bar = progress.add_task(f"tune {suite_name}/{task} ({strategy})", total=budget + 2)
         tick = lambda k: progress.advance(bar, k)  # noqa: E731
         evaluator = Evaluator(suite, task, seeds, samples, ray if remote else None, suite_factory, cpus, gpus, tick)
@@ -520,7 +522,7 @@ def _beam(
     return found
 
 
-def _tune_trial(config: dict[str, Any], suite: Any, suite_factory: Any, task: str, base: dict[str, Any], seeds: list[int], n: int, limit: float, threads: int) -> None:
+def _tune_trial(config: dict[str, Any], suite: TunableSuite | None, suite_factory: Callable[[], TunableSuite] | None, task: str, base: dict[str, Any], seeds: list[int], n: int, limit: float, threads: int) -> None:
     """A Ray Tune function trainable: one setting, one seed per reported iteration (ASHA's unit)."""
     import torch
     from ray import tune
@@ -536,7 +538,7 @@ def _tune_trial(config: dict[str, Any], suite: Any, suite_factory: Any, task: st
 
 
 def _ray_tune(
-    ray: Any, suite: Any, suite_factory: Any, task: str, strategy: str, base: dict[str, Any], knobs: list[str], trials: int,
+    ray: Any, suite: TunableSuite, suite_factory: Callable[[], TunableSuite] | None, task: str, strategy: str, base: dict[str, Any], knobs: list[str], trials: int,
     samples: int, seeds: list[int], limit: float, out: Path | None, search_seed: int, cpus: float, gpus: float,
     tick: Callable[[], None],
 ) -> list[Evaluation]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from test_tune import GaussSuite
-from cli.bench import cell_key, load_cell, run_cells
+from cli.bench import BenchmarkSuite, TunableSuite, cell_key, load_cell, run_cells
 
 
 def test_a_second_run_reuses_every_cached_cell(tmp_path, monkeypatch):
@@ -51,3 +51,8 @@ def test_a_failing_cell_leaves_the_finished_ones_cached(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         run_cells(suite, tmp_path)
     assert [load_cell(tmp_path / "cells", c) is not None for c in cells] == [True, True, False, False]
+
+
+def test_suites_are_checked_against_the_typed_protocols():
+    assert isinstance(GaussSuite(), BenchmarkSuite) and isinstance(GaussSuite(), TunableSuite)
+    assert not isinstance(object(), BenchmarkSuite)  # a suite without cells/run_cell/summarize is not one

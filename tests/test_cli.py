@@ -38,6 +38,23 @@ def _nan(device: str = "cpu"):
     return make_guide("toy-nan", f=lambda x: x.mean(dim=(1, 2, 3)), loss=lambda m, c: m * float("nan"))
 
 
+def _fragile(level: float = 0.0, device: str = "cpu"):
+    raise ValueError(f"level {level} is not supported")
+
+
+INTERRUPT_AFTER = {"calls": None}
+
+
+def _interrupting(device: str = "cpu"):
+    def f(x):
+        INTERRUPT_AFTER["calls"] -= 1
+        if INTERRUPT_AFTER["calls"] < 0:
+            raise KeyboardInterrupt
+        return x.mean(dim=(1, 2, 3))
+
+    return make_guide("toy-ctrl-c", f=f, loss=lambda m, c: m**2)
+
+
 def _plugin():
     mod = types.ModuleType("toy_cli_plugin")
 
@@ -47,12 +64,26 @@ def _plugin():
                  params=[Param("level", "float", 0.0, "target")])
         register("toy-ref", _ref, description="match a reference image", params=[Param("image", "path", required=True, help="image")])
         register("toy-nan", _nan, description="always NaN")
+        register("toy-fragile", _fragile, description="raises ValueError", params=[Param("level", float, 0.0, "target")])
+        register("toy-ctrl-c", _interrupting, description="Ctrl-C after a few guide calls")
 
     def backbones(register):
         register("tiny-sd", lambda device="cpu": tiny_stable_diffusion(device=device), description="tiny random SD")
 
     mod.ugd_register_guides = hookimpl(guides)
     mod.ugd_register_backbones = hookimpl(backbones)
+    return mod
+
+
+def _impostor():
+    """A second plugin registering a name the first one already has."""
+    mod = types.ModuleType("toy_impostor")
+
+    def guides(register):
+        register("toy-bright", lambda level=0.0, device="cpu": _bright(-level), description="impostor",
+                 params=[Param("level", "float", 0.0, "target")])
+
+    mod.ugd_register_guides = hookimpl(guides)
     return mod
 
 
@@ -94,8 +125,80 @@ def test_generate_two_guides_writes_png_and_sidecar_and_reproduces_from_spec(tmp
     again = tmp_path / "b"
     res = runner.invoke(app, ["generate", "--from-spec", str(png), "--out", str(again)])
     assert res.exit_code == 0, res.output
+    assert "regenerating the whole batch of 2 images (seeds 5-6)" in res.output and "--single" in res.output
     assert (again / "ugd-000006.png").read_bytes() == png.read_bytes()
-    assert not (again / "ugd-000005.png").exists()
+    assert (again / "ugd-000005.png").read_bytes() == (out / "ugd-000005.png").read_bytes()
+    one = tmp_path / "c"
+    res = runner.invoke(app, ["generate", "--from-spec", str(png), "--single", "--out", str(one)])
+    assert res.exit_code == 0, res.output
+    assert "regenerating only ugd-000006 (seed 6) as a batch of one" in res.output
+    assert (one / "ugd-000006.png").exists() and not (one / "ugd-000005.png").exists()
+
+
+def test_a_seed_edit_in_a_spec_file_regenerates_that_seed(tmp_path):
+    assert gen("--guide", "toy-bright:level=0.3", "-n", "2", "--out", str(tmp_path / "a")).exit_code == 0
+    record = json.loads((tmp_path / "a" / "ugd-000000.json").read_text())
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(dict(record, seed=104)))
+    res = runner.invoke(app, ["generate", "--from-spec", str(edited), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "regenerating seed 104 alone" in res.output
+    assert sorted(p.name for p in (tmp_path / "b").glob("ugd-*.png")) == ["ugd-000104.png"]
+    res = runner.invoke(app, ["generate", "--from-spec", str(edited), "--steps", "2", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 2 and not (tmp_path / "c").exists()
+    assert res.output.strip() == "error: --from-spec reproduces the recorded settings, so --steps has no effect; drop it, or edit the spec file's JSON"
+    res = runner.invoke(app, ["generate", "--from-spec", str(edited), "--out", str(edited)])  # --out is a file
+    assert res.exit_code == 2 and res.output.startswith("error: --out") and res.output.strip().count("\n") == 0
+
+
+@pytest.fixture(scope="module")
+def a_record(tmp_path_factory):
+    """The JSON record of one generated image (module-wide: generated once)."""
+    out = tmp_path_factory.mktemp("rec")
+    reg = registry_module.load_registry([("toy", _plugin())], entry_points=False)
+    old, registry_module._DEFAULT = registry_module._DEFAULT, reg
+    try:
+        res = runner.invoke(app, ["generate", "--backbone", "tiny-sd", "--prompt", "a cat", *FAST, "--guide", "toy-bright:level=0.3", "--out", str(out)])
+    finally:
+        registry_module._DEFAULT = old
+    assert res.exit_code == 0, res.output
+    return json.loads((out / "ugd-000000.json").read_text())
+
+
+def _edit(record, path, value):
+    """``record`` with the field at ``path`` (keys) set to ``value``, or deleted when value is ...."""
+    record = json.loads(json.dumps(record))
+    *parents, last = path
+    node = record
+    for key in parents:
+        node = node[key]
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return record
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("sampler", "num_steps"), "abc", "num_steps='abc' is not a valid int"),
+        (("sampler", "forward_strength"), "lots", "forward_strength='lots' is not a valid float"),
+        (("sampler",), ..., "missing field 'sampler'"),
+        (("seed",), "seven", "seed 'seven' must be a whole number >= 0"),
+        (("seed",), -5, "seed -5 must be a whole number >= 0"),
+        (("guides", 0, "params", "level"), "0.9", "params level='0.9' contradicts its spec 'toy-bright:level=0.3'"),
+        (("guides", 0, "weight"), 3.0, "weight 3.0 contradicts its spec"),
+    ],
+)
+def test_a_bad_spec_file_is_one_line_and_writes_nothing(tmp_path, a_record, path, value, message):
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(_edit(a_record, path, value)))
+    res = runner.invoke(app, ["generate", "--from-spec", str(edited), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and res.output.startswith("error: ")
+    assert res.output.strip().count("\n") <= 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_same_seed_same_bytes(tmp_path):
@@ -130,6 +233,11 @@ def test_existing_output_is_never_overwritten(tmp_path):
         (["--guide", "toy-ref"], "missing required parameter 'image'"),
         (["--device", "cuda:3"], "CUDA is not available"),
         (["--from-spec", "/no/spec.json"], "does not exist"),
+        (["--guide", "toy-bright:level=1,2"], "quote a value that holds commas: 'toy-bright:level=\"1,2\"'"),
+        (["--guide", "toy-fragile"], "guide 'toy-fragile' (plugin 'toy') rejected its parameters: ValueError: level 0.0 is not supported"),
+        (["--seed", "-5"], "seed -5 must be a whole number >= 0"),
+        (["--single"], "--single only applies to --from-spec"),
+        (["--steps", "0"], "num_steps"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
@@ -181,3 +289,79 @@ def test_stable_diffusion_backbone_from_a_pipeline_folder(tmp_path):
                               "--guide", "toy-bright:level=0.5", *FAST, "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "ugd-000000.png").exists()
+
+
+def _run_args(*args):
+    return ["generate", "--backbone", "tiny-sd", "--prompt", "a cat", "--steps", "2", "--preset", "forward-only",
+            "--guide", "toy-bright:level=0.3", "-n", "2", *args]
+
+
+def test_two_identical_runs_without_out_get_their_own_folders_and_contact_sheets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first, second = runner.invoke(app, _run_args()), runner.invoke(app, _run_args())
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    folders = sorted(p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir())
+    assert len(folders) == 2 and folders[0].name.startswith("0001-toy-bright") and folders[1].name.startswith("0002-toy-bright")
+    for folder, res in zip(folders, (first, second)):
+        assert (folder / "contact-sheet.png").exists()
+        assert sorted(p.name for p in folder.glob("ugd-*.png")) == ["ugd-000000.png", "ugd-000001.png"]
+        last = res.output.strip().splitlines()[-1]  # the summary line ends the run
+        assert last.startswith("2 images (preset forward-only) in ") and str(folder.relative_to(tmp_path)) in last
+        assert "contact-sheet.png" in last
+    assert (folders[0] / "ugd-000000.png").read_bytes() == (folders[1] / "ugd-000000.png").read_bytes()
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_an_out_that_is_a_file_is_one_line_before_sampling(tmp_path, where):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    out = blocker if where == "file" else blocker / "sub"
+    res = gen("--guide", "toy-ctrl-c", "-n", "2", "--out", str(out))  # would raise if it sampled
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: --out") and res.output.strip().count("\n") == 0
+    assert ("is a file" if where == "file" else "which is a file") in res.output
+    assert blocker.read_text() == "not a folder" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_ctrl_c_says_what_was_written_and_leaves_no_temporary_file(tmp_path):
+    INTERRUPT_AFTER["calls"] = 3  # forward-only, 2 steps: 2 guide calls per image, so Ctrl-C hits the second image
+    res = gen("--guide", "toy-ctrl-c", "--steps", "2", "--preset", "forward-only", "-n", "3", "--batch-size", "1", "--out", str(tmp_path))
+    assert res.exit_code == 130, res.output
+    written = sorted(p.name for p in tmp_path.glob("ugd-*.png"))
+    assert written == ["ugd-000000.png"]
+    assert res.output.strip().splitlines()[-1] == f"interrupted: 1 image written to {tmp_path}; rerun with --resume"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_name_clash_is_an_error_naming_both_plugins_and_plugin_name_picks_one(tmp_path, monkeypatch):
+    reg = registry_module.load_registry([("toy", _plugin()), ("impostor", _impostor())], entry_points=False)
+    monkeypatch.setattr(registry_module, "_DEFAULT", reg)
+    for args in (["info", "toy-bright"], ["generate", "--backbone", "tiny-sd", *FAST, "--guide", "toy-bright:level=0.3", "--out", str(tmp_path / "o")]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert "guide 'toy-bright' is registered by plugins 'toy' and 'impostor'; name one: toy:toy-bright or impostor:toy-bright" in res.output
+        assert res.output.strip().count("\n") <= 1
+    assert not (tmp_path / "o").exists()
+    listing = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
+    assert "name clash: use impostor:toy-bright" in listing.output and "name clash: use toy:toy-bright" in listing.output
+    res = gen("--guide", "impostor:toy-bright:level=0.3", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "o" / "ugd-000000.json").read_text())
+    assert record["guides"][0]["plugin"] == "impostor" and record["backbone"]["plugin"] == "toy"
+
+
+def test_info_shows_an_example_and_accepts_a_class_param_type():
+    res = runner.invoke(app, ["info", "toy-ref"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "example: ugd generate --guide toy-ref:image=image.png" in res.output
+    res = runner.invoke(app, ["info", "toy-fragile"], env={"COLUMNS": "200"})  # registered with Param("level", float, ...)
+    assert res.exit_code == 0 and "float" in res.output and "example: ugd generate --guide toy-fragile" in res.output
+
+
+@pytest.mark.parametrize("option, knob, value", [("--scheduler", "scheduler", "DDIMScheduler"), ("--dtype", "dtype", "fp32")])
+def test_named_knob_options_equal_set(tmp_path, option, knob, value):
+    a = gen("--guide", "toy-bright", option, value, "--out", str(tmp_path / "a"))
+    b = gen("--guide", "toy-bright", "--set", f"{knob}={value}", "--out", str(tmp_path / "b"))
+    last = [r.output.strip().splitlines()[-1].split(" in ")[0] for r in (a, b)]  # an error, or the summary up to its time
+    assert (a.exit_code, last[0]) == (b.exit_code, last[1])
+    if a.exit_code == 0:
+        assert json.loads((tmp_path / "a" / "ugd-000000.json").read_text())["sampler"][knob] == value

@@ -102,3 +102,64 @@ def test_overflowing_guidance_never_reaches_the_sample():
     out = run(SamplerConfig(num_steps=5, forward_strength=1e10, backward_steps=1, backward_lr=1e10), huge, n=2)
     assert torch.isfinite(out.latents).all()
     assert out.stats.guidance.nonfinite_skipped > 0
+
+
+def test_timestep_aware_guide_gets_the_backbones_training_timesteps():
+    from ugd_core.sampler import NoiseSchedule
+
+    seen = []
+
+    def f(x, t):
+        seen.append(t.clone())
+        return x * (1 + t.view(-1, 1, 1, 1) / 1000)
+
+    guide = make_guide("noisy-quad", f=f, loss=lambda out, y: (out - y).pow(2).flatten(1).sum(1), target=Y, timestep_aware=True)
+    out = run(SamplerConfig(num_steps=6, forward_strength=0.05, forward_input="zt"), guide, n=4)
+    expected = NoiseSchedule.from_scheduler(gaussian_backbone().scheduler, 6).timesteps
+    assert [int(t[0]) for t in seen] == expected
+    assert all(t.dtype == torch.long and t.shape == (4,) and (t == t[0]).all() for t in seen)
+    assert out.stats.denoiser_backward == 0  # classifier guidance: only the guide is differentiated
+    assert abs(out.latents.mean().item() - Y) < abs(run(SamplerConfig(num_steps=6), n=4).latents.mean().item() - Y)
+
+
+def test_guide_sees_its_networks_dtype_and_returns_float32():
+    from torch import nn
+
+    from ugd_core import guide_loss
+
+    net = nn.Conv2d(DIM, 1, 1).double()
+    dtypes = []
+
+    def f(x):
+        dtypes.append(x.dtype)
+        return net(x)
+
+    guide = make_guide("f64-net", f=f, loss=lambda out, y: out.flatten(1).sum(1), modules=[net])
+    loss = guide_loss(guide, torch.randn(2, DIM, 1, 1))
+    assert dtypes == [torch.float64] and loss.dtype == torch.float32
+    as_module = make_guide("module-f", f=net, loss=lambda out, y: out.flatten(1).sum(1))
+    assert guide_loss(as_module, torch.randn(2, DIM, 1, 1, dtype=torch.float16)).dtype == torch.float32
+    plain = make_guide("plain", f=lambda x: x, loss=lambda out, y: out.flatten(1).sum(1))
+    x16 = torch.randn(2, DIM, 1, 1, dtype=torch.bfloat16)
+    assert guide_loss(plain, x16).dtype == torch.float32  # no network: the images are left as they are
+    out = run(SamplerConfig(num_steps=4, forward_strength=0.1, backward_steps=1), guide, n=2)
+    assert torch.isfinite(out.latents).all() and out.latents.dtype == torch.float32
+
+
+def test_clip_x0_projects_the_backward_iterate_onto_the_data_range():
+    seen = []
+    far = make_guide("far", f=lambda x: x, loss=lambda out, y: (out - y).pow(2).flatten(1).sum(1), target=-3.0)
+    cfg = SamplerConfig(num_steps=5, backward_steps=20, backward_lr=0.5, clip_x0=True)
+    run(cfg, far, n=8, callback_on_step_end=lambda i, t, d: seen.append(d["x0"].clone()))
+    for x0 in seen:  # the guide pulls to -3; the official code clamps the iterate, so x0_hat stops at -1
+        assert torch.allclose(x0, torch.full_like(x0, -1.0), atol=1e-6)
+
+
+def test_every_builtin_preset_moves_the_mean_toward_the_target():
+    from ugd_core.presets import PRESETS
+
+    base = abs(run(SamplerConfig(num_steps=20), n=64).latents.mean().item() - Y)
+    for name, (_, settings, _) in PRESETS.items():
+        x = run(SamplerConfig(**{**settings, "num_steps": 20}), quadratic_guide(), n=64).latents
+        assert torch.isfinite(x).all(), name
+        assert abs(x.mean().item() - Y) < base, name

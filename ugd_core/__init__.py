@@ -11,7 +11,7 @@ from .guidance import Guide, GuidanceFunction, GuideSet, WeightedGuide, freeze, 
 from .hookspecs import hookimpl
 from .params import Param, parse_spec
 from .registry import Registry, get_registry, load_registry
-from .sampler import NoiseSchedule, SampleResult, ddim_step, predict_x0, renoise, sample
+from .sampler import NoiseSchedule, SampleResult, StepKnobs, ddim_step, predict_x0, sample, self_recurrence
 
 __version__ = "0.1.0"
 
@@ -27,6 +27,7 @@ __all__ = [
     "Registry",
     "SampleResult",
     "SamplerConfig",
+    "StepKnobs",
     "StableDiffusionBackbone",
     "UgdError",
     "WeightedGuide",
@@ -40,8 +41,8 @@ __all__ = [
     "make_guide",
     "parse_spec",
     "predict_x0",
-    "renoise",
     "sample",
     "save_preset_file",
+    "self_recurrence",
     "to_epsilon",
 ]

@@ -7,12 +7,14 @@ x0-prediction to epsilon, and splitting off learned-variance channels, happen in
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from .errors import UgdError
+from .guidance import freeze
 
 
 @runtime_checkable
@@ -37,18 +39,21 @@ class Backbone(Protocol):
         ...
 
 
-def to_epsilon(output: Tensor, z_t: Tensor, alpha_bar: Tensor, prediction_type: str = "epsilon") -> Tensor:
+def to_epsilon(output: Tensor, z_t: Tensor, alpha_bar: Tensor | None, prediction_type: str = "epsilon") -> Tensor:
     """Convert a model's raw output to an epsilon prediction.
 
     Learned-variance outputs (twice the channels of z_t) keep their first half.
     v-prediction: eps = sqrt(a) v + sqrt(1-a) z  (Salimans & Ho 2022);
-    x0-prediction: eps = (z - sqrt(a) x0) / sqrt(1-a).
+    x0-prediction: eps = (z - sqrt(a) x0) / sqrt(1-a). ``alpha_bar`` may be None for
+    epsilon-prediction (it is not read).
     """
     if output.shape[1] == 2 * z_t.shape[1]:
         output = output[:, : z_t.shape[1]]
-    a = alpha_bar.to(z_t.dtype).view(-1, *([1] * (z_t.dim() - 1)))
     if prediction_type == "epsilon":
         return output
+    if alpha_bar is None:
+        raise ValueError(f"to_epsilon needs alpha_bar for prediction_type {prediction_type!r}")
+    a = alpha_bar.to(z_t.dtype).view(-1, *([1] * (z_t.dim() - 1)))
     if prediction_type == "v_prediction":
         return a.sqrt() * output + (1 - a).sqrt() * z_t
     if prediction_type == "sample":
@@ -63,23 +68,112 @@ def default_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "lin
     return DDIMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=False)
 
 
-def _frozen(*modules: nn.Module | None) -> None:
-    for m in modules:
-        if m is not None:
-            m.eval()
-            m.requires_grad_(False)
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+def _at_least_fp32(x: Tensor) -> Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _cast(module: nn.Module, dtype: torch.dtype) -> None:
+    """``module.to(dtype)``, without diffusers' warning about ``_keep_in_fp32_modules`` that it
+    logs on every cast even when that list is empty; quantized models cannot be cast."""
+    import logging
+
+    if getattr(module, "is_quantized", False) and _dtype_of(module) != dtype:
+        raise UgdError(f"{type(module).__name__} is quantized and cannot be cast to {dtype}; use --dtype auto")
+    log = logging.getLogger("diffusers.models.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        module.to(dtype)
+    finally:
+        log.setLevel(level)
 
 
 class _Base:
+    """What every adapter shares: alpha_bar lookup, output -> eps, and the precision/memory knobs.
+
+    Precision rule: the sampler keeps z_t, the noise and the DDIM arithmetic in float32; an
+    adapter casts z_t and its conditioning to each module's dtype at the module's boundary and
+    returns eps and decoded images in float32 (or wider).
+    """
+
     scheduler: Any
     prediction_type: str
+    device: torch.device
+    _settings: tuple[Any, ...] | None = None
+    _acp: tuple[Any, Tensor] | None = None
+
+    def _modules(self) -> dict[str, nn.Module]:
+        """The frozen networks by role: 'denoiser', 'vae', 'text', 'text_2' (those the adapter has)."""
+        return {}
 
     def _alpha_bar(self, t: Tensor) -> Tensor:
-        acp = self.scheduler.alphas_cumprod.to(t.device)
-        return acp[t.long()]
+        # cached on t's device: a host-to-device copy every step would stall the GPU queue
+        src = self.scheduler.alphas_cumprod
+        if self._acp is None or self._acp[0] is not src or self._acp[1].device != t.device:
+            self._acp = (src, src.to(device=t.device, dtype=torch.float32))
+        return self._acp[1][t.long()]
+
+    def _to_eps(self, out: Tensor, z_t: Tensor, t: Tensor) -> Tensor:
+        a = None if self.prediction_type == "epsilon" else self._alpha_bar(t)
+        return to_epsilon(_at_least_fp32(out), z_t, a, self.prediction_type)
 
     def decode(self, z: Tensor) -> Tensor:
         return z
+
+    def configure(self, config: Any) -> None:
+        """Apply a :class:`~ugd_core.config.SamplerConfig`'s precision and memory knobs.
+
+        ``dtype``: ``auto`` leaves each module in the dtype it has, otherwise every module is cast
+        in place to fp32/fp16/bf16 (a cast down and back up keeps the half-precision weights: load
+        the pipeline with ``torch_dtype`` to hold one copy in the precision you want).
+        ``grad_checkpointing``: diffusers' activation checkpointing of the denoiser and the VAE
+        decoder; diffusers only checkpoints while autograd records, so unguided passes are
+        unaffected. ``vae_slicing`` / ``vae_tiling``: diffusers' sliced / tiled
+        VAE decode. ``attention_slicing``: diffusers' sliced attention (otherwise the model's own
+        processors, PyTorch SDPA by default). Knobs a backbone has no module for are ignored.
+        """
+        key = (config.dtype, config.grad_checkpointing, config.vae_slicing, config.vae_tiling, config.attention_slicing)
+        if key == self._settings:
+            return
+        mods = self._modules()
+        if config.dtype != "auto":
+            for m in mods.values():
+                _cast(m, DTYPES[config.dtype])
+        self._upcast_vae()
+        for role in ("denoiser", "vae"):
+            m = mods.get(role)
+            if m is not None and getattr(m, "_supports_gradient_checkpointing", False):
+                m.enable_gradient_checkpointing() if config.grad_checkpointing else m.disable_gradient_checkpointing()
+        vae = mods.get("vae")
+        if vae is not None and hasattr(vae, "use_slicing"):
+            vae.enable_slicing() if config.vae_slicing else vae.disable_slicing()
+        if vae is not None and hasattr(vae, "use_tiling"):
+            vae.enable_tiling() if config.vae_tiling else vae.disable_tiling()
+        unet = mods.get("denoiser")
+        if unet is not None and hasattr(unet, "set_attention_slice"):
+            if config.attention_slicing:
+                unet.set_attention_slice("auto")
+            elif self._settings is not None and self._settings[4]:
+                unet.set_attn_processor(dict(self._attn_processors))  # diffusers empties the dict it is given
+        self._settings = key
+
+    def _upcast_vae(self) -> None:
+        """Hook: keep a VAE that overflows in fp16 in fp32 (SDXL)."""
+
+    def _freeze_and_place(self) -> None:
+        mods = self._modules()
+        for m in mods.values():
+            m.to(self.device)
+        freeze(*mods.values())
+        unet = mods.get("denoiser")
+        self._attn_processors = dict(unet.attn_processors) if unet is not None and hasattr(unet, "attn_processors") else {}
 
 
 class CallableBackbone(_Base):
@@ -108,7 +202,7 @@ class CallableBackbone(_Base):
         return prompt
 
     def eps(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        return to_epsilon(self.fn(z_t, t, cond), z_t, self._alpha_bar(t), self.prediction_type)
+        return self._to_eps(self.fn(z_t, t, cond), z_t, t)
 
     def decode(self, z: Tensor) -> Tensor:
         return self._decode(z) if self._decode is not None else z
@@ -124,11 +218,13 @@ class DiffusersPixelBackbone(_Base):
         self.scheduler = scheduler if scheduler is not None else default_scheduler(unet.config.get("num_train_timesteps") or 1000)
         self.prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
         self.device = torch.device(device) if device is not None else next(unet.parameters()).device
-        self.unet.to(self.device)
-        _frozen(self.unet)
+        self._freeze_and_place()
         size = unet.config.sample_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         self.sample_shape = (unet.config.in_channels, h, w)
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {"denoiser": self.unet}
 
     @classmethod
     def from_pipeline(cls, pipe: Any, device: torch.device | str | None = None) -> "DiffusersPixelBackbone":
@@ -155,12 +251,28 @@ class DiffusersPixelBackbone(_Base):
         return labels.expand(batch_size) if labels.numel() == 1 else labels
 
     def eps(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        out = self.unet(z_t, t.to(self.device), class_labels=cond).sample
-        return to_epsilon(out, z_t, self._alpha_bar(t), self.prediction_type)
+        out = self.unet(z_t.to(_dtype_of(self.unet)), t.to(self.device), class_labels=cond, return_dict=False)[0]
+        return self._to_eps(out, z_t, t)
+
+
+@dataclass
+class TextCondition:
+    """A text backbone's conditioning for one run, encoded once.
+
+    With classifier-free guidance (``scale`` set) every tensor holds the unconditional rows first,
+    then the conditional ones; ``added`` holds extra UNet inputs (SDXL's pooled text embeddings and
+    size conditioning), batched like ``embeds``.
+    """
+
+    embeds: Tensor
+    scale: float | None
+    added: dict[str, Tensor] = field(default_factory=dict)
 
 
 class StableDiffusionBackbone(_Base):
-    """Latent text-to-image model from diffusers components (SD 1.x / 2.x).
+    """Latent text-to-image model from diffusers components: Stable Diffusion 1.x and 2.x
+    (epsilon- or v-prediction); :meth:`from_pipeline` / :meth:`from_pretrained` return a
+    :class:`StableDiffusionXLBackbone` for SDXL pipelines.
 
     Classifier-free guidance runs cond and uncond in one batched UNet pass;
     ``decode`` is the VAE decoder, differentiable so guides on the image reach z_t.
@@ -182,62 +294,155 @@ class StableDiffusionBackbone(_Base):
         self.unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler = unet, vae, text_encoder, tokenizer, scheduler
         self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
         self.device = torch.device(device) if device is not None else next(unet.parameters()).device
-        for m in (unet, vae, text_encoder):
-            m.to(self.device)
-        _frozen(unet, vae, text_encoder)
+        self._freeze_and_place()
         self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self._latent_scale = float(vae.config.scaling_factor)
+        shift = vae.config.get("shift_factor")
+        self._latent_shift = float(shift) if shift is not None else 0.0
+        for name, px in (("height", height), ("width", width)):
+            if px and px % self.vae_factor:
+                f = self.vae_factor
+                raise UgdError(f"{name}={px} is not a multiple of {f} (the VAE's downsampling); use {px // f * f} or {px // f * f + f}")
         size = unet.config.sample_size
         default = size if isinstance(size, int) else size[0]
         h = (height // self.vae_factor) if height else default
         w = (width // self.vae_factor) if width else default
         self.sample_shape = (unet.config.in_channels, h, w)
 
+    def _modules(self) -> dict[str, nn.Module]:
+        return {"denoiser": self.unet, "vae": self.vae, "text": self.text_encoder}
+
     @classmethod
     def from_pipeline(cls, pipe: Any, **kwargs: Any) -> "StableDiffusionBackbone":
-        """From a ``StableDiffusionPipeline`` the user already holds."""
-        return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, **kwargs)
+        """From the ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` the user holds, in
+        whatever dtype it was loaded (its scheduler's config is reused for DDIM sampling)."""
+        from diffusers import DDIMScheduler
+
+        scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            return StableDiffusionXLBackbone(
+                pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler, text_encoder_2=pipe.text_encoder_2,
+                tokenizer_2=pipe.tokenizer_2, force_zeros_for_empty_prompt=pipe.config.get("force_zeros_for_empty_prompt", True), **kwargs,
+            )
+        if cls is StableDiffusionXLBackbone:
+            raise UgdError(f"{type(pipe).__name__} has no second text encoder; use StableDiffusionBackbone (backbone stable-diffusion) for SD 1.x/2.x")
+        return StableDiffusionBackbone(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str, **kwargs: Any) -> "StableDiffusionBackbone":
-        """Load an SD pipeline id or local folder (local cache only when offline)."""
-        from diffusers import DDIMScheduler, StableDiffusionPipeline
+    def from_pretrained(cls, path: str, dtype: str | torch.dtype | None = None, **kwargs: Any) -> "StableDiffusionBackbone":
+        """Load an SD 1.x / 2.x / SDXL pipeline id or local folder (local cache only when offline).
 
+        The pipeline class comes from the folder's ``model_index.json``; ``dtype`` (fp32, fp16,
+        bf16 or a torch dtype) loads the weights in that precision.
+        """
+        import diffusers
+
+        torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+        if isinstance(dtype, str) and dtype not in DTYPES:
+            raise UgdError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
         with _loading(path):
-            pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+            kind = str(diffusers.DiffusionPipeline.load_config(path).get("_class_name", ""))
+            if not kind.startswith("StableDiffusion"):
+                raise UgdError(f"{path!r} holds a {kind or 'non-pipeline'} folder; the stable-diffusion backbone loads StableDiffusionPipeline and StableDiffusionXLPipeline folders")
+            if kind.startswith("StableDiffusionXL"):
+                pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(path, torch_dtype=torch_dtype)
+            else:
+                pipe = diffusers.StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
+        if cls is StableDiffusionXLBackbone and not kind.startswith("StableDiffusionXL"):
+            raise UgdError(f"{path!r} is a {kind} (SD 1.x/2.x), not SDXL; use the stable-diffusion backbone")
         return cls.from_pipeline(pipe, **kwargs)
 
-    def _encode(self, texts: list[str]) -> Tensor:
-        ids = self.tokenizer(
-            texts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids.to(self.device)
+    def _tokens(self, tokenizer: Any, texts: list[str]) -> Tensor:
+        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids.to(self.device)
+
+    def _encode(self, texts: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Text embeddings and extra UNet inputs for ``texts`` (SD 1.x/2.x: the encoder's last hidden state)."""
         with torch.no_grad():
-            return self.text_encoder(ids)[0]
+            return self.text_encoder(self._tokens(self.tokenizer, texts))[0], {}
 
-    def condition(self, prompt: Any, negative_prompt: Any, batch_size: int, cfg_scale: float) -> Any:
-        texts = _as_list(prompt or "", batch_size)
-        cond = self._encode(texts)
-        if cfg_scale is None or cfg_scale <= 1.0:
-            return dict(embeds=cond, scale=None)
-        uncond = self._encode(_as_list(negative_prompt or "", batch_size))
-        return dict(embeds=torch.cat([uncond, cond]), scale=float(cfg_scale))
+    def _unconditional(self, negative_prompt: Any, batch_size: int) -> tuple[Tensor, dict[str, Tensor]]:
+        return self._encode(_as_list(negative_prompt or "", batch_size))
 
-    def eps(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        embeds, scale = cond["embeds"], cond["scale"]
-        n = z_t.shape[0]
-        if embeds.shape[0] != n * (2 if scale else 1):  # a sub-batch of the run
+    def condition(self, prompt: Any, negative_prompt: Any, batch_size: int, cfg_scale: float) -> TextCondition:
+        dtype = _dtype_of(self.unet)
+        embeds, added = self._encode(_as_list(prompt or "", batch_size))
+        scale = float(cfg_scale) if cfg_scale is not None and cfg_scale > 1.0 else None
+        if scale is not None:
+            u_embeds, u_added = self._unconditional(negative_prompt, batch_size)
+            embeds = torch.cat([u_embeds, embeds])
+            added = {k: torch.cat([u_added[k], v]) for k, v in added.items()}
+        return TextCondition(embeds.to(dtype), scale, {k: v.to(dtype) for k, v in added.items()})
+
+    def eps(self, z_t: Tensor, t: Tensor, cond: TextCondition) -> Tensor:
+        cfg = cond.scale is not None
+        if cond.embeds.shape[0] != z_t.shape[0] * (2 if cfg else 1):  # a sub-batch of the run
             raise ValueError("conditioning batch does not match z_t")
-        z_in = torch.cat([z_t, z_t]) if scale else z_t
-        t_in = torch.cat([t, t]) if scale else t
-        out = self.unet(z_in, t_in, encoder_hidden_states=embeds).sample
-        out = to_epsilon(out, z_in, self._alpha_bar(t_in), self.prediction_type)
-        if scale:
-            e_u, e_c = out.chunk(2)
-            return e_u + scale * (e_c - e_u)
-        return out
+        z, t = z_t.to(_dtype_of(self.unet)), t.to(self.device)
+        if cfg:
+            z, t = torch.cat([z, z]), torch.cat([t, t])
+        out = self.unet(z, t, encoder_hidden_states=cond.embeds, added_cond_kwargs=cond.added or None, return_dict=False)[0]
+        if cfg:
+            # CFG on the raw output: every output -> eps conversion is affine with the same z_t, so
+            # this equals CFG on eps (and converts half the rows)
+            out_u, out_c = out.chunk(2)
+            out = out_u + cond.scale * (out_c - out_u)
+        return self._to_eps(out, z_t, t[: z_t.shape[0]])
 
     def decode(self, z: Tensor) -> Tensor:
-        return self.vae.decode(z / self.vae.config.scaling_factor).sample
+        z = z / self._latent_scale + self._latent_shift if self._latent_shift else z / self._latent_scale
+        return _at_least_fp32(self.vae.decode(z.to(_dtype_of(self.vae)), return_dict=False)[0])
+
+
+class StableDiffusionXLBackbone(StableDiffusionBackbone):
+    """SDXL: two CLIP text encoders (penultimate hidden states concatenated), the second one's
+    pooled projection and the size conditioning ``add_time_ids`` as extra UNet inputs, as in
+    diffusers' ``StableDiffusionXLPipeline.encode_prompt`` / ``_get_add_time_ids``."""
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer: Any,
+        scheduler: Any,
+        text_encoder_2: nn.Module,
+        tokenizer_2: Any,
+        force_zeros_for_empty_prompt: bool = True,
+        height: int | None = None,
+        width: int | None = None,
+        device: torch.device | str | None = None,
+    ):
+        self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
+        self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
+        super().__init__(unet, vae, text_encoder, tokenizer, scheduler, height, width, device)
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {**super()._modules(), "text_2": self.text_encoder_2}
+
+    def _upcast_vae(self) -> None:
+        # the SDXL VAE overflows in fp16; diffusers' SDXL pipeline upcasts it when config.force_upcast
+        if _dtype_of(self.vae) == torch.float16 and self.vae.config.get("force_upcast", False):
+            _cast(self.vae, torch.float32)
+
+    def _encode(self, texts: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
+        states, pooled = [], None
+        with torch.no_grad():
+            for tok, enc in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
+                out = enc(self._tokens(tok, texts), output_hidden_states=True)
+                if out[0].ndim == 2:  # the projection model's pooled text embedding
+                    pooled = out[0]
+                states.append(out.hidden_states[-2])
+        if pooled is None:
+            raise UgdError("SDXL's second text encoder must be a CLIPTextModelWithProjection (pooled embeddings)")
+        h, w = (s * self.vae_factor for s in self.sample_shape[1:])
+        time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=self.device, dtype=pooled.dtype).expand(len(texts), 6)
+        return torch.cat(states, dim=-1), {"text_embeds": pooled, "time_ids": time_ids}
+
+    def _unconditional(self, negative_prompt: Any, batch_size: int) -> tuple[Tensor, dict[str, Tensor]]:
+        embeds, added = self._encode(_as_list(negative_prompt or "", batch_size))
+        if negative_prompt is None and self.force_zeros_for_empty_prompt:
+            return torch.zeros_like(embeds), {**added, "text_embeds": torch.zeros_like(added["text_embeds"])}
+        return embeds, added
 
 
 def _as_list(x: Any, n: int) -> list[str]:

@@ -8,12 +8,27 @@ from typing import Any
 from .hookspecs import hookimpl
 from .params import Param
 from .presets import PRESETS
-from .registry import register_preset_table
+from .hookspecs import register_preset_table
+
+
+# Memory knobs on top of universal guidance (Algorithm 1): checkpointing and slicing change where
+# activations live, not the result beyond rounding; tiling blends overlapping tiles, and only for
+# images larger than the VAE's own sample size. Any preset takes them too:
+# `--set grad_checkpointing=true --set vae_slicing=true` (see docs/backbones/stable-diffusion.md).
+LOW_MEMORY = {
+    "low-memory": (
+        "Universal guidance (as ugd) with the memory knobs on: checkpointed denoiser and VAE decoder in guided passes, "
+        "sliced and tiled VAE decode; pair with --dtype fp16/bf16 on GPUs",
+        dict(PRESETS["ugd"][1], grad_checkpointing=True, vae_slicing=True, vae_tiling=True),
+        "Bansal et al. 2023, Algorithm 1; diffusers enable_gradient_checkpointing / enable_slicing / enable_tiling",
+    ),
+}
 
 
 @hookimpl
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
     register_preset_table(register, PRESETS)
+    register_preset_table(register, LOW_MEMORY)
 
 
 def _diffusers_pixel(model: str, device: str = "cpu") -> Any:
@@ -28,6 +43,20 @@ def _stable_diffusion(model: str, height: int = 0, width: int = 0, device: str =
     return StableDiffusionBackbone.from_pretrained(model, height=height or None, width=width or None, device=device)
 
 
+def _stable_diffusion_xl(model: str, height: int = 0, width: int = 0, device: str = "cpu") -> Any:
+    from .backbones import StableDiffusionXLBackbone
+
+    return StableDiffusionXLBackbone.from_pretrained(model, height=height or None, width=width or None, device=device)
+
+
+def _sd_params(default_model: str) -> list[Param]:
+    return [
+        Param("model", "str", default_model, "pipeline folder or Hugging Face id"),
+        Param("height", "int", 0, "image height in pixels (0 = the model's default)"),
+        Param("width", "int", 0, "image width in pixels (0 = the model's default)"),
+    ]
+
+
 @hookimpl
 def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
     register(
@@ -39,10 +68,13 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
     register(
         "stable-diffusion",
         _stable_diffusion,
-        description="Stable Diffusion 1.x/2.x (latent, text, classifier-free guidance, differentiable VAE decode)",
-        params=[
-            Param("model", "str", "runwayml/stable-diffusion-v1-5", "pipeline folder or Hugging Face id"),
-            Param("height", "int", 0, "image height in pixels (0 = the model's default)"),
-            Param("width", "int", 0, "image width in pixels (0 = the model's default)"),
-        ],
+        description="Stable Diffusion 1.x/2.x/XL (latent, text, classifier-free guidance, differentiable VAE decode); "
+        "the pipeline class is read from the folder's model_index.json",
+        params=_sd_params("stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    )
+    register(
+        "stable-diffusion-xl",
+        _stable_diffusion_xl,
+        description="Stable Diffusion XL (two text encoders, pooled embeddings, size conditioning; 1024 px by default)",
+        params=_sd_params("stabilityai/stable-diffusion-xl-base-1.0"),
     )

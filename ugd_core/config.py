@@ -9,38 +9,45 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 from .errors import UgdError
 from .params import closest
-
-ScheduleLike = Union[str, Callable[[int, float], float]]
-SCHEDULES = ("constant", "sqrt_1m_abar", "increase", "decrease")
+from .schedules import SCHEDULES, ScheduleLike, scheduler_class
 
 
 @dataclass
 class SamplerConfig:
-    """Knobs of Algorithm 1 (SPEC.md). Windows are fractions of the chain: (0, 1) = every step,
-    (0, 0.5) = the first (noisiest) half.
+    """Knobs of Algorithm 1 (docs/algorithm.md gives each knob's units). Windows are fractions of the
+    chain: (0, 1) = every step, (0, 0.5) = the first (noisiest) half.
     """
 
     num_steps: int = 50
-    eta: float = 0.0  # DDIM stochasticity; 0 = deterministic
+    eta: float = 0.0  # DDIM stochasticity; 0 = deterministic, 1 = ancestral (as diffusers' DDIMScheduler.step)
     cfg_scale: float = 7.5  # classifier-free guidance for text backbones (ignored by others)
+    # ddim = ugd's exact DDIM (as diffusers' DDIMScheduler.step); else a diffusers scheduler class name or an
+    # alias (dpm++, dpmsolver, unipc, euler, euler-a, ddpm) built from the backbone's scheduler config
+    scheduler: str = "ddim"
 
-    # forward universal guidance: eps += s(t) * grad_{z_t} loss(x0_hat(z_t))   (TFG's rho)
+    # forward guidance: the step s(t) * grad_{z_t} loss(x0_hat(z_t))   (TFG's rho, DPS's zeta, FreeDoM's rho)
     forward_strength: float = 0.0
     forward_schedule: ScheduleLike = "sqrt_1m_abar"
     forward_window: tuple[float, float] = (0.0, 1.0)
-    forward_normalize: str = "none"  # none | grad (unit per-sample gradient norm) | loss (divide by sqrt(loss), DPS)
-    forward_input: str = "x0"  # x0 = universal guidance; zt = naive (guide applied to the noisy z_t)
+    forward_normalize: str = "none"  # none | grad (unit per-sample gradient RMS) | loss (divide by sqrt(loss), DPS)
+    forward_input: str = "x0"  # x0 = universal guidance; zt = the guide applied to the noisy z_t (classifier guidance)
+    # where the step lands: eps (eps += step, universal guidance) | z_prev (z_{t-1} -= step: DPS, FreeDoM, LGD)
+    # | z_t (a step on z_t carried to z_{t-1} by 1/sqrt(alpha_t), alpha_t = a_t / a_prev: TFG)
+    forward_on: str = "eps"
 
-    # backward universal guidance: m steps on delta minimising loss(x0_hat + delta)   (TFG's mu, N_iter)
+    # backward guidance: m optimiser steps on delta minimising loss(x0_hat + delta)   (TFG's mu, N_iter)
     backward_steps: int = 0
     backward_lr: float = 0.1
     backward_optimizer: str = "sgd"  # sgd | adam
     backward_schedule: ScheduleLike = "constant"
     backward_window: tuple[float, float] = (0.0, 1.0)
+    # where delta lands: eps (eps re-derived at fixed z_t so that x0(z_t, eps) = x0_hat + delta: universal
+    # guidance's backward step) | x0 (x0_hat += delta with eps kept: MPGD, TFG's Delta_0)
+    backward_on: str = "eps"
 
     # per-step self-recurrence (TFG's N_recur); 1 = none
     recurrence: int = 1
@@ -50,12 +57,15 @@ class SamplerConfig:
     smoothing_std: float = 0.0
     smoothing_schedule: ScheduleLike = "constant"
     smoothing_probes: int = 1
+    smoothing_reduce: str = "mean"  # mean of the probes' losses | log_mean_exp: -log mean exp(-loss) (LGD, TFG)
+    smoothing_shared: bool = False  # one set of probes per step, shared by forward and backward guidance (TFG)
 
     # gradient estimate for guides with differentiable = False
     zo_probes: int = 8
     zo_std: float = 0.05
 
-    # clip x0_hat to the data range before the guide sees it (pixel backbones)
+    # project backward guidance's iterate x0_hat + delta onto the data range [-1, 1] at its start, after each
+    # step and at the end, as the official code (pixel backbones); forward guidance sees the raw x0_hat
     clip_x0: bool = False
 
     # precision and memory of the backbone's passes (applied by ``Backbone.configure`` where the
@@ -77,6 +87,8 @@ class SamplerConfig:
             raise UgdError(f"num_steps must be >= 1, got {self.num_steps}")
         if self.recurrence < 1:
             raise UgdError(f"recurrence must be >= 1 (1 = no recurrence), got {self.recurrence}")
+        if self.smoothing_probes < 1:
+            raise UgdError(f"smoothing_probes must be >= 1, got {self.smoothing_probes}")
         if self.backward_steps < 0:
             raise UgdError(f"backward_steps must be >= 0, got {self.backward_steps}")
         for name in ("forward_schedule", "backward_schedule", "smoothing_schedule"):
@@ -86,12 +98,21 @@ class SamplerConfig:
         choices = {
             "forward_normalize": ("none", "grad", "loss"),
             "forward_input": ("x0", "zt"),
+            "forward_on": ("eps", "z_prev", "z_t"),
+            "backward_on": ("eps", "x0"),
+            "smoothing_reduce": ("mean", "log_mean_exp"),
             "backward_optimizer": ("sgd", "adam"),
             "dtype": ("auto", "fp32", "fp16", "bf16"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise UgdError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+                value = str(getattr(self, name))
+                raise UgdError(f"{name}={value!r} is not one of {', '.join(allowed)}{closest(value, list(allowed))}")
+        if self.scheduler != "ddim":
+            scheduler_class(self.scheduler)
+            for name, value in (("forward_on", self.forward_on), ("backward_on", self.backward_on)):
+                if value != "eps":
+                    raise UgdError(f"{name}={value!r} needs scheduler='ddim'; other schedulers take guidance through eps ({name}=eps)")
         for name in ("forward_window", "backward_window", "recurrence_window"):
             lo, hi = getattr(self, name)
             if not 0.0 <= lo <= hi <= 1.0:

@@ -7,5 +7,8 @@ class UgdError(Exception):
     """A problem with the user's input or environment.
 
     The message is one line naming the problem and the fix; the CLI prints it and
-    exits with status 2, having written nothing.
+    exits with status 2, having written nothing. Plugins raise it too, for a bad
+    parameter or a missing file (``from ugd_core import UgdError``)::
+
+        raise UgdError(f"brightness: level={level} is outside [-1, 1]; e.g. brightness:level=0.5")
     """

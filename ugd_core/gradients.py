@@ -5,11 +5,12 @@ Differentiable guides use autograd on a detached leaf; guides with
 (a zeroth-order estimate: g = E_u[(l(x + s u) - l(x - s u)) / (2 s) u], u ~ N(0, I)).
 Optional Gaussian smoothing of the guide's input (TFG's gamma, LGD) averages the
 loss over probes x + gamma * n. Samples whose gradient is not finite get a zero
-gradient (their guidance is skipped for this step) and are counted.
+gradient (their guidance is skipped for this step) and are counted (:func:`keep_finite`).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -47,10 +48,22 @@ class GuidanceStats:
 
 @dataclass
 class Smoothing:
-    """Gaussian smoothing of the guide's input: loss averaged over x + std * n_j, j < probes."""
+    """Gaussian smoothing of the guide's input: probes x + n_j, n_j ~ N(0, std^2 I), j < probes, reduced by
+    ``mean`` (mean of the losses) or ``log_mean_exp`` (-log mean_j exp(-loss_j): the log of the Monte-Carlo
+    mean of the likelihoods, LGD and TFG). ``offsets`` are probes the caller drew to share between calls."""
 
     std: float = 0.0
     probes: int = 1
+    reduce: str = "mean"
+    offsets: list[Tensor | None] | None = None
+
+    def draw(self, like: Tensor, generators: Sequence[torch.Generator]) -> list[Tensor | None]:
+        """The probes' offsets ([None] = no smoothing)."""
+        if self.offsets is not None:
+            return list(self.offsets)
+        if self.std <= 0:
+            return [None]
+        return [self.std * randn(like.shape[1:], generators, like.device, like.dtype) for _ in range(self.probes)]
 
 
 def loss_and_grad(
@@ -61,56 +74,61 @@ def loss_and_grad(
     smoothing: Smoothing = Smoothing(),
     zo_probes: int = 8,
     zo_std: float = 0.05,
+    t: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weighted loss per sample [N] and its gradient with respect to ``images``.
 
     ``images`` is treated as a leaf (detached); callers chain the gradient back to
-    z_t or delta with ``torch.autograd.grad(images, wrt, grad)``.
+    z_t or delta with ``torch.autograd.grad(images, wrt, grad)``. ``t`` is the
+    backbone's training timestep [N], passed to timestep-aware guides.
     """
     x = images.detach()
     total_loss = torch.zeros(x.shape[0], device=x.device)
     total_grad = torch.zeros_like(x)
-    probes = smoothing.probes if smoothing.std > 0 else 1
-    offsets = [smoothing.std * randn(x.shape[1:], generators, x.device, x.dtype) for _ in range(probes)] if smoothing.std > 0 else [None]
+    offsets = smoothing.draw(x, generators)
 
     diff = [i for i in guides.items if i.guide.differentiable]
     if diff:
         leaf = x.clone().requires_grad_(True)
         with torch.enable_grad():
-            loss = torch.zeros(x.shape[0], device=x.device)
-            for off in offsets:
-                inp = leaf if off is None else leaf + off
-                for item in diff:
-                    loss = loss + item.weight * guide_loss(item.guide, inp) / len(offsets)
+            per_probe = torch.stack(
+                [sum(item.weight * guide_loss(item.guide, leaf if off is None else leaf + off, t) for item in diff) for off in offsets]
+            )
+            if smoothing.reduce == "log_mean_exp":
+                loss = math.log(len(offsets)) - torch.logsumexp(-per_probe, dim=0)
+            else:
+                loss = per_probe.mean(0)
             (grad,) = torch.autograd.grad(loss.sum(), leaf)
         stats.guide_forward += len(diff) * len(offsets)
         stats.guide_backward += len(diff) * len(offsets)
         total_loss = total_loss + loss.detach()
-        total_grad = total_grad + grad
+        total_grad = total_grad + grad.to(x.dtype)
     for item in guides.items:
         if item.guide.differentiable:
             continue
         stats.zero_order_guides.add(item.guide.name)
         with torch.no_grad():
-            base = guide_loss(item.guide, x)
+            base = guide_loss(item.guide, x, t)
             g = torch.zeros_like(x)
             for _ in range(zo_probes):
                 u = randn(x.shape[1:], generators, x.device, x.dtype)
-                lp = guide_loss(item.guide, x + zo_std * u)
-                lm = guide_loss(item.guide, x - zo_std * u)
-                g = g + ((lp - lm) / (2 * zo_std)).view(-1, *([1] * (x.dim() - 1))) * u
+                lp = guide_loss(item.guide, x + zo_std * u, t)
+                lm = guide_loss(item.guide, x - zo_std * u, t)
+                g = g + ((lp - lm) / (2 * zo_std)).view(-1, *([1] * (x.dim() - 1))).to(x.dtype) * u
             stats.guide_forward += 1 + 2 * zo_probes
         total_loss = total_loss + item.weight * base
         total_grad = total_grad + item.weight * g / zo_probes
-    return total_loss, zero_nonfinite(total_grad, stats, total_loss)
+    bad = ~torch.isfinite(total_loss)
+    return total_loss, keep_finite(total_grad, torch.zeros_like(total_grad), stats, bad)
 
 
-def zero_nonfinite(grad: Tensor, stats: GuidanceStats, loss: Tensor | None = None) -> Tensor:
-    """Zero the gradient of samples whose gradient (or loss) has NaN/inf, and count them."""
-    bad = ~torch.isfinite(grad).flatten(1).all(dim=1)
-    if loss is not None:
-        bad = bad | ~torch.isfinite(loss)
-    if bad.any():
-        stats.note_nonfinite(int(bad.sum()))
-        grad = torch.where(bad.view(-1, *([1] * (grad.dim() - 1))), torch.zeros_like(grad), grad)
-    return grad
+def keep_finite(value: Tensor, fallback: Tensor, stats: GuidanceStats, bad: Tensor | None = None) -> Tensor:
+    """The sampler's one non-finite guard: samples whose ``value`` has NaN/inf (or flagged in ``bad`` [N])
+    get ``fallback`` instead (their guidance is skipped for this step); they are counted, warned once."""
+    nonfinite = ~torch.isfinite(value).flatten(1).all(dim=1)
+    if bad is not None:
+        nonfinite = nonfinite | bad
+    if not nonfinite.any():
+        return value
+    stats.note_nonfinite(int(nonfinite.sum()))
+    return torch.where(nonfinite.view(-1, *([1] * (value.dim() - 1))), fallback.detach().to(value.dtype), value)

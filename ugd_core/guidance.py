@@ -1,8 +1,10 @@
 """Guidance functions: an off-the-shelf network f, a loss l, a target c and a preprocess.
 
-A guide sees images as float tensors NCHW in [-1, 1] on the sampler's device;
-``preprocess`` owns resizing and normalisation for its network, ``f`` runs the
-network, and ``loss(f(preprocess(images)), target)`` returns one value per sample.
+A guide sees images as float tensors NCHW in [-1, 1] on the sampler's device, in
+its network's own dtype; ``preprocess`` owns resizing and normalisation for its
+network, ``f`` runs the network (``f(x, t)`` for a timestep-aware guide, t the
+backbone's training timesteps [N]), and ``loss(f(preprocess(images)), target)``
+returns one value per sample.
 Guides never call ``backward`` or step an optimiser: the sampler owns every
 gradient.
 """
@@ -29,7 +31,7 @@ class GuidanceFunction(Protocol):
         ...
 
     def f(self, x: Tensor) -> Any:
-        """Run the frozen network."""
+        """Run the frozen network (``f(x, t)`` when the guide sets ``timestep_aware = True``)."""
         ...
 
     def loss(self, output: Any, target: Any) -> Tensor:
@@ -59,6 +61,7 @@ class Guide:
     preprocess_fn: Callable[[Tensor], Tensor] = _identity
     differentiable: bool = True
     modules: Sequence[nn.Module] = field(default_factory=tuple)
+    timestep_aware: bool = False
 
     def __post_init__(self) -> None:
         freeze(*self.modules)
@@ -66,8 +69,8 @@ class Guide:
     def preprocess(self, images: Tensor) -> Tensor:
         return self.preprocess_fn(images)
 
-    def f(self, x: Tensor) -> Any:
-        return self.f_fn(x)
+    def f(self, x: Tensor, t: Tensor | None = None) -> Any:
+        return self.f_fn(x, t) if self.timestep_aware else self.f_fn(x)
 
     def loss(self, output: Any, target: Any) -> Tensor:
         return self.loss_fn(output, target)
@@ -89,24 +92,50 @@ def make_guide(
     preprocess: Callable[[Tensor], Tensor] | None = None,
     differentiable: bool = True,
     modules: Iterable[nn.Module] = (),
+    timestep_aware: bool = False,
 ) -> Guide:
     """Build a :class:`GuidanceFunction` from plain callables.
 
     ``modules`` are the networks inside ``f``; they are frozen (eval mode, no
-    parameter gradients) here.
+    parameter gradients) here. ``timestep_aware=True``: the sampler calls
+    ``f(x, t)`` with t the LongTensor [N] of the backbone's training timesteps at
+    the current step (a noise-aware classifier with ``forward_input="zt"`` is
+    Dhariwal & Nichol's classifier guidance); outside the sampler t = 0.
     """
-    return Guide(name, f, loss, target, preprocess or _identity, differentiable, tuple(modules))
+    return Guide(name, f, loss, target, preprocess or _identity, differentiable, tuple(modules), timestep_aware)
 
 
-def guide_loss(guide: GuidanceFunction, images: Tensor) -> Tensor:
-    """``l(f(preprocess(images)), c)`` with its shape checked: one value per sample."""
-    out = guide.loss(guide.f(guide.preprocess(images)), guide.target)
+def guide_dtype(guide: GuidanceFunction) -> torch.dtype | None:
+    """The dtype of the guide's network: the first parameter of ``f`` when it is an ``nn.Module``
+    (else of its first listed module); None when it has none (images are then left as they are)."""
+    for net in (getattr(guide, "f_fn", None), getattr(guide, "f", None), *getattr(guide, "modules", ())):
+        if isinstance(net, nn.Module):
+            p = next(net.parameters(), None)
+            if p is not None and p.is_floating_point():
+                return p.dtype
+    return None
+
+
+def guide_loss(guide: GuidanceFunction, images: Tensor, t: Tensor | None = None) -> Tensor:
+    """``l(f(preprocess(images)), c)`` as float32 with its shape checked: one value per sample.
+
+    The one place images are cast to the guide network's dtype (backbones may run in
+    fp16/bf16 while guides stay fp32). Timestep-aware guides get ``t`` (0 when None).
+    """
+    dtype = guide_dtype(guide)
+    x = images.to(dtype) if dtype is not None and images.dtype != dtype else images
+    net_in = guide.preprocess(x)
+    if getattr(guide, "timestep_aware", False):
+        t = t if t is not None else torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+        out = guide.loss(guide.f(net_in, t), guide.target)
+    else:
+        out = guide.loss(guide.f(net_in), guide.target)
     if out.shape != (images.shape[0],):
         raise ValueError(
             f"guide {guide.name!r} returned a loss of shape {tuple(out.shape)}; "
             f"a guide's loss must have one value per sample, shape [{images.shape[0]}]"
         )
-    return out
+    return out.float()
 
 
 @dataclass

@@ -7,11 +7,18 @@ A plugin is an ordinary module exposed through the ``ugd`` entry-point group::
 
 and decorates functions with :data:`hookimpl`. Each hook receives a ``register``
 callable; calling it adds one named item. Nothing heavy happens at registration:
-factories are called only when the item is built. ugd's own presets and
-adapters are registered through these same hooks.
+factories are called only when the item is built, with parameter values already
+converted to their ``Param`` types. A factory reports a bad parameter by raising
+:class:`ugd_core.UgdError` (one line: the problem and the fix); a ``ValueError``,
+``TypeError`` or ``KeyError`` it raises is shown as one line naming the plugin.
+A name another plugin already registered is kept by both; the bare name is then
+refused and ``PLUGIN:NAME`` picks one. ugd's own presets and adapters are
+registered through these same hooks.
 """
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import pluggy
 
@@ -46,3 +53,9 @@ def ugd_register_benchmarks(register):  # type: ignore[no-untyped-def]
 
     ``factory(**params)`` returns a callable ``run(out_dir, progress) -> dict``.
     """
+
+
+def register_preset_table(register: Callable[..., None], table: dict[str, tuple[str, dict[str, Any], str]]) -> None:
+    """Register ``{name: (description, settings, source)}`` from a ``ugd_register_presets`` hook."""
+    for name, (description, settings, source) in table.items():
+        register(name, settings, description=description, source=source)

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UgdError
 
 _TYPES: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float, "path": str}
+TYPE_NAMES = ("str", "int", "float", "bool", "path")
+_CLASS_TYPES: dict[Any, str] = {str: "str", int: "int", float: "float", bool: "bool", Path: "path"}
+
+
+def type_name(kind: Any) -> str | None:
+    """A parameter type as one of :data:`TYPE_NAMES`: the name itself, or the class
+    ``str``/``int``/``float``/``bool``/``pathlib.Path``; None for anything else."""
+    if isinstance(kind, str):
+        return kind if kind in TYPE_NAMES else None
+    return _CLASS_TYPES.get(kind)
 
 
 def _to_bool(raw: str) -> bool:
@@ -25,6 +36,9 @@ class Param:
     """One parameter: name, type ('str', 'int', 'float', 'bool', 'path'), default, help.
 
     ``required`` parameters have no default; ``choices`` restricts string values.
+    The registry checks the type at registration and also accepts the classes
+    ``str``, ``int``, ``float``, ``bool`` and ``pathlib.Path`` (stored as their names).
+    Factories receive values already converted to the type.
     """
 
     name: str
@@ -33,6 +47,7 @@ class Param:
     help: str = ""
     required: bool = False
     choices: tuple[str, ...] | None = None
+    example: str = ""  # a value shown in `ugd info`'s example spec (default: one made from the type)
 
     def coerce(self, raw: Any, owner: str) -> Any:
         """Convert a raw (usually string) value to this parameter's type, or raise UgdError."""
@@ -49,6 +64,32 @@ class Param:
         if self.choices and value not in self.choices:
             raise UgdError(f"{owner}: {self.name}={value!r} is not one of {', '.join(self.choices)}")
         return value
+
+
+def checked_param(p: Any, owner: str) -> Param:
+    """``p`` as a valid :class:`Param` (a class type such as ``float`` becomes ``"float"``),
+    or a UgdError naming ``owner`` and the accepted types."""
+    if not isinstance(p, Param):
+        raise UgdError(f"{owner}: parameter {p!r} is not a ugd_core.Param; write Param(name, type, default, help)")
+    kind = type_name(p.type)
+    if kind is None:
+        raise UgdError(f"{owner}: parameter {p.name!r} has type {p.type!r}; use one of {', '.join(TYPE_NAMES)}")
+    return p if kind == p.type else replace(p, type=kind)
+
+
+_PLACEHOLDERS = {"int": "3", "float": "0.5", "bool": "true", "path": "image.png", "str": "text"}
+
+
+def example_spec(name: str, params: list[Param]) -> str:
+    """``NAME:key=value,...`` with every required parameter given an example value
+    (its ``example``, first choice or a placeholder of its type), quoted when it holds a comma."""
+    fields = []
+    for p in params:
+        if not p.required:
+            continue
+        value = p.example or (p.choices[0] if p.choices else _PLACEHOLDERS.get(p.type, "text"))
+        fields.append(f'{p.name}="{value}"' if "," in value else f"{p.name}={value}")
+    return f"{name}:{','.join(fields)}" if fields else name
 
 
 def closest(name: str, options: list[str]) -> str:
@@ -76,7 +117,8 @@ def resolve_params(owner: str, params: list[Param], given: dict[str, Any]) -> di
 
 
 def parse_spec(text: str) -> tuple[str, dict[str, str]]:
-    """Parse ``NAME`` or ``NAME:key=value,key2="a,b"`` into (name, {key: raw value}).
+    """Parse ``NAME``, ``NAME:key=value,key2="a,b"`` or ``PLUGIN:NAME[:key=value,...]`` into
+    (name, {key: raw value}); the name of the last form is ``"PLUGIN:NAME"``.
 
     Values containing commas are quoted with double or single quotes. Raises
     UgdError for a malformed spec.
@@ -84,22 +126,44 @@ def parse_spec(text: str) -> tuple[str, dict[str, str]]:
     text = text.strip()
     name, sep, rest = text.partition(":")
     name = name.strip()
-    if not name or any(c in name for c in "=,\"' "):
+    if not _is_name(name):
         raise UgdError(f"malformed spec {text!r}: expected NAME or NAME:key=value,key2=value")
+    head, sep2, tail = rest.partition(":")
+    if sep and _is_name(head.strip()):  # PLUGIN:NAME picks one plugin's item when two share a name
+        name, sep, rest = f"{name}:{head.strip()}", sep2, tail
     params: dict[str, str] = {}
     if not sep:
         return name, params
     if not rest.strip():
         raise UgdError(f"malformed spec {text!r}: nothing after ':'; write NAME:key=value or drop the ':'")
-    for field in _split_fields(rest, text):
+    fields = _split_fields(rest, text)
+    for i, field in enumerate(fields):
         key, eq, value = field.partition("=")
         key = key.strip()
         if not eq or not key:
+            if i > 0 and not eq:
+                raise UgdError(f"malformed spec {text!r}: {field.strip()!r} is not key=value; "
+                               f"quote a value that holds commas: {_quoted_hint(name, fields, i)}")
             raise UgdError(f"malformed spec {text!r}: {field.strip()!r} is not key=value")
         if key in params:
             raise UgdError(f"malformed spec {text!r}: parameter {key!r} given twice")
         params[key] = _unquote(value.strip())
     return name, params
+
+
+def _is_name(text: str) -> bool:
+    return bool(text) and not any(c in text for c in "=,\"' :")
+
+
+def _quoted_hint(name: str, fields: list[str], bad: int) -> str:
+    """The spec rewritten with the value before field ``bad`` and the bare fields after it quoted."""
+    end = bad
+    while end < len(fields) and "=" not in fields[end]:
+        end += 1
+    key, _, first = fields[bad - 1].partition("=")
+    value = ",".join([first, *fields[bad:end]])
+    parts = [*fields[: bad - 1], f'{key}="{value}"', *fields[end:]]
+    return "'" + name + ":" + ",".join(parts) + "'"
 
 
 def _split_fields(rest: str, text: str) -> list[str]:

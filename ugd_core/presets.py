@@ -11,9 +11,20 @@ from typing import Any
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "ugd": (
-        "Universal guidance: forward (s(t) scaled by sqrt(1-a_t)) + backward (m=3) + self-recurrence (k=3)",
-        dict(forward_strength=1.0, forward_schedule="sqrt_1m_abar", backward_steps=3, backward_lr=0.1, recurrence=3),
-        "Bansal et al. 2023, Algorithm 1 (forward, backward, recurrence all on)",
+        "Universal guidance: forward s=1 (s(t) = s sqrt(1 - a_t), on eps) + backward Adam m=1 lr 0.01 on clamped x0 + recurrence k=3",
+        dict(
+            forward_strength=1.0,
+            forward_schedule="sqrt_1m_abar",
+            backward_steps=1,
+            backward_lr=0.01,
+            backward_optimizer="adam",
+            clip_x0=True,
+            recurrence=3,
+        ),
+        "Bansal et al. 2023, Algorithm 1; official code (arpitbansal297/Universal-Guided-Diffusion): forward "
+        "stable-diffusion-guided/ldm/models/diffusion/ddim_with_grad.py:165-168, backward Adam with x0 clamped "
+        "Guided_Diffusion_Imagenet/guided_diffusion/gaussian_diffusion.py:729-731,744,795,804, lr 0.01 and m=1 "
+        "Guided/Segmentation_guided_inpainting.py:80-81; s=1 and k=3 are not in the official code (set per experiment)",
     ),
     "forward-only": (
         "Forward universal guidance only: gradient through the denoiser of the guide's loss on x0_hat",
@@ -26,17 +37,34 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
         "Dhariwal & Nichol 2021 classifier guidance, applied to an off-the-shelf clean-image guide",
     ),
     "dps": (
-        "DPS: z_t-gradient of the loss on x0_hat, one pass, step divided by the residual norm, ancestral sampling",
-        dict(forward_strength=1.0, forward_schedule="constant", forward_normalize="loss", eta=1.0),
-        "Chung et al. 2023, Algorithm 1 (zeta_i = zeta' / ||y - A(x0_hat)||)",
+        "DPS: z_{t-1} -= zeta' grad_{z_t} l / sqrt(l) (l a squared residual: sqrt(l) = ||y - A(x0_hat)||), ancestral sampling",
+        dict(forward_strength=0.5, forward_schedule="constant", forward_normalize="loss", forward_on="z_prev", eta=1.0),
+        "Chung et al. 2023, Algorithm 1 (zeta_i = zeta' / ||y - A(x0_hat)||); zeta' = 0.5 = the official code's default "
+        "scale 1.0 on grad ||y - A(x0_hat)|| (DPS2022 guided_diffusion/condition_methods.py:67,72)",
     ),
     "lgd": (
-        "LGD: DPS-style z_t gradient of the loss averaged over samples drawn around x0_hat (std grows with noise)",
-        dict(forward_strength=1.0, forward_schedule="sqrt_1m_abar", smoothing_std=0.1, smoothing_schedule="decrease", smoothing_probes=4),
-        "Song et al. 2023 (Loss-Guided Diffusion, Monte-Carlo x0 samples); knob names after TFG (Ye et al. 2024)",
+        "LGD: z_{t-1} -= s grad_{z_t} of -log mean_j exp(-l(x0_hat + sqrt(1 - a_t) n_j)), 4 Monte-Carlo probes",
+        dict(
+            forward_strength=0.25,
+            forward_schedule="constant",
+            forward_on="z_prev",
+            smoothing_std=1.0,
+            smoothing_schedule="sqrt_1m_abar",
+            smoothing_probes=4,
+            smoothing_reduce="log_mean_exp",
+            eta=1.0,
+        ),
+        "Song et al. 2023 (LGD-MC); TFG code methods/lgd.py:36,65,71 (probe std sqrt(1 - a_t), logsumexp), "
+        "guidance_strength 0.25 = TFG's search start (searching.py:216)",
     ),
     "freedom": (
-        "FreeDoM: z_t gradient scaled to the gradient norm, time-travel (recurrence) in the early chain, no guidance at the end",
+        "FreeDoM: z_{t-1} -= rho_t grad_{z_t} l(x0_hat), rho_t = rho * alpha_t / mean(alpha) ('increase'), ancestral sampling",
+        dict(forward_strength=0.25, forward_schedule="increase", forward_on="z_prev", eta=1.0),
+        "Yu et al. 2023, Algorithm 1 lines 4-8; TFG code methods/freedom.py:11-19,44-54 (rho_schedule 'increase', "
+        "utils/configs.py:68), guidance_strength 0.25 = TFG's search start (searching.py:216)",
+    ),
+    "freedom-normalized": (
+        "ugd's FreeDoM variant: unit-RMS z_t gradient added to eps (0.2) in the first 80% of the chain, time-travel k=3 in 10-50%",
         dict(
             forward_strength=0.2,
             forward_schedule="constant",
@@ -45,25 +73,32 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
             recurrence=3,
             recurrence_window=(0.1, 0.5),
         ),
-        "Yu et al. 2023 (rho_t tied to the gradient norm; time-travel r steps in the semantic stage)",
+        "Yu et al. 2023 (time-travel in the semantic stage), with the step normalised and applied to eps (ugd's variant)",
     ),
     "mpgd": (
-        "MPGD: gradient step(s) on x0_hat only, never through the denoiser (backward guidance without forward)",
-        dict(backward_steps=1, backward_lr=0.5),
-        "He et al. 2023 (Manifold Preserving Guided Diffusion, x0-space update)",
+        "MPGD: x0_hat -= c grad_{x0} l(x0_hat) (one step, never through the denoiser), eps kept, ancestral sampling",
+        dict(backward_steps=1, backward_lr=0.25, backward_on="x0", eta=1.0),
+        "He et al. 2023, Algorithm 1 (MPGD w/o projection); TFG code methods/mpgd.py:30-43, "
+        "guidance_strength 0.25 = TFG's search start (searching.py:216)",
     ),
     "tfg": (
-        "TFG: rho on z_t and mu on x0 ('increase' schedules), gamma smoothing ('decrease'), beam-search starting point",
+        "TFG: rho on z_t, mu on x0 (N_iter=1), both 'increase' (alpha_t); gamma sqrt(1 - a_t) smoothing, 4 shared probes, log-mean-exp",
         dict(
             forward_strength=0.25,
             forward_schedule="increase",
+            forward_on="z_t",
             backward_steps=1,
             backward_lr=0.25,
             backward_schedule="increase",
+            backward_on="x0",
             smoothing_std=0.001,
-            smoothing_schedule="decrease",
-            smoothing_probes=1,
+            smoothing_schedule="sqrt_1m_abar",
+            smoothing_probes=4,
+            smoothing_reduce="log_mean_exp",
+            smoothing_shared=True,
+            eta=1.0,
         ),
-        "Ye et al. 2024 (TFG), beam-search start rho=0.25, mu=0.25, gamma=0.001; code YWolfeee/Training-Free-Guidance",
+        "Ye et al. 2024, Algorithm 1; code YWolfeee/Training-Free-Guidance methods/tfg.py:48-133; beam-search start "
+        "rho=0.25, mu=0.25, gamma=0.001 (searching.py:207-213); eps_bsz=4, eta=1 (utils/configs.py:42,67)",
     ),
 }

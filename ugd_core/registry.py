@@ -6,6 +6,10 @@ through the same hooks as third parties; every installed distribution's
 whose hook raises is recorded as *broken* with its error instead of taking the
 registry (or the CLI) down. ``UGD_LOAD_PLUGINS`` (comma-separated entry-point
 names; empty for none) restricts which third-party plugins load.
+
+Names are never silently replaced: when two plugins register the same name
+(a built-in included), using the bare name is a UgdError naming both plugins,
+and ``PLUGIN:NAME`` picks one. Every entry keeps the plugin that supplied it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ import pluggy
 
 from . import hookspecs
 from .errors import UgdError
-from .params import Param, closest, parse_spec, resolve_params
+from .hookspecs import register_preset_table
+from .params import Param, checked_param, closest, parse_spec, resolve_params
+
+__all__ = ["Entry", "KINDS", "PluginInfo", "Registry", "get_registry", "load_registry", "register_preset_table", "reset_registry"]
 
 ENTRY_POINT_GROUP = "ugd"
 KINDS = ("guide", "backbone", "preset", "benchmark")
@@ -58,7 +65,9 @@ class Registry:
     def __init__(self) -> None:
         self.entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
         self.plugins: dict[str, PluginInfo] = {}
-        self.problems: list[str] = []  # duplicate names and similar non-fatal issues
+        self.problems: list[str] = []  # name clashes and similar non-fatal issues
+        self.clashes: dict[str, dict[str, list[Entry]]] = {k: {} for k in KINDS}  # name -> every entry of that name
+        self.by_plugin: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}  # "PLUGIN:NAME" -> entry
         self.pm = pluggy.PluginManager("ugd")
         self.pm.add_hookspecs(hookspecs)
 
@@ -112,23 +121,64 @@ class Registry:
             source: str = "",
             default_preset: str = "",
         ) -> None:
-            table = self.entries[kind]
-            if name in table:
-                self.problems.append(
-                    f"{kind} {name!r} from plugin {plugin!r} ignored: already registered by {table[name].plugin!r}"
-                )
+            owner = f"plugin {plugin!r}, {kind} {name!r}"
+            if not isinstance(name, str) or not name or any(c in name for c in "=,\"' :"):
+                self._reject(plugin, f"{kind} name {name!r} must be a non-empty string without spaces, ':', '=', ',' or quotes")
+                return
+            try:
+                checked = [checked_param(p, owner) for p in params]
+            except UgdError as exc:
+                self._reject(plugin, str(exc))
                 return
             settings = dict(factory) if kind == "preset" else {}
             fn = None if kind == "preset" else factory
-            table[name] = Entry(kind, name, fn, description, list(params), differentiable, plugin, settings, source, default_preset)
+            entry = Entry(kind, name, fn, description, checked, differentiable, plugin, settings, source, default_preset)
+            self.by_plugin[kind][f"{plugin}:{name}"] = entry
+            table = self.entries[kind]
+            if name not in table:
+                table[name] = entry
+                return
+            same = self.clashes[kind].setdefault(name, [table[name]])
+            same.append(entry)
+            self.problems.append(
+                f"{kind} {name!r} is registered by plugins {', '.join(repr(e.plugin) for e in same)}; "
+                f"the bare name is refused, use {' or '.join(f'{e.plugin}:{name}' for e in same)}"
+            )
 
         return register
+
+    def _reject(self, plugin: str, message: str) -> None:
+        """Record a bad registration as the plugin's error (the plugin's other entries stay)."""
+        info = self.plugins.get(plugin)
+        if info is not None and not info.error:
+            info.error = message
+        self.problems.append(f"plugin {plugin!r}: {message}")
 
     # -- lookup --------------------------------------------------------------------------
 
     def get(self, kind: str, name: str) -> Entry:
-        """The entry of that kind and name, or a UgdError that suggests the closest names."""
+        """The entry of that kind and name (``NAME`` or ``PLUGIN:NAME``), or a UgdError that
+        suggests the closest names, or names the plugins when two registered ``NAME``."""
         table = self.entries[kind]
+        if ":" in name:
+            if name in self.by_plugin[kind]:
+                return self.by_plugin[kind][name]
+            plugin, _, bare = name.partition(":")
+            if plugin not in self.plugins:
+                raise UgdError(
+                    f"malformed spec {name!r}: {bare!r} is not key=value and {plugin!r} is no plugin; "
+                    f"write {plugin}:{bare}=VALUE (or PLUGIN:NAME with a plugin from `ugd list`)"
+                )
+            raise UgdError(
+                f"plugin {plugin!r} has no {kind} {bare!r}{closest(bare, list(table))}; "
+                f"to pass a parameter write {plugin}:{bare}=VALUE; `ugd list` shows the {kind}s available"
+            )
+        if name in self.clashes[kind]:
+            same = self.clashes[kind][name]
+            raise UgdError(
+                f"{kind} {name!r} is registered by plugins {' and '.join(repr(e.plugin) for e in same)}; "
+                f"name one: {' or '.join(f'{e.plugin}:{name}' for e in same)}"
+            )
         if name in table:
             return table[name]
         broken = [p for p in self.plugins.values() if p.error]
@@ -137,30 +187,39 @@ class Registry:
         raise UgdError(f"unknown {kind} {name!r}{hint}; `ugd list` shows the {kind}s available{extra}")
 
     def find(self, name: str) -> Entry:
-        """Look a name up across all kinds (for ``ugd info``)."""
+        """Look a name (or ``PLUGIN:NAME``) up across all kinds (for ``ugd info``)."""
         for kind in KINDS:
-            if name in self.entries[kind]:
-                return self.entries[kind][name]
+            if name in self.entries[kind] or name in self.by_plugin[kind]:
+                return self.get(kind, name)
         every = [n for k in KINDS for n in self.entries[k]]
+        if ":" in name:
+            return self.get("guide", name)  # its message says what is wrong with PLUGIN:NAME
         raise UgdError(f"unknown name {name!r}{closest(name, every)}; `ugd list` shows what is installed")
 
     def build(self, kind: str, name: str, params: dict[str, Any] | None = None, **extra: Any) -> Any:
-        """Resolve parameters and call the factory of a guide, backbone or benchmark."""
+        """Resolve parameters and call the factory of a guide, backbone or benchmark.
+
+        A factory's ``ValueError``, ``TypeError`` or ``KeyError`` becomes a UgdError
+        naming the plugin; plugins should raise :class:`ugd_core.UgdError` themselves.
+        """
         entry = self.get(kind, name)
         resolved = resolve_params(name, entry.params, params or {})
         assert entry.factory is not None
-        return entry.factory(**resolved, **extra)
+        try:
+            return entry.factory(**resolved, **extra)
+        except UgdError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UgdError(
+                f"{kind} {entry.name!r} (plugin {entry.plugin!r}) rejected its parameters: {type(exc).__name__}: {detail}; "
+                f"see `ugd info {entry.plugin}:{entry.name}`"
+            ) from None
 
     def build_from_spec(self, kind: str, spec: str, **extra: Any) -> Any:
         """Build from ``NAME:key=value,...`` text."""
         name, params = parse_spec(spec)
         return self.build(kind, name, params, **extra)
-
-
-def register_preset_table(register: Callable[..., None], table: dict[str, tuple[str, dict[str, Any], str]]) -> None:
-    """Register ``{name: (description, settings, source)}`` from a ``ugd_register_presets`` hook."""
-    for name, (description, settings, source) in table.items():
-        register(name, settings, description=description, source=source)
 
 
 def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), entry_points: bool = True) -> Registry:

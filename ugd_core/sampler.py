@@ -1,20 +1,25 @@
-"""The universal-guidance sampler (Bansal et al. 2023, Algorithm 1).
+"""The universal-guidance sampler (Bansal et al. 2023, Algorithm 1), one step as small pure steps.
 
-    for t in schedule:
-        for n in 1..k:                                   # self-recurrence
-            eps  = eps(z_t, t, c)                        # one denoiser pass, with grad if guiding
-            eps += s(t) * grad_{z_t} l(f(D(x0(z_t, eps))))           # forward guidance
-            eps -= sqrt(a_t / (1 - a_t)) * argmin_delta l(f(D(x0 + delta)))   # backward guidance
-            z_prev = DDIM(z_t, eps)
-            if n < k: z_t = renoise(z_prev)
+    for t in chain:
+        for n in 1..k:                                        # self-recurrence
+            eps, g = forward_guidance(z_t)                    # eps(z_t) and s(t) * grad_{z_t} l(f(D(x0(z_t, eps))))
+            eps += g                         (forward_on = eps)
+            delta = backward_guidance(x0(z_t, eps))           # argmin_delta l(f(D(x0 + delta))), m steps
+            x0 += delta; eps re-derived at fixed z_t (backward_on = eps) or kept (backward_on = x0)
+            z_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma * noise       # DDIM
+            z_prev -= g  (forward_on = z_prev)  or  g / sqrt(a_t / a_prev)  (forward_on = z_t)
+            if n < k: z_t = self_recurrence(z_prev)
         z_t = z_prev
 
-Every preset (ugd, dps, freedom, mpgd, ...) is a :class:`SamplerConfig` for this
-one loop.
+Every preset (ugd, dps, freedom, mpgd, lgd, tfg, ...) is a :class:`SamplerConfig` for this one loop.
+With ``scheduler`` set to a diffusers scheduler, the DDIM line is that scheduler's ``step`` on the
+guided eps (:class:`DiffusersSolver`). z_t and the DDIM arithmetic stay in float32 (float64 if the
+caller's latents are); backbones and guides cast at their own boundary.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -24,15 +29,15 @@ from torch import Tensor
 
 from .backbones import Backbone
 from .config import SamplerConfig
-from .gradients import GuidanceStats, Smoothing, loss_and_grad, zero_nonfinite
+from .gradients import GuidanceStats, Smoothing, keep_finite, loss_and_grad
 from .guidance import GuideSet, as_guide_set
 from .noise import make_generators, randn
-from .schedules import in_window, schedule_values
+from .schedules import in_window, schedule_values, scheduler_class
 
 
 @dataclass
 class NoiseSchedule:
-    """The sampling chain: timesteps (noisiest first) and a_t, a_prev for each."""
+    """The sampling chain: timesteps (noisiest first) and a_t, a_prev (the step's target) for each."""
 
     timesteps: list[int]
     alpha_bar: list[float]
@@ -40,16 +45,35 @@ class NoiseSchedule:
 
     @classmethod
     def from_scheduler(cls, scheduler: Any, num_steps: int) -> "NoiseSchedule":
-        """Use any diffusers scheduler's ``alphas_cumprod`` and its timestep spacing."""
+        """The scheduler's own timesteps; each step lands where diffusers' ``DDIMScheduler.step`` lands.
+
+        The target of step t is t - T // n (T training steps, n steps), its a_prev the scheduler's
+        ``alphas_cumprod`` there, and past t = 0 its ``final_alpha_cumprod`` (1.0 for schedules without
+        one). With ``linspace``/``trailing`` spacing t - T // n is not always the next listed timestep:
+        diffusers' DDIM steps there, and so does ugd.
+        """
         acp = scheduler.alphas_cumprod.double()
         scheduler.set_timesteps(num_steps)
+        jump = len(acp) // num_steps
+        final = float(getattr(scheduler, "final_alpha_cumprod", 1.0))
         ts: list[int] = []
         for t in scheduler.timesteps.tolist():
-            t = int(round(t))
+            t = min(int(round(t)), len(acp) - 1)
             if not ts or t < ts[-1]:
-                ts.append(min(t, len(acp) - 1))
+                ts.append(t)
         a = [float(acp[t]) for t in ts]
-        return cls(ts, a, a[1:] + [1.0])  # a_prev = 1 past the last step (SPEC.md)
+        return cls(ts, a, [float(acp[t - jump]) if t - jump >= 0 else final for t in ts])
+
+
+@dataclass(frozen=True)
+class StepKnobs:
+    """The knobs of one step of the chain, after schedules and windows."""
+
+    forward_strength: float  # s(t); 0 = no forward guidance at this step
+    backward_steps: int  # m; 0 = no backward guidance
+    backward_lr: float
+    recurrence: int  # k; 1 = no self-recurrence
+    smoothing_std: float
 
 
 @dataclass
@@ -92,18 +116,24 @@ def predict_x0(z_t: Tensor, eps: Tensor, a_t: float) -> Tensor:
     return (z_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
 
 
-def ddim_step(z_t: Tensor, eps: Tensor, a_t: float, a_prev: float, eta: float, noise: Tensor | None) -> Tensor:
-    """S(z_t, eps, t): z_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma * noise."""
-    x0 = predict_x0(z_t, eps, a_t)
-    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
+def ddim_sigma(a_t: float, a_prev: float, eta: float) -> float:
+    """sigma_t = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))   (DDIM eq. 16)."""
+    return eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
+
+
+def ddim_from_x0(x0: Tensor, eps: Tensor, a_prev: float, sigma: float, noise: Tensor | None) -> Tensor:
+    """z_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma * noise   (DDIM eq. 12)."""
     z_prev = a_prev**0.5 * x0 + max(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
-    if sigma > 0 and noise is not None:
-        z_prev = z_prev + sigma * noise
-    return z_prev
+    return z_prev + sigma * noise if sigma > 0 and noise is not None else z_prev
 
 
-def renoise(z_prev: Tensor, a_t: float, a_prev: float, noise: Tensor) -> Tensor:
-    """Self-recurrence: z_t = sqrt(a_t / a_prev) z_prev + sqrt(1 - a_t / a_prev) eps'."""
+def ddim_step(z_t: Tensor, eps: Tensor, a_t: float, a_prev: float, eta: float, noise: Tensor | None) -> Tensor:
+    """S(z_t, eps, t): one DDIM step, as diffusers' ``DDIMScheduler.step`` with ``variance_noise=noise``."""
+    return ddim_from_x0(predict_x0(z_t, eps, a_t), eps, a_prev, ddim_sigma(a_t, a_prev, eta), noise)
+
+
+def self_recurrence(z_prev: Tensor, a_t: float, a_prev: float, noise: Tensor) -> Tensor:
+    """Re-noise z_{t-1} to z_t: z_t = sqrt(a_t / a_prev) z_prev + sqrt(1 - a_t / a_prev) eps'."""
     return (a_t / a_prev) ** 0.5 * z_prev + (1 - a_t / a_prev) ** 0.5 * noise
 
 
@@ -111,101 +141,197 @@ class UniversalGuidance:
     """One sampling run's state: backbone, guides, settings, per-sample generators, counters."""
 
     def __init__(self, backbone: Backbone, guides: GuideSet, config: SamplerConfig, generators: list[torch.Generator]):
-        self.backbone, self.guides, self.cfg, self.gens = backbone, guides, config, generators
+        self.backbone, self.guides, self.config, self.gens = backbone, guides, config, generators
         self.stats = SampleStats()
 
-    def _grad(self, images: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:
-        return loss_and_grad(
-            self.guides,
-            images,
-            self.gens,
-            self.stats.guidance,
-            Smoothing(smoothing, self.cfg.smoothing_probes),
-            self.cfg.zo_probes,
-            self.cfg.zo_std,
-        )
+    def _loss_grad(self, images: Tensor, t: Tensor, smoothing: Smoothing) -> tuple[Tensor, Tensor]:
+        c = self.config
+        return loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t)
 
-    def _guide_input(self, x: Tensor) -> Tensor:
-        return self.backbone.decode(x.clamp(-1, 1) if self.cfg.clip_x0 else x)
+    def denoise(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
+        """eps(z_t, t, c) in z_t's dtype (one denoiser pass)."""
+        self.stats.denoiser_forward += 1
+        return self.backbone.eps(z_t, t, cond).to(z_t.dtype)
 
-    def guided_eps(self, z_t: Tensor, t: Tensor, a_t: float, cond: Any, knobs: dict[str, Any]) -> Tensor:
-        """eps_tilde at one step: the denoiser's eps plus forward and backward guidance."""
-        forward = knobs["forward"] != 0.0
-        naive = forward and self.cfg.forward_input == "zt"
-        with torch.enable_grad() if forward and not naive else torch.no_grad():
-            z = z_t.detach().requires_grad_(forward and not naive)
-            eps = self.backbone.eps(z, t, cond)
-            self.stats.denoiser_forward += 1
-            if forward:
-                src = z_t.detach().requires_grad_(True) if naive else z
-                with torch.enable_grad():
-                    images = self._guide_input(src if naive else predict_x0(z, eps, a_t))
-                loss, g_img = self._grad(images, knobs["smoothing"])
-                # chain rule through D (and, for universal guidance, the denoiser): grad_{z_t} l
-                (g_z,) = torch.autograd.grad(images, src, g_img)
-                self.stats.denoiser_backward += 0 if naive else 1
-                g_z = zero_nonfinite(self._normalize(g_z, loss), self.stats.guidance)
-                eps = self._finite(eps + knobs["forward"] * g_z, eps)  # eps_hat = eps + s(t) grad (forward guidance)
-        eps = eps.detach()
-        if knobs["backward_steps"] > 0:
-            delta = self.backward_delta(predict_x0(z_t, eps, a_t), knobs)
-            eps = self._finite(eps - (a_t / (1 - a_t)) ** 0.5 * delta, eps)  # x0(z_t, eps_tilde) = x0_hat + delta*
-        return eps
+    def forward_guidance(self, z_t: Tensor, t: Tensor, a_t: float, cond: Any, k: StepKnobs, smoothing: Smoothing) -> tuple[Tensor, Tensor | None]:
+        """eps(z_t) and the forward step s(t) * N(grad_{z_t} l(f(D(x0(z_t, eps))))) (None when off).
 
-    def _finite(self, guided: Tensor, fallback: Tensor) -> Tensor:
-        """Keep ``fallback`` for samples whose guided eps overflowed to inf/NaN (counted, warned once)."""
-        bad = ~torch.isfinite(guided).flatten(1).all(dim=1)
-        if not bad.any():
-            return guided
-        self.stats.guidance.note_nonfinite(int(bad.sum()))
-        return torch.where(bad.view(-1, *([1] * (guided.dim() - 1))), fallback.detach(), guided)
-
-    def backward_delta(self, x0_hat: Tensor, knobs: dict[str, Any]) -> Tensor:
-        """delta* = argmin_delta l(f(D(x0_hat + delta))): m optimiser steps from delta = 0.
-
-        Only the guide (and decoder) is differentiated; the denoiser is never re-run.
+        N is ``forward_normalize``. With ``forward_input="zt"`` the guide sees z_t itself and only the
+        guide is differentiated; otherwise the gradient runs through the denoiser (one backward pass).
         """
-        delta = torch.zeros_like(x0_hat, requires_grad=True)
-        lr = knobs["backward_lr"]
-        opt = torch.optim.Adam([delta], lr=lr) if self.cfg.backward_optimizer == "adam" else torch.optim.SGD([delta], lr=lr)
-        for _ in range(knobs["backward_steps"]):
-            with torch.enable_grad():
-                images = self._guide_input(x0_hat + delta)
-            _, g_img = self._grad(images, knobs["smoothing"])
-            (g_delta,) = torch.autograd.grad(images, delta, g_img)
-            delta.grad = zero_nonfinite(g_delta, self.stats.guidance)
-            opt.step()
-        return delta.detach()
+        if k.forward_strength == 0.0:
+            with torch.no_grad():
+                return self.denoise(z_t, t, cond), None
+        on_zt = self.config.forward_input == "zt"
+        with torch.enable_grad():
+            z = z_t.detach().requires_grad_(True)
+            eps = self.denoise(z.detach() if on_zt else z, t, cond)
+            images = self.backbone.decode(z if on_zt else predict_x0(z, eps, a_t))
+            loss, g_img = self._loss_grad(images, t, smoothing)
+            (g_z,) = torch.autograd.grad(images, z, g_img)  # chain rule through D (and the denoiser)
+        self.stats.denoiser_backward += 0 if on_zt else 1
+        g_z = keep_finite(self._normalize(g_z, loss), torch.zeros_like(g_z), self.stats.guidance)
+        return eps.detach(), k.forward_strength * g_z
 
     def _normalize(self, g: Tensor, loss: Tensor) -> Tensor:
-        mode = self.cfg.forward_normalize
+        mode = self.config.forward_normalize
         if mode == "grad":  # unit RMS per sample: strength measured in units of eps
-            rms = g.flatten(1).pow(2).mean(1).sqrt().clamp(min=1e-12)
-            return g / _bcast(rms, g)
-        if mode == "loss":  # DPS: step divided by the residual norm sqrt(l)
+            return g / _bcast(g.flatten(1).pow(2).mean(1).sqrt().clamp(min=1e-12), g)
+        if mode == "loss":  # DPS (Chung et al. 2023, Alg. 1): zeta_t = zeta / ||y - A(x0_hat)|| = zeta / sqrt(l)
             return g / _bcast(loss.clamp(min=1e-12).sqrt(), g)
         return g
 
-    def step_knobs(self, chain: NoiseSchedule) -> list[dict[str, Any]]:
+    def backward_guidance(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing) -> Tensor:
+        """delta* = argmin_delta l(f(D(x0_hat + delta))): m optimiser steps from delta = 0.
+
+        With ``clip_x0`` the iterate x0_hat + delta is projected onto [-1, 1] before each step and
+        at the end (official code, Guided_Diffusion_Imagenet gaussian_diffusion.py:744,795).
+        Only the guide (and decoder) is differentiated; the denoiser is never re-run.
+        """
+        delta = torch.zeros_like(x0_hat, requires_grad=True)
+        optimizer = torch.optim.Adam if self.config.backward_optimizer == "adam" else torch.optim.SGD
+        opt = optimizer([delta], lr=k.backward_lr)
+        for _ in range(k.backward_steps):
+            self._project(x0_hat, delta)
+            with torch.enable_grad():
+                images = self.backbone.decode(x0_hat + delta)
+            _, g_img = self._loss_grad(images, t, smoothing)
+            (g_delta,) = torch.autograd.grad(images, delta, g_img)
+            delta.grad = keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance)
+            opt.step()
+        self._project(x0_hat, delta)
+        return keep_finite(delta.detach(), torch.zeros_like(x0_hat), self.stats.guidance)
+
+    def _project(self, x0_hat: Tensor, delta: Tensor) -> None:
+        if self.config.clip_x0:
+            with torch.no_grad():
+                delta.copy_(torch.maximum(torch.minimum(delta, 1 - x0_hat), -1 - x0_hat))
+
+    def guided_eps(self, z_t: Tensor, t: Tensor, a_t: float, cond: Any, k: StepKnobs) -> tuple[Tensor, Tensor, Tensor | None]:
+        """eps and x0_hat after forward and backward guidance at z_t, and the forward step when it lands
+        on z_{t-1} or z_t rather than on eps (``forward_on``)."""
+        c, stats = self.config, self.stats.guidance
+        smoothing = Smoothing(k.smoothing_std, c.smoothing_probes, c.smoothing_reduce)
+        if c.smoothing_shared and k.smoothing_std > 0:  # one set of probes for this step (TFG tfg.py:99)
+            smoothing.offsets = smoothing.draw(z_t, self.gens)
+        eps, step = self.forward_guidance(z_t, t, a_t, cond, k, smoothing)
+        if step is not None and c.forward_on == "eps":
+            eps, step = keep_finite(eps + step, eps, stats), None  # eps_hat = eps + s(t) grad
+        x0 = predict_x0(z_t, eps, a_t)
+        if k.backward_steps > 0:
+            delta = self.backward_guidance(x0, t, k, smoothing)
+            if c.backward_on == "eps":  # eps_tilde = eps_hat - sqrt(a_t / (1 - a_t)) delta, so x0(z_t, eps_tilde) = x0 + delta
+                eps = keep_finite(eps - (a_t / (1 - a_t)) ** 0.5 * delta, eps, stats)
+            x0 = x0 + delta
+        return eps, x0, step
+
+    def step(self, z_t: Tensor, t: Tensor, a_t: float, a_prev: float, cond: Any, k: StepKnobs) -> tuple[Tensor, Tensor]:
+        """One guided DDIM step z_t -> (z_{t-1}, the x0_hat it used)."""
+        eps, x0, step = self.guided_eps(z_t, t, a_t, cond, k)
+        sigma = ddim_sigma(a_t, a_prev, self.config.eta)
+        noise = randn(z_t.shape[1:], self.gens, z_t.device, z_t.dtype) if self.config.eta > 0 else None
+        z_prev = ddim_from_x0(x0, eps, a_prev, sigma, noise)
+        if step is not None:  # the step lands on z_{t-1}, or on z_t carried by DDPM's 1/sqrt(alpha_t) (TFG tfg.py:129)
+            scale = (a_t / a_prev) ** -0.5 if self.config.forward_on == "z_t" else 1.0
+            z_prev = keep_finite(z_prev - scale * step, z_prev, self.stats.guidance)
+        return z_prev.detach(), x0.detach()
+
+    def step_knobs(self, chain: NoiseSchedule) -> list[StepKnobs]:
         """Per-step strengths after schedules and windows."""
-        c, n = self.cfg, len(chain.timesteps)
-        ts, ab = chain.timesteps, chain.alpha_bar
-        fwd = schedule_values(c.forward_schedule, ts, ab)
-        bwd = schedule_values(c.backward_schedule, ts, ab)
-        smo = schedule_values(c.smoothing_schedule, ts, ab)
+        c, n = self.config, len(chain.timesteps)
+        args = (chain.timesteps, chain.alpha_bar, chain.alpha_bar_prev)
+        fwd, bwd, smo = (schedule_values(s, *args) for s in (c.forward_schedule, c.backward_schedule, c.smoothing_schedule))
         guided = bool(self.guides)
-        out = []
-        for i in range(n):
-            out.append(
-                dict(
-                    forward=c.forward_strength * fwd[i] if guided and in_window(c.forward_window, i, n) else 0.0,
-                    backward_steps=c.backward_steps if guided and in_window(c.backward_window, i, n) else 0,
-                    backward_lr=c.backward_lr * bwd[i],
-                    recurrence=c.recurrence if in_window(c.recurrence_window, i, n) else 1,
-                    smoothing=c.smoothing_std * smo[i],
-                )
+        return [
+            StepKnobs(
+                forward_strength=c.forward_strength * fwd[i] if guided and in_window(c.forward_window, i, n) else 0.0,
+                backward_steps=c.backward_steps if guided and in_window(c.backward_window, i, n) else 0,
+                backward_lr=c.backward_lr * bwd[i],
+                recurrence=c.recurrence if in_window(c.recurrence_window, i, n) else 1,
+                smoothing_std=c.smoothing_std * smo[i],
             )
-        return out
+            for i in range(n)
+        ]
+
+
+class DDIMSolver:
+    """ugd's exact DDIM (``scheduler="ddim"``): the chain of :class:`NoiseSchedule`, z_t in VP units."""
+
+    def __init__(self, scheduler: Any, num_steps: int):
+        self.chain = NoiseSchedule.from_scheduler(scheduler, num_steps)
+
+    def start(self, z: Tensor) -> Tensor:
+        return z
+
+    def snapshot(self) -> None:
+        pass
+
+    def restore(self, repeat: bool) -> None:
+        pass
+
+    def step(self, run: UniversalGuidance, x: Tensor, i: int, t: Tensor, cond: Any, k: StepKnobs) -> tuple[Tensor, Tensor]:
+        return run.step(x, t, self.chain.alpha_bar[i], self.chain.alpha_bar_prev[i], cond, k)
+
+    def renoise(self, x_prev: Tensor, i: int, noise: Tensor) -> Tensor:
+        return self_recurrence(x_prev, self.chain.alpha_bar[i], self.chain.alpha_bar_prev[i], noise)
+
+
+class DiffusersSolver(DDIMSolver):
+    """Guided steps through any diffusers scheduler (``SamplerConfig.scheduler``), built with ``from_config``
+    from the backbone's scheduler (prediction_type epsilon: backbones return eps).
+
+    Guidance acts on eps and on the x0_hat of the same step (forward and backward ``*_on="eps"``); the
+    scheduler then steps with the guided eps. Its sample x is the VP z_t times 1 / sqrt(a_t) for
+    sigma-space schedulers (Euler, Heun), so self-recurrence re-noises z = x sqrt(a) from the step's
+    target back to t with the scheduler's own a_t (from its sigmas). A repeated step restores the
+    scheduler's state (step index, multistep history) from a snapshot taken before the first try, and
+    drops a predictor-corrector's ``last_sample`` so that the re-noised z_t is not "corrected".
+    """
+
+    def __init__(self, name: str, base: Any, num_steps: int):
+        self.scheduler = scheduler_class(name).from_config(base.config, prediction_type="epsilon")
+        self.scheduler.set_timesteps(num_steps)
+        sched = self.scheduler
+        acp = sched.alphas_cumprod.double()
+        self.raw_timesteps = list(sched.timesteps)
+        ts = [min(int(round(float(t))), len(acp) - 1) for t in self.raw_timesteps]
+        sigmas = getattr(sched, "sigmas", None)
+        if sigmas is not None and len(sigmas) > len(ts):  # a = 1 / (1 + sigma^2), the last target included
+            a_all = [1 / (1 + float(s) ** 2) for s in sigmas[: len(ts) + 1]]
+        else:
+            a_all = [float(acp[t]) for t in ts] + [float(getattr(sched, "final_alpha_cumprod", 1.0))]
+        self.chain = NoiseSchedule(ts, a_all[:-1], a_all[1:])
+        self.sigma_space = float(sched.init_noise_sigma) > 1.0
+        self.acp = acp
+        self._state: dict[str, Any] = {}
+
+    def start(self, z: Tensor) -> Tensor:
+        return z * float(self.scheduler.init_noise_sigma)
+
+    def snapshot(self) -> None:
+        self._state = dict(vars(self.scheduler))
+
+    def restore(self, repeat: bool) -> None:
+        state = vars(self.scheduler)
+        state.clear()  # lists (multistep histories) are copied so that a repeated step cannot grow them
+        state.update({k: list(v) if isinstance(v, list) else v for k, v in self._state.items()})
+        if repeat and "last_sample" in state:  # a re-noised z_t is no predictor output: skip the corrector (UniPC)
+            state["last_sample"] = None
+
+    def step(self, run: UniversalGuidance, x: Tensor, i: int, t: Tensor, cond: Any, k: StepKnobs) -> tuple[Tensor, Tensor]:
+        sched, t_sched = self.scheduler, self.raw_timesteps[i]
+        z = sched.scale_model_input(x, t_sched)
+        eps, x0, _ = run.guided_eps(z, t, float(self.acp[self.chain.timesteps[i]]), cond, k)
+        kwargs: dict[str, Any] = {}
+        if "generator" in inspect.signature(sched.step).parameters:
+            kwargs["generator"] = run.gens[0] if all(g is run.gens[0] for g in run.gens) else run.gens
+        x_prev = sched.step(eps.to(x.dtype), t_sched, x, **kwargs).prev_sample
+        return x_prev.detach(), x0.detach()
+
+    def renoise(self, x_prev: Tensor, i: int, noise: Tensor) -> Tensor:
+        a_t, a_prev = self.chain.alpha_bar[i], self.chain.alpha_bar_prev[i]
+        scale_t, scale_prev = (a_t**0.5, a_prev**0.5) if self.sigma_space else (1.0, 1.0)
+        return self_recurrence(x_prev * scale_prev, a_t, a_prev, noise) / scale_t
 
 
 def sample(
@@ -229,31 +355,35 @@ def sample(
     ``generator`` is used as in diffusers. ``callback_on_step_end(i, t, tensors)``
     may return ``{"latents": ...}`` to replace z_t.
     """
-    cfg = config or SamplerConfig()
+    config = config or SamplerConfig()
     guide_set = as_guide_set(guides)
     gens = _generators(num_images, seed, generator)
     configure = getattr(backbone, "configure", None)
     if configure is not None:  # precision and memory knobs (optional part of the Backbone protocol)
-        configure(cfg)
-    run = UniversalGuidance(backbone, guide_set, cfg, gens)
-    chain = NoiseSchedule.from_scheduler(backbone.scheduler, cfg.num_steps)
+        configure(config)
+    run = UniversalGuidance(backbone, guide_set, config, gens)
+    solver = DDIMSolver(backbone.scheduler, config.num_steps) if config.scheduler == "ddim" else DiffusersSolver(config.scheduler, backbone.scheduler, config.num_steps)
+    chain = solver.chain
     knobs = run.step_knobs(chain)
     dev = backbone.device
     start = time.perf_counter()
 
-    z = latents.to(dev) if latents is not None else randn(backbone.sample_shape, gens, dev)
-    cond = backbone.condition(prompt, negative_prompt, num_images, cfg.cfg_scale)
-    for i, (t_int, a_t, a_prev) in enumerate(zip(chain.timesteps, chain.alpha_bar, chain.alpha_bar_prev)):
+    if latents is not None:  # float32 at least (float64 latents keep float64)
+        z = latents.to(dev, torch.promote_types(latents.dtype, torch.float32))
+    else:
+        z = randn(backbone.sample_shape, gens, dev)
+    z = solver.start(z)
+    cond = backbone.condition(prompt, negative_prompt, num_images, config.cfg_scale)
+    for i, t_int in enumerate(chain.timesteps):
         t = torch.full((num_images,), t_int, device=dev, dtype=torch.long)
         k = knobs[i]
-        for n in range(k["recurrence"]):
-            eps = run.guided_eps(z, t, a_t, cond, k)
-            x0 = predict_x0(z, eps, a_t)
-            noise = randn(backbone.sample_shape, gens, dev) if cfg.eta > 0 else None
-            z_prev = ddim_step(z, eps, a_t, a_prev, cfg.eta, noise)
-            if n < k["recurrence"] - 1:
-                z = renoise(z_prev, a_t, a_prev, randn(backbone.sample_shape, gens, dev))
-        z = z_prev.detach()
+        solver.snapshot()
+        for n in range(k.recurrence):
+            solver.restore(repeat=n > 0)
+            z_prev, x0 = solver.step(run, z, i, t, cond, k)
+            if n < k.recurrence - 1:  # self-recurrence: back to t with fresh noise
+                z = solver.renoise(z_prev, i, randn(z.shape[1:], gens, dev, z.dtype))
+        z = z_prev
         if callback_on_step_end is not None:
             changed = callback_on_step_end(i, t_int, {"latents": z, "x0": x0})
             if changed and "latents" in changed:

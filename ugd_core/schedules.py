@@ -1,19 +1,24 @@
-"""Strength schedules over the sampling chain (s(t) in SPEC.md, TFG's increase/decrease)."""
+"""Strength schedules over the sampling chain (the multiplier of a strength at each step), and
+the diffusers noise schedulers the sampler can step with, by name."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from typing import Any, Callable, Sequence, Union
+
+from .errors import UgdError
+from .params import closest
 
 ScheduleLike = Union[str, Callable[[int, float], float]]
+SCHEDULES = ("constant", "sqrt_1m_abar", "increase", "decrease", "abar_normalized")
 
 
-def schedule_values(schedule: ScheduleLike, timesteps: Sequence[int], alpha_bars: Sequence[float]) -> list[float]:
-    """Multiplier of a strength at every step of the chain.
+def schedule_values(schedule: ScheduleLike, timesteps: Sequence[int], alpha_bars: Sequence[float], alpha_bars_prev: Sequence[float]) -> list[float]:
+    """Multiplier of a strength at every step of the chain (a_t = alpha_bar_t, a_prev = alpha_bar of the step's target).
 
-    constant: 1; sqrt_1m_abar: sqrt(1 - a_t) (the paper folds it into s(t));
-    increase: proportional to a_t and decrease: proportional to sqrt(1 - a_t),
-    each rescaled to average 1 over the chain (TFG, Ye et al. 2024);
-    a callable gets (t, a_t).
+    constant: 1; sqrt_1m_abar: sqrt(1 - a_t), unnormalised (the paper's s(t) folding; TFG's gamma 'decrease');
+    increase: alpha_t = a_t / a_prev and decrease: beta_t = 1 - a_t / a_prev, each rescaled to mean 1
+    over the chain (TFG, methods/tfg.py:48-66: rho_t = rho * alpha_t * n / sum alpha);
+    abar_normalized: a_t rescaled to mean 1; a callable gets (t, a_t).
     """
     a = [float(x) for x in alpha_bars]
     if callable(schedule):
@@ -23,9 +28,11 @@ def schedule_values(schedule: ScheduleLike, timesteps: Sequence[int], alpha_bars
     if schedule == "sqrt_1m_abar":
         return [(1 - at) ** 0.5 for at in a]
     if schedule == "increase":
-        raw = a
+        raw = [at / ap for at, ap in zip(a, alpha_bars_prev)]
     elif schedule == "decrease":
-        raw = [(1 - at) ** 0.5 for at in a]
+        raw = [1 - at / ap for at, ap in zip(a, alpha_bars_prev)]
+    elif schedule == "abar_normalized":
+        raw = a
     else:
         raise ValueError(f"unknown schedule {schedule!r}")
     mean = sum(raw) / len(raw)
@@ -37,3 +44,29 @@ def in_window(window: tuple[float, float], step: int, num_steps: int) -> bool:
     lo, hi = window
     frac = step / num_steps
     return lo <= frac < hi
+
+
+SCHEDULER_ALIASES = {
+    "dpm++": "DPMSolverMultistepScheduler",
+    "dpmsolver": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "ddpm": "DDPMScheduler",
+}
+
+
+def scheduler_class(name: str) -> Any:
+    """The diffusers scheduler class for ``SamplerConfig.scheduler`` (a class name or an alias);
+    UgdError naming the closest one otherwise. ``ddim`` (ugd's own exact DDIM) is not resolved here."""
+    import diffusers
+
+    full = SCHEDULER_ALIASES.get(name, name)
+    cls = getattr(diffusers, full, None) if full.endswith("Scheduler") and not full.startswith("Flax") else None
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+        known = ["ddim", *SCHEDULER_ALIASES, *(n for n in dir(diffusers) if n.endswith("Scheduler") and not n.startswith("Flax"))]
+        raise UgdError(
+            f"scheduler={name!r} is not a diffusers scheduler{closest(name, known)}; use ddim (the default), "
+            f"an alias ({', '.join(SCHEDULER_ALIASES)}) or a class name such as DPMSolverMultistepScheduler"
+        )
+    return cls

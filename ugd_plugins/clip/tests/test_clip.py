@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
-from ugd_core.testing import photos as _photos, save_png
-
-torch.set_num_threads(1)
-
-
-def photos(size: int = 32, names: tuple[str, ...] = ('astronaut', 'coffee')) -> torch.Tensor:
-    return _photos(size, names)
-
-
+from ugd_core.testing import photos, save_png
 
 
 def tiny_clip():  # type: ignore[no-untyped-def]
@@ -41,23 +30,8 @@ def tiny_clip():  # type: ignore[no-untyped-def]
     return CLIPModel(cfg), tok
 
 
-def descend(guide, x: torch.Tensor, steps: int = 5, lr: float = 0.05):  # type: ignore[no-untyped-def]
-    """Plain gradient steps on the image (largest pixel change lr per step); returns (first, last) losses."""
-    x = x.clone().requires_grad_(True)
-    first = None
-    for _ in range(steps):
-        loss = guide_loss(guide, x)
-        (g,) = torch.autograd.grad(loss.sum(), x)
-        if first is None:
-            first = loss.detach()
-            assert torch.isfinite(g).all() and g.abs().sum() > 0, "the gradient does not reach the image"
-        with torch.no_grad():
-            x -= lr * g / g.abs().amax().clamp(min=1e-12)
-    return first, guide_loss(guide, x.detach()).detach()
-
-
 @pytest.mark.parametrize("target", ["prompt", "image"])
-def test_loss_shape_gradient_and_descent(target: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_loss_shape_gradient_and_descent(target: str, tmp_path, descend) -> None:  # type: ignore[no-untyped-def]
     from ugd_clip import ClipGuide
 
     model, tok = tiny_clip()
@@ -113,7 +87,7 @@ def test_needs_exactly_one_target() -> None:
         build_clip_guide(image="/no/such/picture.png")
 
 
-def test_registered_through_the_entry_point() -> None:
+def test_registered_through_the_entry_point(assert_fast_derives) -> None:  # type: ignore[no-untyped-def]
     reg = load_registry()
     assert reg.plugins["clip"].version == "0.1.0" and not reg.plugins["clip"].error
     entry = reg.get("guide", "clip")
@@ -121,6 +95,15 @@ def test_registered_through_the_entry_point() -> None:
     for name in ("sd-clip", "sd-clip-fast", "imagenet-clip", "imagenet-clip-fast"):
         preset = reg.get("preset", name)
         assert preset.plugin == "clip" and "Universal-Guided-Diffusion" in preset.source
+        cited = re.search(r"\.(md|py):\d+", preset.source) or "not in the official code" in preset.source
+        assert cited, "a preset cites the official file:line of its values or says they are not in the official code"
         SamplerConfig.from_dict(preset.settings)  # every knob is a real SamplerConfig field
+    # the official values (README.md:116,118; scripts/clip_guided.py:340,347), strengths x100 for 1 - cos
+    sd, imagenet = reg.get("preset", "sd-clip").settings, reg.get("preset", "imagenet-clip").settings
+    assert (sd["num_steps"], sd["cfg_scale"], sd["forward_strength"], sd["recurrence"]) == (1000, 1.0, 500.0, 1)
+    assert (imagenet["num_steps"], imagenet["forward_strength"], imagenet["recurrence"]) == (1000, 200.0, 10)
+    assert imagenet.get("backward_steps", 0) == 0
+    for base in ("sd-clip", "imagenet-clip"):
+        assert_fast_derives(reg, base)
     with pytest.raises(UgdError, match="exactly one"):
         reg.build("guide", "clip", {})

@@ -28,8 +28,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 OPTION = "--guide clip:model=/path/to/clip-folder"
 
 
-
-
 def resize_center_crop(x: Tensor, size: int) -> Tensor:
     """Differentiable CLIP-style resize: shortest side to ``size`` (bicubic, antialiased), then a central crop."""
     h, w = x.shape[-2:]

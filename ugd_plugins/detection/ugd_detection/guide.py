@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ugd_core.backbones import missing_weights_message
 from ugd_core.errors import UgdError
-from ugd_core.images import load_image
 from ugd_core.guidance import freeze
+from ugd_core.images import load_image
+from ugd_core.weights import find_weights, hub_checkpoint, read_state_dict, ultralytics_weights
 
 OPTION = "--guide detection:weights=/path/to/file.pth"
 YOLO_OPTION = "--guide detection:backend=yolo,weights=/path/to/yolov8n.pt"
@@ -50,14 +49,6 @@ TERMS = {
     "all": ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"),
     "official": ("loss_objectness", "loss_rpn_box_reg", "loss_classifier"),
 }
-COCO80 = (
-    "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign parking_meter bench "
-    "bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie suitcase frisbee skis snowboard "
-    "sports_ball kite baseball_bat baseball_glove skateboard surfboard tennis_racket bottle wine_glass cup fork knife spoon "
-    "bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut cake chair couch potted_plant bed dining_table "
-    "toilet tv laptop mouse remote keyboard cell_phone microwave oven toaster sink refrigerator book clock vase scissors "
-    "teddy_bear hair_drier toothbrush"
-).split()
 
 
 # ---------------------------------------------------------------------------- targets
@@ -148,8 +139,6 @@ def read_targets_file(path: str | Path, categories: Sequence[str], owner: str = 
     return make_target(rows, names, categories, owner)
 
 
-
-
 # ---------------------------------------------------------------------------- torchvision Faster R-CNN
 
 
@@ -171,18 +160,19 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def torchvision_checkpoint(weights: Any) -> Path:
-    """Where torchvision keeps a weights enum member's file (``<torch hub dir>/checkpoints/<file>``)."""
-    from urllib.parse import urlparse
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
-
-
 def coco_categories(arch: str = DEFAULT_ARCH) -> list[str]:
-    """torchvision's 91-entry COCO category list (index = label id; '__background__' and 'N/A' included)."""
+    """torchvision's 91-entry COCO category list (index = label id; '__background__' and 'N/A' included).
+
+    Read from the weights enum's metadata, which needs no download.
+    """
     import torchvision.models.detection as det
 
     return list(getattr(det, ARCHS[arch][1]).DEFAULT.meta["categories"])
+
+
+def coco80() -> list[str]:
+    """The 80 COCO class names in YOLO's order: torchvision's list without its placeholders."""
+    return [c for c in coco_categories() if c not in ("__background__", "N/A")]
 
 
 def load_torchvision_detector(
@@ -195,14 +185,8 @@ def load_torchvision_detector(
         raise UgdError(f"detection: unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     builder, enum_name = ARCHS[arch]
     default = getattr(det, enum_name).DEFAULT
-    path = Path(weights).expanduser() if weights else torchvision_checkpoint(default)
-    if not path.is_file():
-        where = str(path) if weights else str(path.parent)
-        raise UgdError(missing_weights_message(f"torchvision {arch} ({default})", where, OPTION))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UgdError(f"detection: {str(path)!r} is not a readable state dict ({type(exc).__name__}: {exc})") from None
+    path = find_weights(f"torchvision {arch} ({default})", OPTION, weights, hub_checkpoint(default.url))
+    state = read_state_dict(path, "detection")
     key = "roi_heads.box_predictor.cls_score.weight"
     if key not in state:
         raise UgdError(f"detection: {str(path)!r} is not a Faster R-CNN state dict (no {key!r})")
@@ -296,28 +280,13 @@ class FasterRCNNGuide:
 # ---------------------------------------------------------------------------- ultralytics YOLO
 
 
-def resolve_yolo_weights(weights: str, option: str) -> str:
-    """A local YOLO weights file (as given, or in the ultralytics weights dir), or a model .yaml (random init)."""
-    p = Path(weights).expanduser()
-    if p.is_file():
-        return str(p)
-    if p.suffix in (".yaml", ".yml"):
-        return weights
-    from ultralytics.utils import SETTINGS
-
-    wdir = Path(SETTINGS.get("weights_dir", "weights"))
-    if (wdir / p.name).is_file():
-        return str(wdir / p.name)
-    raise UgdError(missing_weights_message(weights, f"{wdir} and {Path.cwd()}", option))
-
-
 def load_yolo(weights: str = "yolov8n.pt", device: str | torch.device = "cpu") -> nn.Module:
     """The ``nn.Module`` of an ultralytics YOLO detector (never downloads)."""
     try:
         from ultralytics import YOLO
     except ImportError:
         raise UgdError("detection: backend=yolo needs ultralytics; `pip install ultralytics`") from None
-    net = YOLO(resolve_yolo_weights(weights, YOLO_OPTION)).model
+    net = YOLO(ultralytics_weights(weights, YOLO_OPTION)).model
     freeze(net)
     return net.to(device)
 
@@ -328,7 +297,8 @@ def yolo_categories(model: nn.Module) -> list[str]:
     values = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
     if not values or all(str(v).isdigit() for v in values):
         nc = int(model.model[-1].nc)  # type: ignore[index]
-        return COCO80[:nc] if nc <= len(COCO80) else [str(i) for i in range(nc)]
+        names80 = coco80()
+        return names80[:nc] if nc <= len(names80) else [str(i) for i in range(nc)]
     return [str(v) for v in values]
 
 

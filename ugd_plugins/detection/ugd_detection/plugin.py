@@ -8,54 +8,66 @@ from ugd_core.hookspecs import hookimpl
 from ugd_core.params import Param
 from ugd_core.registry import register_preset_table
 
-REPO = "https://github.com/arpitbansal297/Universal-Guided-Diffusion"
+# The official code, github.com/arpitbansal297/Universal-Guided-Diffusion at this commit; every value below
+# cites a file:line of it, or says it is not in the official code. SD = stable-diffusion-guided/,
+# IN = Guided_Diffusion_Imagenet/.
+REPO = "https://github.com/arpitbansal297/Universal-Guided-Diffusion/tree/ff82f88072b7f53884c32fc65755fe223e09d291"
 ARCH_CHOICES = ("fasterrcnn_resnet50_fpn_v2", "fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn")
+ADM = "--backbone adm:model=PATH/256x256_diffusion_uncond.pt"
+
+# The official loss is Faster R-CNN v2's loss_classifier + loss_objectness + loss_rpn_box_reg (SD scripts/object_detection.py:128,
+# IN Guided/Object_detection.py:123): detection:terms=official gives the same units. Its step is universal guidance's
+# eps += s sqrt(1 - a_t) grad (forward_on's default), forward_schedule sqrt_1m_abar.
+SD_DETECTION: dict[str, Any] = dict(
+    num_steps=250,  # README.md:82-83 --ddim_steps 250
+    eta=0.0,  # SD scripts/object_detection.py:174 default --ddim_eta 0.0
+    cfg_scale=1.5,  # README.md:82-83 --scale 1.5
+    forward_strength=100.0,  # README.md:82-83 --optim_forward_guidance_wt 100
+    forward_schedule="sqrt_1m_abar",  # SD ldm/models/diffusion/ddim_with_grad.py:336-339
+    recurrence=5,  # README.md:82-83 --optim_num_steps 5 (ddim_with_grad.py:286,298)
+)  # no backward step: the SD sampler has none (ddim_with_grad.py:226-395)
+IMAGENET_DETECTION: dict[str, Any] = dict(
+    num_steps=1000,  # IN guided_diffusion/script_util.py:17,19: diffusion_steps 1000, no respacing (README gives no command)
+    eta=0.0,  # IN gaussian_diffusion.py:808-817: sigma = 0 (the script sets no sampling_type)
+    cfg_scale=1.0,  # unconditional model
+    forward_strength=2.0,  # Guided/Object_detection.py:71 default --optim_forward_guidance_wt 2.0
+    forward_schedule="sqrt_1m_abar",  # IN gaussian_diffusion.py:686-689
+    backward_steps=1,  # Guided/Object_detection.py:67 default --optim_backward_guidance_max_iters 1
+    backward_lr=0.001,  # Guided/Object_detection.py:66 default --optim_lr 1e-3
+    backward_optimizer="adam",  # Guided/Object_detection.py:142; IN gaussian_diffusion.py:729-731
+    recurrence=1,  # Guided/Object_detection.py:76 default --optim_num_steps [1]
+    clip_x0=True,  # IN gaussian_diffusion.py:744: the backward iterate is clamped to [-1, 1] before each step
+)
+FAST = "fewer steps for previews: not in the official code, not tuned"
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "sd-detection": (
-        "Stable Diffusion + object location (Faster R-CNN loss): 500 DDIM steps, CFG 7.5, forward s=5, recurrence 1. "
-        "NOT confirmed: the README gives no detection command; s, k and CFG are scripts/object_detection.py's argparse "
-        "defaults and the step count follows the other SD experiments",
-        dict(num_steps=500, cfg_scale=7.5, forward_strength=5.0, forward_schedule="sqrt_1m_abar", recurrence=1),
-        f"{REPO} stable-diffusion-guided/scripts/object_detection.py (defaults --optim_guidance_3_wt 5.0, --scale 7.5, "
-        "--optim_num_steps 1; loss_classifier + loss_objectness + loss_rpn_box_reg of fasterrcnn_resnet50_fpn_v2)",
+        "Stable Diffusion + object location (Faster R-CNN loss; detection:terms=official for the official units): "
+        "250 DDIM steps, CFG 1.5, forward s=100, recurrence k=5, no backward step. Not reproduced: the official "
+        "sampler takes the guide's gradient through the unconditional eps and adds CFG afterwards "
+        "(ddim_with_grad.py:309-310,339); ugd differentiates the CFG eps",
+        SD_DETECTION,
+        f"{REPO} README.md:82-83 (scripts/object_detection.py --scale 1.5 --optim_forward_guidance --optim_num_steps 5 "
+        "--optim_forward_guidance_wt 100 --ddim_steps 250); stable-diffusion-guided/scripts/object_detection.py:98-128,324-362; "
+        "stable-diffusion-guided/ldm/models/diffusion/ddim_with_grad.py:226-392",
     ),
     "sd-detection-fast": (
-        "Quick sd-detection: 50 DDIM steps (not tuned; for previews)",
-        dict(num_steps=50, cfg_scale=7.5, forward_strength=5.0, forward_schedule="sqrt_1m_abar", recurrence=1),
-        f"derived from sd-detection ({REPO}); reduced here, not in the paper",
+        f"Quick sd-detection: 50 DDIM steps, recurrence 2 ({FAST})",
+        dict(SD_DETECTION, num_steps=50, recurrence=2),
+        f"sd-detection ({REPO}) with num_steps and recurrence changed: {FAST}",
     ),
     "imagenet-detection": (
-        "ImageNet 256 + object location (boxes of a reference image, detection:ref=IMG): 1000 DDIM steps, forward s=2, "
-        "one Adam backward step lr 0.001, clipped x0. NOT confirmed: argparse defaults of the official script",
-        dict(
-            num_steps=1000,
-            cfg_scale=1.0,
-            forward_strength=2.0,
-            forward_schedule="sqrt_1m_abar",
-            backward_steps=1,
-            backward_lr=0.001,
-            backward_optimizer="adam",
-            recurrence=1,
-            clip_x0=True,
-        ),
-        f"{REPO} Guided_Diffusion_Imagenet/Guided/Object_detection.py (defaults --optim_guidance_3_wt 2.0, --optim_lr 1e-3, "
-        "--optim_max_iters 1, --optim_num_steps 1); run values unconfirmed",
+        f"ImageNet 256 + object location ({ADM}; the boxes of a reference image, detection:ref=IMG): 1000 DDIM steps, "
+        "forward s=2, one Adam backward step lr 0.001 on a clamped x0. These are the script's argparse defaults: the "
+        "README gives no command, so no run confirms them",
+        IMAGENET_DETECTION,
+        f"{REPO} Guided_Diffusion_Imagenet/Guided/Object_detection.py:66-79,93-158; "
+        "Guided_Diffusion_Imagenet/guided_diffusion/gaussian_diffusion.py:626-689,729-804; Guided_Diffusion_Imagenet/guided_diffusion/script_util.py:17,19",
     ),
     "imagenet-detection-fast": (
-        "Quick imagenet-detection: 50 DDIM steps, recurrence 2 (not tuned; for previews)",
-        dict(
-            num_steps=50,
-            cfg_scale=1.0,
-            forward_strength=2.0,
-            forward_schedule="sqrt_1m_abar",
-            backward_steps=1,
-            backward_lr=0.001,
-            backward_optimizer="adam",
-            recurrence=2,
-            clip_x0=True,
-        ),
-        f"derived from imagenet-detection ({REPO}); reduced here, not in the paper",
+        f"Quick imagenet-detection ({ADM}): 50 DDIM steps, recurrence 2 ({FAST})",
+        dict(IMAGENET_DETECTION, num_steps=50, recurrence=2),
+        f"imagenet-detection ({REPO}) with num_steps and recurrence changed: {FAST}",
     ),
 }
 

@@ -1,47 +1,96 @@
-"""`ugd bench digits --quick` end to end, and the embedded default of `ugd generate`."""
+"""`ugd bench digits` end to end through the `ugd` console script, and the step-sweep parameter."""
+
+from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
-import torch
-from typer.testing import CliRunner
+import pytest
 
-from cli.main import app
+from ugd_core.errors import UgdError
+from ugd_digits.bench import DEFAULT_METHODS, PEER_PRESETS, method_settings, parse_steps
 
-runner = CliRunner()
-
-
-def test_quick_bench_completes_and_label_guidance_beats_unguided(tmp_path):
-    torch.set_num_threads(1)
-    res = runner.invoke(app, ["bench", "digits", "--quick", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    data = json.loads((tmp_path / "results.json").read_text())
-    rows = {(r["task"], r["method"]): r for r in data["rows"]}
-    assert rows[("label", "forward")]["metric"] > rows[("label", "unguided")]["metric"]
-    assert (tmp_path / "results.md").read_text().count("| forward |") == 2  # label and mask tables
-    assert (tmp_path / "grid-label-forward.png").exists()
+UGD = shutil.which("ugd") or str(Path(sys.executable).with_name("ugd"))
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
 
-def test_generate_defaults_to_the_digits_backbone(tmp_path):
-    res = runner.invoke(app, ["generate", "--guide", "digit:label=7", "-n", "2", "--steps", "10", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    record = json.loads((tmp_path / "ugd-000001.json").read_text())
-    assert record["backbone"]["name"] == "digits" and record["preset"] == "digits-full"
-    assert record["guides"][0]["params"] == {"label": "7"}
+def ugd(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([UGD, *args], capture_output=True, text=True, env=ENV, timeout=600)
+
+
+def test_parse_steps():
+    assert parse_steps("50") == (50,)
+    assert parse_steps(50) == (50,)
+    assert parse_steps("10, 20,50,100,250,500") == (10, 20, 50, 100, 250, 500)
+    for bad in ("", "ten", "0", "10,10", "5,-1"):
+        with pytest.raises(UgdError, match="steps="):
+            parse_steps(bad)
+
+
+def test_peer_methods_are_the_registered_presets_by_name():
+    from ugd_core.registry import get_registry
+
+    settings = method_settings(DEFAULT_METHODS)
+    for name in PEER_PRESETS:
+        assert settings[name] == dict(get_registry().get("preset", name).settings)
+    assert settings["forward+backward+recurrence"] == dict(get_registry().get("preset", "digits-full").settings)
+
+
+def test_tiny_step_sweep_reports_both_judges_per_step_count(tmp_path):
+    out = tmp_path / "sweep"
+    res = ugd("bench", "digits", "--param", "tasks=label", "--param", "samples=1", "--param", "seeds=0",
+              "--param", "steps=2,3", "--param", "methods=unguided,forward", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert data["settings"]["steps"] == [2, 3]
+    rows = {(r["method"], r["steps"]): r for r in data["rows"]}
+    assert set(rows) == {("unguided", 2), ("unguided", 3), ("forward", 2), ("forward", 3)}
+    for r in rows.values():
+        assert r["denoiser_forward_per_sample"] == r["steps"]
+        assert len(r["per_digit_accuracy"]) == 10 and len(r["per_digit_nn_accuracy"]) == 10
+        assert 0 <= r["nn_accuracy"] <= 1 and 0 <= r["nn_nondigit"] <= 1 and 0 <= r["class_accuracy"] <= 1
+    assert rows[("forward", 3)]["denoiser_backward_per_sample"] == 3
+    real = data["real_reference"]
+    assert real["classifier"]["ece_after"] < real["classifier"]["ece_before"] and real["nn"]["accuracy"] > 0.8
+    md = (out / "results.md").read_text()
+    assert "Step sweep" in md and "| forward | " in md and "NN acc" in md
+    assert (out / "grid-label-forward-3steps.png").exists()
+
+
+def test_bad_bench_parameters_fail_before_any_work(tmp_path):
+    out = tmp_path / "x"
+    res = ugd("bench", "digits", "--param", "steps=10,ten", "--out", str(out))
+    assert res.returncode == 2 and "steps=" in (res.stdout + res.stderr)
+    res = ugd("bench", "digits", "--param", "methods=unguided,no-such-preset", "--out", str(out))
+    assert res.returncode == 2 and "no-such-preset" in (res.stdout + res.stderr)
+    assert not out.exists()
 
 
 def test_bench_runs_a_preset_file_as_a_method(tmp_path):
     from ugd_core import save_preset_file
 
     preset = tmp_path / "tuned.json"
-    save_preset_file(preset, "tuned", dict(forward_strength=5.0, forward_schedule="increase"))
+    save_preset_file(preset, "tuned", dict(forward_strength=5.0, forward_schedule="abar_normalized"))
     out = tmp_path / "out"
-    small = ["--param", "tasks=label", "--param", "samples=1", "--param", "seeds=0", "--param", "steps=5"]
-    res = runner.invoke(app, ["bench", "digits", *small, "--param", "methods=unguided", "--preset", str(preset), "--out", str(out)])
-    assert res.exit_code == 0, res.output
+    small = ["--param", "tasks=label", "--param", "samples=1", "--param", "seeds=0", "--param", "steps=3"]
+    res = ugd("bench", "digits", *small, "--param", "methods=unguided", "--preset", str(preset), "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["unguided", str(preset)]
-    assert rows[1]["denoiser_backward_per_sample"] == 5  # the preset's forward guidance ran
+    assert rows[1]["denoiser_backward_per_sample"] == 3  # the preset's forward guidance ran
 
-    res = runner.invoke(app, ["bench", "digits", *small, "--preset", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")])
-    assert res.exit_code == 2 and "missing.json" in res.output and "does not exist" in res.output
+    res = ugd("bench", "digits", *small, "--preset", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and "missing.json" in res.stdout + res.stderr and "does not exist" in res.stdout + res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_generate_defaults_to_the_digits_backbone(tmp_path):
+    res = ugd("generate", "--guide", "digit:label=7", "-n", "2", "--steps", "3", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    record = json.loads(sorted(tmp_path.glob("*.json"))[0].read_text())
+    assert record["backbone"]["name"] == "digits" and record["preset"] == "digits-full"
+    assert record["guides"][0]["params"] == {"label": "7"}

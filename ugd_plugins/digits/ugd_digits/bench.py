@@ -1,16 +1,19 @@
-"""``ugd bench digits``: tasks x methods on the digits world, judged by independent evaluators.
+"""``ugd bench digits``: tasks x methods (x step counts) on the digits world, judged by independent judges.
 
 Tasks (each a guide spec built from held-out references, never from training digits):
 label (all ten classes), mask, box, identity, style, inpainting + label.
-Methods: unguided, naive (the clean guide's gradient on the noisy z_t), forward,
-forward + backward, forward + backward + recurrence, and the dps / freedom /
-mpgd presets. Every method is a set of knobs of the one sampler.
+Methods: unguided, the ablations of the default preset (naive, forward, forward + backward,
+forward + backward + recurrence = ``digits-full``; ``presets.ABLATIONS``) and the registered presets
+named by their registry name (dps, freedom, mpgd, lgd, tfg, ugd, ...), never copies of their values.
+``steps`` may be a list: every method then runs at every step count (a step sweep).
 
-Judges (BENCHMARKS.md): family-B evaluators (ResNetSmall, seed 2) for class,
-identity, style and FID features; mask and box IoU are model-free (ink > 0 and its
-tight box). FID is computed in the evaluator classifier's 64-d pooled feature
-space against held-out real digits (of the same classes for the label task), and
-is comparable only between rows with equal sample counts.
+Judges (``judges.py``): the family-B evaluators (ResNetSmall, seed 2) for class, identity, style and
+FID features, the classifier calibrated by temperature scaling on the held-out calibration split;
+beside it, for every task with a target class, a nearest-neighbour judge in normalised pixel space
+against the held-out reference split, which counts a sample farther than its non-digit threshold
+as wrong. Mask and box IoU are model-free (ink > 0 and its tight box). FID is computed in the
+evaluator classifier's 64-d pooled feature space against held-out real digits (of the same classes
+for the label task), and is comparable only between rows with equal sample counts.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from cli.bench import run_cells
+from cli.bench import run_cells, save_labelled_grid
 from ugd_core.config import SamplerConfig
+from ugd_core.errors import UgdError
 from ugd_core.registry import Registry, get_registry
-from cli.run import to_pil
 from ugd_core.sampler import sample
 
 from .data import foreground_mask, tight_boxes
+from .presets import ABLATIONS
 from .targets import heldout_canvases, ref_canvas, ref_label
 from .train_guides import WEIGHTS_DIR
 
@@ -49,22 +53,13 @@ TASKS = ("label", "mask", "box", "identity", "style", "inpaint")
 # by the guide detector's own IoU to the target on pilot seeds 500-501 (0.35/0.43/0.50/0.40/0.28).
 TASK_WEIGHTS = {"label": 1.0, "mask": 100.0, "box": 20.0, "identity": 12.0, "style": 8.0, "inpaint": 300.0}
 
-# s(t) proportional to a_t ("increase", rescaled to mean 1): on this cosine-schedule backbone the
-# sqrt(1 - a_t) schedule lets the z_t-gradient (which carries 1/sqrt(a_t) through x0_hat) blow
-# samples up in the first steps; a pilot on seeds 500+ (never reported) chose strength 5.
-FORWARD = dict(forward_strength=5.0, forward_schedule="increase")
-BACKWARD = dict(backward_steps=3, backward_lr=0.2, backward_optimizer="sgd")
-DEFAULT_SETTINGS = dict(FORWARD, **BACKWARD)
-METHODS: dict[str, dict[str, Any] | None] = {
-    "unguided": None,
-    "naive": dict(FORWARD, forward_input="zt"),
-    "forward": dict(FORWARD),
-    "forward+backward": dict(FORWARD, **BACKWARD),
-    "forward+backward+recurrence": dict(FORWARD, **BACKWARD, recurrence=3),
-    "dps": dict(forward_strength=5.0, forward_schedule="increase", forward_normalize="loss", eta=1.0),
-    "freedom": dict(forward_strength=0.3, forward_normalize="grad", forward_window=(0.0, 0.8), recurrence=3, recurrence_window=(0.1, 0.5)),
-    "mpgd": dict(backward_steps=1, backward_lr=0.5),
-}
+# Built-in methods: unguided and the ablations of the default preset; any other method name is a
+# registered preset (or a preset file) looked up in the registry.
+METHODS: dict[str, dict[str, Any] | None] = {"unguided": None, **ABLATIONS}
+PEER_PRESETS = ("dps", "freedom", "mpgd", "lgd", "tfg", "ugd")
+DEFAULT_METHODS = (*METHODS, *PEER_PRESETS)
+DEFAULT_SETTINGS = ABLATIONS["forward+backward"]  # the 'digits' preset's settings
+CLASS_TASKS = ("label", "box", "inpaint")  # tasks with a target class: both judges report on them
 HIGHER_IS_BETTER = {"label": True, "mask": True, "box": True, "identity": True, "style": False, "inpaint": False}
 METRIC_NAME = {
     "label": "target accuracy",
@@ -119,19 +114,22 @@ class DigitsBench:
         samples: int = 4,
         cases: int = 4,
         seeds: tuple[int, ...] = (0, 1, 2),
-        steps: int = 50,
+        steps: int | tuple[int, ...] = 50,
         tasks: tuple[str, ...] = TASKS,
-        methods: tuple[str, ...] | dict[str, dict[str, Any] | None] = tuple(METHODS),
+        methods: tuple[str, ...] | dict[str, dict[str, Any] | None] = DEFAULT_METHODS,
         registry: Registry | None = None,
         device: str = "cpu",
     ):
-        self.samples, self.n_cases, self.seeds, self.steps = samples, cases, seeds, steps
+        self.samples, self.n_cases, self.seeds = samples, cases, seeds
+        self.step_counts = (steps,) if isinstance(steps, int) else tuple(steps)
+        self.steps = self.step_counts[0]  # the step count of ``evaluate`` (tuning)
         self.tasks = tuple(tasks)
         self.methods = dict(methods) if isinstance(methods, dict) else method_settings(tuple(methods), registry)
         self.reg = registry or get_registry()
         self.device = device
         self._backbone = None
         self._evaluators = None
+        self._nn_judge = None
         self._real: dict[str, torch.Tensor] = {}
 
     # -- shared resources ------------------------------------------------------------------
@@ -150,6 +148,15 @@ class DigitsBench:
             self._evaluators = Evaluators(self.device)
         return self._evaluators
 
+    @property
+    def nn_judge(self) -> Any:
+        """The nearest-neighbour judge (reference split, threshold fitted on the calibration split)."""
+        if self._nn_judge is None:
+            from .judges import NearestNeighbourJudge
+
+            self._nn_judge = NearestNeighbourJudge()
+        return self._nn_judge
+
     def real_features(self, classes: tuple[int, ...] | None = None) -> torch.Tensor:
         """Evaluator features of held-out real digits (class-balanced when ``classes`` is given)."""
         key = "all" if classes is None else ",".join(map(str, classes))
@@ -162,23 +169,25 @@ class DigitsBench:
             self._real[key] = self.evaluators.features(images)
         return self._real[key]
 
-    def real_reference(self) -> dict[str, float]:
-        """The evaluator on the 1,000 held-out real digits: what 'confident' and accuracy are for real data."""
-        images, labels = heldout_canvases(1000)
-        pred, probs = self.evaluators.classify(images)
-        confident = probs.max(1).values >= 0.9
-        return dict(confident=float(confident.float().mean()), accuracy=float((pred == labels).float().mean()), n=len(labels))
+    def real_reference(self) -> dict[str, Any]:
+        """Both judges on the real held-out *test* split: the classifier's calibration and the NN judge's ceiling."""
+        from .judges import calibration_report, heldout_split
+
+        images, labels = heldout_split("test")
+        ev = self.evaluators
+        return dict(classifier=calibration_report(ev.logits(images), labels, ev.temperature), nn=self.nn_judge.ceiling())
 
     # -- one cell -------------------------------------------------------------------------
 
-    def config(self, settings: dict[str, Any] | None) -> SamplerConfig:
-        return SamplerConfig.from_dict(dict(settings or {}, num_steps=self.steps))
+    def config(self, settings: dict[str, Any] | None, steps: int | None = None) -> SamplerConfig:
+        return SamplerConfig.from_dict(dict(settings or {}, num_steps=steps or self.steps))
 
-    def generate(self, task: str, settings: dict[str, Any] | None, seed: int, n: int | None = None) -> tuple[list[Case], torch.Tensor, dict[str, Any]]:
+    def generate(self, task: str, settings: dict[str, Any] | None, seed: int, n: int | None = None,
+                 steps: int | None = None) -> tuple[list[Case], torch.Tensor, dict[str, Any]]:
         """Samples for every case of a task: (cases, images [cases*n, 1, 32, 32], cost)."""
         n = n or self.samples
         cases = task_cases(task, seed, self.n_cases)
-        cfg = self.config(settings)
+        cfg = self.config(settings, steps)
         images, secs, fwd, bwd = [], 0.0, 0, 0
         for ci, case in enumerate(cases):
             guides = [] if settings is None else [self._guide(spec) for spec in case.guides]
@@ -198,18 +207,25 @@ class DigitsBench:
 
         return build_guide(spec, self.reg, self.device)[0]
 
-    def score(self, task: str, cases: list[Case], images: torch.Tensor, n: int) -> dict[str, float]:
-        """Task metric(s) and FID of one cell's images."""
+    def score(self, task: str, cases: list[Case], images: torch.Tensor, n: int) -> dict[str, Any]:
+        """Task metric(s), both judges' class numbers (tasks with a target class) and FID of one cell's images."""
         ev = self.evaluators
         labels = torch.tensor([c.label for c in cases for _ in range(n)])
         pred, probs = ev.classify(images)
         prob = probs.max(1).values
-        # Backbone-quality signal for every cell: confidently some digit, whatever the target.
-        out: dict[str, float] = {"confident": float((prob >= 0.9).float().mean()),
-                                 "nonfinite": int((~torch.isfinite(images).flatten(1).all(1)).sum())}
-        if task in ("label", "box", "inpaint"):
-            out["class_accuracy"] = float((pred == labels).float().mean())
-            out["accuracy_at_0.9"] = float(((pred == labels) & (prob >= 0.9)).float().mean())
+        # Backbone-quality signal for every cell: confidently (calibrated p >= 0.9) some digit, whatever the target.
+        out: dict[str, Any] = {"confident": float((prob >= 0.9).float().mean()),
+                               "nonfinite": int((~torch.isfinite(images).flatten(1).all(1)).sum())}
+        verdict = self.nn_judge.judge(torch.nan_to_num(images, nan=-1.0))
+        out["nn_nondigit"] = float((~verdict.is_digit).float().mean())
+        if task in CLASS_TASKS:
+            hit, nn_hit = pred == labels, verdict.correct(labels)
+            out["class_accuracy"] = float(hit.float().mean())
+            out["accuracy_at_0.9"] = float((hit & (prob >= 0.9)).float().mean())
+            out["nn_accuracy"] = float(nn_hit.float().mean())
+            if task == "label":
+                out["per_digit_accuracy"] = [float(hit[labels == c].float().mean()) for c in range(10)]
+                out["per_digit_nn_accuracy"] = [float(nn_hit[labels == c].float().mean()) for c in range(10)]
         refs = torch.cat([ref_canvas(c.ref) for c in cases for _ in range(n)]) if cases[0].ref is not None else None
         if task == "label":
             out["metric"] = out["class_accuracy"]
@@ -231,22 +247,23 @@ class DigitsBench:
         return out
 
     def cells(self) -> list[dict[str, Any]]:
-        """Every (task, method, seed) cell: JSON-able work items."""
-        return [dict(task=t, method=m, seed=s, n=self.samples, version=self._version(m))
-                for t in self.tasks for m in self.methods for s in self.seeds]
+        """Every (task, method, steps, seed) cell: JSON-able work items."""
+        return [dict(task=t, method=m, steps=k, seed=s, n=self.samples, version=self._version(m, k))
+                for t in self.tasks for m in self.methods for k in self.step_counts for s in self.seeds]
 
     def run_cell(self, cell: dict[str, Any]) -> dict[str, Any]:
         """Generate and score one cell."""
         settings = self.methods[cell["method"]]
-        cases, images, cost = self.generate(cell["task"], settings, cell["seed"], cell["n"])
-        result = dict(cell, **self.score(cell["task"], cases, images, cell["n"]), **cost, samples=len(images))
+        steps = cell.get("steps", self.steps)
+        cases, images, cost = self.generate(cell["task"], settings, cell["seed"], cell["n"], steps)
+        result = dict(cell, steps=steps, **self.score(cell["task"], cases, images, cell["n"]), **cost, samples=len(images))
         result["_images"] = images
         return result
 
     def evaluate(self, task: str, settings: dict[str, Any], seed: int, n: int) -> dict[str, float]:
         """Objective for tuning: 'metric' (higher is better), 'quality' (FID), 'seconds_per_sample'."""
         cases, images, cost = self.generate(task, settings, seed, n)
-        s = self.score(task, cases, images, n)
+        s = {k: v for k, v in self.score(task, cases, images, n).items() if not isinstance(v, list)}
         sign = 1.0 if HIGHER_IS_BETTER[task] else -1.0
         return dict(s, metric=sign * s["metric"], raw_metric=s["metric"], quality=s["fid"], **cost)
 
@@ -256,27 +273,34 @@ class DigitsBench:
         """Run every cell (reusing cached ones in ``out_dir/cells``) and write the tables and grids."""
         return run_cells(self, out_dir, progress)
 
-    def _version(self, method: str) -> str:
+    def _version(self, method: str, steps: int) -> str:
         """Hash of what a cell's result depends on beyond its name: the method's settings, the step
-        and case counts and the shipped weights, so a cached cell is never reused after any changes."""
-        blob = json.dumps([self.methods[method], self.steps, self.n_cases, weights_digest()], sort_keys=True, default=str)
+        and case counts, the shipped weights and the judges' definition, so a cached cell is never
+        reused after any changes."""
+        from . import judges
+
+        blob = json.dumps([self.methods[method], steps, self.n_cases, weights_digest(), judges.SPLITS, judges.NN_K,
+                           judges.NONDIGIT_PERCENTILE, judges.NN_BLUR_SIGMA], sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     def summarize(self, results: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
-        """Write results.md, results.json and one PNG grid per (task, method)."""
+        """Write results.md, results.json and one labelled PNG grid per (task, method, steps)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        sweep = len(self.step_counts) > 1
         for r in results:
             images = r.pop("_images", None)
             if images is not None and r["seed"] == min(self.seeds):
-                save_grid(images, out_dir / f"grid-{r['task']}-{_slug(r['method'])}.png", ncol=self.samples)
+                suffix = f"-{r['steps']}steps" if sweep else ""
+                rows = [f"{c.label}" for c in task_cases(r["task"], r["seed"], self.n_cases)]
+                save_labelled_grid(torch.nan_to_num(images, nan=-1.0).clamp(-1, 1), out_dir / f"grid-{r['task']}-{_slug(r['method'])}{suffix}.png", ncol=r["n"],
+                                   row_labels=rows, title=[f"{r['task']} · {r['method']} · {r['steps']} steps · seed {r['seed']}"])
         rows = aggregate(results)
         real = self.real_reference()
-        md = (f"Held-out real digits under the same evaluator: confident (p ≥ 0.9) {real['confident']:.3f}, "
-              f"accuracy {real['accuracy']:.3f} (n = {real['n']}).\n" + markdown_table(rows, self))
+        md = real_reference_markdown(real) + markdown_table(rows, self)
         (out_dir / "results.md").write_text(md)
         (out_dir / "results.json").write_text(
-            json.dumps(dict(settings=dict(samples=self.samples, cases=self.n_cases, seeds=list(self.seeds), steps=self.steps,
+            json.dumps(dict(settings=dict(samples=self.samples, cases=self.n_cases, seeds=list(self.seeds), steps=list(self.step_counts),
                                           task_weights=TASK_WEIGHTS, methods=self.methods), real_reference=real, rows=rows, raw=results),
                        indent=2, default=str)
         )
@@ -284,16 +308,22 @@ class DigitsBench:
 
 
 def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std across seeds of every numeric field, per (task, method)."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    """Mean and std across seeds of every numeric field (lists element-wise), per (task, method, steps)."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault((r["task"], r["method"]), []).append(r)
+        groups.setdefault((r["task"], r["method"], r.get("steps", 0)), []).append(r)
     rows = []
-    for (task, method), rs in groups.items():
-        row: dict[str, Any] = dict(task=task, method=method, seeds=len(rs), samples=sum(r["samples"] for r in rs))
+    for (task, method, steps), rs in groups.items():
+        row: dict[str, Any] = dict(task=task, method=method, steps=steps, seeds=len(rs), samples=sum(r["samples"] for r in rs))
         for key in rs[0]:
+            if key in ("seed", "n", "samples", "steps"):
+                continue
+            if all(isinstance(r.get(key), list) for r in rs):
+                arr = np.asarray([r[key] for r in rs], dtype=np.float64)
+                row[key] = arr.mean(0).tolist()
+                continue
             vals = [r[key] for r in rs if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
-            if key in ("seed", "n", "samples") or len(vals) != len(rs):
+            if len(vals) != len(rs):
                 continue
             arr = np.asarray(vals, dtype=np.float64)  # a nan (a diverged cell's FID) stays nan
             row[key] = float(arr.mean())
@@ -302,30 +332,69 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def real_reference_markdown(real: dict[str, Any]) -> str:
+    """Both judges on the real held-out test split, as two sentences."""
+    c, nn = real["classifier"], real["nn"]
+    return (f"Real held-out test digits (n = {c['n']}): `eval_classifier` accuracy {c['accuracy_after']:.3f}; "
+            f"expected calibration error {c['ece_before']:.3f} → {c['ece_after']:.3f} and p ≥ 0.9 share "
+            f"{c['confident_before']:.3f} → {c['confident_after']:.3f} with temperature T = {c['temperature']:.3f} "
+            f"(fitted on the calibration split). NN judge (k = {nn['k']}) ceiling: accuracy {nn['accuracy']:.3f}, "
+            f"non-digit share {nn['nondigit']:.3f} (threshold {nn['threshold']:.3f}, the {nn['percentile']:g}th percentile "
+            f"of the calibration digits' nearest distances).\n")
+
+
 def markdown_table(rows: list[dict[str, Any]], bench: DigitsBench) -> str:
-    """One table per task: methods as rows, metric / FID / cost as columns (mean ± std over seeds)."""
+    """One table per task (methods x step counts as rows), per-digit tables and a step-sweep table for the label task."""
     lines = []
+    sweep = len(bench.step_counts) > 1
     for task in bench.tasks:
         trs = [r for r in rows if r["task"] == task]
         if not trs:
             continue
         arrow = "↑" if HIGHER_IS_BETTER[task] else "↓"
-        extra = " | class acc ↑ | acc@p≥0.9 ↑" if task in ("label", "box", "inpaint") else ""
-        lines += [f"\n### {task}: {METRIC_NAME[task]}\n",
-                  f"| method | {METRIC_NAME[task]} {arrow}{extra} | confident ↑ | FID ↓ | s/sample | denoiser fwd / bwd per sample |",
-                  "|---|---|" + ("---|---|" if extra else "") + "---|---|---|---|"]
+        cls = task in CLASS_TASKS
+        head = [f"{METRIC_NAME[task]} {arrow}"]
+        if task != "label" and cls:
+            head += ["class acc (classifier) ↑"]
+        if cls:
+            head += ["NN acc ↑", "NN non-digit ↓", "confident ↑"]
+        else:
+            head += ["confident ↑"]
+        head += ["FID ↓", "s/sample", "denoiser fwd / bwd per sample"]
+        if task == "label":
+            head[0] = "target acc (classifier) ↑"
+        lines += [f"\n### {task}: {METRIC_NAME[task]}\n", "| method | steps | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
         for r in trs:
-            cells = [r["method"], _pm(r, "metric")]
-            if extra:
-                cells += [_pm(r, "class_accuracy"), _pm(r, "accuracy_at_0.9")]
-            cells += [_pm(r, "confident") if "confident" in r else "–", _pm(r, "fid", 2), f"{r['seconds_per_sample']:.3f}",
+            cells = [r["method"], str(r["steps"]), _pm(r, "metric")]
+            if task != "label" and cls:
+                cells.append(_pm(r, "class_accuracy"))
+            if cls:
+                cells += [_pm(r, "nn_accuracy"), _pm(r, "nn_nondigit")]
+            cells += [_pm(r, "confident"), _pm(r, "fid", 2), f"{r['seconds_per_sample']:.3f}",
                       f"{r['denoiser_forward_per_sample']:.0f} / {r['denoiser_backward_per_sample']:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
+        if task == "label":
+            lines += ["\nPer-digit target accuracy, classifier / NN judge:\n",
+                      "| method | steps | " + " | ".join(str(c) for c in range(10)) + " |", "|---|---|" + "---|" * 10]
+            for r in trs:
+                pairs = [f"{a:.2f} / {b:.2f}" for a, b in zip(r["per_digit_accuracy"], r["per_digit_nn_accuracy"])]
+                lines.append(f"| {r['method']} | {r['steps']} | " + " | ".join(pairs) + " |")
+            if sweep:
+                lines += ["\nStep sweep: target accuracy, classifier / NN judge (NN non-digit share):\n",
+                          "| method | " + " | ".join(f"{k} steps" for k in bench.step_counts) + " |",
+                          "|---|" + "---|" * len(bench.step_counts)]
+                for m in dict.fromkeys(r["method"] for r in trs):
+                    by_steps = {r["steps"]: r for r in trs if r["method"] == m}
+                    cells = [f"{by_steps[k]['metric']:.2f} / {by_steps[k]['nn_accuracy']:.2f} ({by_steps[k]['nn_nondigit']:.2f})"
+                             if k in by_steps else "–" for k in bench.step_counts]
+                    lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _pm(r: dict[str, Any], key: str, digits: int = 3) -> str:
-    return f"{r[key]:.{digits}f} ± {r[key + '_std']:.{digits}f}"
+    from cli.bench import mean_spread
+
+    return mean_spread(r[key], r.get(key + "_std", 0.0), r["seeds"], digits) if key in r else "–"
 
 
 @functools.lru_cache(maxsize=1)
@@ -343,36 +412,42 @@ def _slug(method: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", method).strip("_")
 
 
-def save_grid(images: torch.Tensor, path: Path, ncol: int = 8) -> None:
-    """Images [N, C, H, W] in [-1, 1] as one PNG grid (nearest-upscaled x2)."""
-    from torchvision.utils import make_grid
+def parse_steps(text: str | int) -> tuple[int, ...]:
+    """``"50"`` or ``"10,20,50"`` -> step counts (each >= 1, no repeats), else a UgdError naming the fix."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        steps = tuple(int(p) for p in parts)
+    except ValueError:
+        steps = ()
+    if not steps or any(k < 1 for k in steps) or len(set(steps)) != len(steps):
+        raise UgdError(f"steps={text!r} is not a step count or a comma-separated list of distinct counts >= 1; "
+                       "write e.g. steps=50 or steps=10,20,50,100,250,500")
+    return steps
 
-    grid = make_grid(images, nrow=max(1, ncol), padding=2, pad_value=0.0)
-    to_pil(grid[:1] if images.shape[1] == 1 else grid).resize((grid.shape[2] * 2, grid.shape[1] * 2), 0).save(path)
 
-
-def make_suite(samples: int = 4, cases: int = 4, seeds: str = "0,1,2", steps: int = 50, tasks: str = ",".join(TASKS),
-               methods: str = ",".join(METHODS), quick: bool = False, device: str = "cpu") -> DigitsBench:
-    """Factory registered as the ``digits`` benchmark."""
+def make_suite(samples: int = 4, cases: int = 4, seeds: str = "0,1,2", steps: str = "50", tasks: str = ",".join(TASKS),
+               methods: str = ",".join(DEFAULT_METHODS), quick: bool = False, device: str = "cpu") -> DigitsBench:
+    """Factory registered as the ``digits`` benchmark (checks every parameter before any work)."""
+    step_counts = parse_steps(steps)
     if quick:
-        samples, cases, seeds, steps = 2, 2, "0", 10
+        samples, cases, seeds, step_counts = 2, 2, "0", (10,)
         tasks = tasks if tasks != ",".join(TASKS) else "label,mask"
-        methods = methods if methods != ",".join(METHODS) else "unguided,naive,forward,forward+backward"
-    from ugd_core.errors import UgdError
-
+        methods = methods if methods != ",".join(DEFAULT_METHODS) else "unguided,naive,forward,forward+backward"
     task_list = tuple(t for t in tasks.split(",") if t)
     method_list = tuple(m for m in methods.split(",") if m)
     for t in task_list:
         if t not in TASKS:
             raise UgdError(f"unknown digits task {t!r}; tasks: {', '.join(TASKS)}")
-    seed_list = tuple(int(s) for s in seeds.split(",") if s)
-    return DigitsBench(samples, cases, seed_list, steps, task_list, method_settings(method_list), device=device)
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise UgdError(f"seeds={seeds!r} is not a comma-separated list of integers; write e.g. seeds=0,1,2") from None
+    return DigitsBench(samples, cases, seed_list, step_counts, task_list, method_settings(method_list), device=device)
 
 
 def method_settings(names: tuple[str, ...], registry: Registry | None = None) -> dict[str, dict[str, Any] | None]:
-    """Settings of each method: a built-in method, a registered preset name or a preset file."""
+    """Settings of each method: a built-in method (unguided or an ablation), a registered preset name or a preset file."""
     from ugd_core.config import resolve_preset
-    from ugd_core.errors import UgdError
 
     out: dict[str, dict[str, Any] | None] = {}
     for m in names:
@@ -384,6 +459,3 @@ def method_settings(names: tuple[str, ...], registry: Registry | None = None) ->
         except UgdError as exc:
             raise UgdError(f"digits method {m!r} is neither a method ({', '.join(METHODS)}) nor a preset: {exc}") from None
     return out
-
-
-

@@ -1,6 +1,8 @@
 """Independent judges of digits-world results (family B: ResNetSmall, seed 2). Never used as guides.
 
-- ``eval_classifier`` (ResNetSmall, 10 classes): class predictions; its pooled
+- ``eval_classifier`` (ResNetSmall, 10 classes): class predictions, calibrated by temperature
+  scaling fitted on the held-out *calibration* split (``judges.py``; it was trained with label
+  smoothing 0.1, which caps raw confidence); its pooled
   penultimate features (global average of the last stage, 4*width = 64-d) are
   the FID feature extractor; its feature maps give the Gram style distance.
 - ``eval_id`` (ResNetSmall, 64-d instance embedding, SimCLR-trained): identity cosine.
@@ -49,6 +51,7 @@ class Evaluators:
         self.weights_dir = Path(weights_dir) if weights_dir else None
         self.batch_size = batch_size
         self._nets: dict[str, nn.Module] = {}
+        self._temperature: float | None = None
 
     def _net(self, name: str) -> nn.Module:
         if name not in self._nets:
@@ -74,9 +77,27 @@ class Evaluators:
 
     # -- classes and FID ---------------------------------------------------------------------
 
-    def classify(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """(predicted class [N] long, class probabilities [N, 10]) from ``eval_classifier``."""
-        prob = self._map(lambda x: self.classifier(x).softmax(1), images)
+    def logits(self, images: Tensor) -> Tensor:
+        """Raw ``eval_classifier`` logits [N, 10]."""
+        return self._map(self.classifier, images)
+
+    @property
+    def temperature(self) -> float:
+        """T fitted on the held-out calibration split (never on generated samples); p = softmax(logits / T)."""
+        if self._temperature is None:
+            from .judges import fit_temperature, heldout_split
+
+            images, labels = heldout_split("calibration")
+            self._temperature = fit_temperature(self.logits(images), labels)
+        return self._temperature
+
+    def classify(self, images: Tensor, calibrated: bool = True) -> tuple[Tensor, Tensor]:
+        """(predicted class [N] long, class probabilities [N, 10]) from ``eval_classifier``.
+
+        ``calibrated`` divides the logits by :attr:`temperature` (argmax unchanged).
+        """
+        t = self.temperature if calibrated else 1.0
+        prob = (self.logits(images) / t).softmax(1)
         return prob.argmax(1), prob
 
     def features(self, images: Tensor) -> Tensor:

@@ -21,33 +21,27 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
-    from .bench import DEFAULT_SETTINGS, METHODS
+    from .presets import PRESETS
 
-    register(
-        "digits",
-        DEFAULT_SETTINGS,
-        description="Digits world, fast: forward (increase schedule) + backward m=3, no recurrence",
-        source="pilot on seeds outside the benchmark's (docs/benchmarks.md); forward/backward per Bansal et al. 2023",
-    )
-    register(
-        "digits-full",
-        dict(METHODS["forward+backward+recurrence"]),
-        description="Digits world default: forward (increase schedule) + backward m=3 + recurrence k=3 (3x the cost of 'digits')",
-        source="the benchmark's full method: label accuracy 0.967 vs 0.767 for 'digits' (docs/benchmarks.md)",
-    )
+    for name, (description, settings, source) in PRESETS.items():
+        register(name, dict(settings), description=description, source=source)
+    from .noisy_classifier import PRESET  # classifier guidance with the noise-aware digit-noisy guide
+
+    register("digits-classifier-guidance", PRESET[1], description=PRESET[0], source=PRESET[2])
 
 
 @hookimpl
 def ugd_register_guides(register):  # type: ignore[no-untyped-def]
     from .guides import REGISTRATIONS
+    from .noisy_classifier import REGISTRATION
 
-    for entry in REGISTRATIONS:
+    for entry in [*REGISTRATIONS, REGISTRATION]:
         register(**entry)
 
 
 @hookimpl
 def ugd_register_benchmarks(register):  # type: ignore[no-untyped-def]
-    from .bench import METHODS, TASKS, make_suite
+    from .bench import DEFAULT_METHODS, TASKS, make_suite
 
     register(
         "digits",
@@ -57,9 +51,9 @@ def ugd_register_benchmarks(register):  # type: ignore[no-untyped-def]
             Param("samples", "int", 4, "samples per target per seed"),
             Param("cases", "int", 4, "targets (held-out references) per task per seed; label always uses all 10 classes"),
             Param("seeds", "str", "0,1,2", "comma-separated seeds"),
-            Param("steps", "int", 50, "DDIM steps"),
+            Param("steps", "str", "50", "DDIM steps; a comma-separated list (10,20,50,100,250,500) runs a step sweep"),
             Param("tasks", "str", ",".join(TASKS), "comma-separated tasks"),
-            Param("methods", "str", ",".join(METHODS), "comma-separated methods: built-in ones, preset names or preset JSON files (`ugd tune`)"),
+            Param("methods", "str", ",".join(DEFAULT_METHODS), "comma-separated methods: the bench's ablations, registered preset names or preset JSON files (`ugd tune`)"),
             Param("quick", "bool", False, "smoke run: 2 samples, 2 targets, 1 seed, 10 steps, label+mask, 4 methods"),
             Param("device", "str", "cpu", "cpu or cuda"),
         ],

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
-from ugd_core.testing import photos as _photos, save_png
-
-torch.set_num_threads(1)
-
-
-def photos(size: int = 64, names: tuple[str, ...] = ('coffee', 'chelsea')) -> torch.Tensor:
-    return _photos(size, names)
-
-
+from ugd_core.testing import photos, save_png
 
 
 def tiny_iresnet() -> torch.nn.Module:
@@ -38,29 +27,14 @@ def tiny_iresnet() -> torch.nn.Module:
     return net.eval()
 
 
-def descend(guide, x: torch.Tensor, steps: int = 5, lr: float = 0.05):  # type: ignore[no-untyped-def]
-    """Plain gradient steps on the image (largest pixel change lr per step); returns (first, last) losses."""
-    x = x.clone().requires_grad_(True)
-    first = None
-    for _ in range(steps):
-        loss = guide_loss(guide, x)
-        (g,) = torch.autograd.grad(loss.sum(), x)
-        if first is None:
-            first = loss.detach()
-            assert torch.isfinite(g).all() and g.abs().sum() > 0, "the gradient does not reach the image"
-        with torch.no_grad():
-            x -= lr * g / g.abs().amax().clamp(min=1e-12)
-    return first, guide_loss(guide, x.detach()).detach()
-
-
 @pytest.mark.parametrize("kind", ["cosine", "l1"])
-def test_loss_gradient_and_descent(kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_loss_gradient_and_descent(kind: str, tmp_path, descend) -> None:  # type: ignore[no-untyped-def]
     from ugd_face import FaceGuide
 
     net = tiny_iresnet()
     guide = FaceGuide(net, image=save_png(photos(80, ("astronaut",)), tmp_path / "face.png"), loss=kind)
     assert not net.training and not any(p.requires_grad for p in net.parameters())
-    imgs = photos()
+    imgs = photos(64, ("coffee", "chelsea"))
     assert guide.preprocess(imgs).shape == (2, 3, 112, 112)
     loss = guide_loss(guide, imgs)
     assert loss.shape == (2,) and torch.isfinite(loss).all() and (loss > 0).all()
@@ -92,7 +66,7 @@ def test_loads_insightface_style_weights_and_reports_missing(tmp_path, monkeypat
     ref = save_png(photos(64, ("astronaut",)), tmp_path / "ref.png")
     guide = build_face_guide(image=ref, arch="iresnet50", weights=str(tmp_path / "backbone.pth"), box="0.2,0.1,0.8,0.9")
     assert guide.box == (0.2, 0.1, 0.8, 0.9) and guide.ref_box == guide.box
-    x = photos()
+    x = photos(64, ("coffee", "chelsea"))
     with torch.no_grad():
         assert torch.allclose(guide.model(guide.preprocess(x)), net(guide.preprocess(x)), atol=1e-5)
 
@@ -117,13 +91,16 @@ def test_released_architectures_have_insightface_keys() -> None:
     assert sum(p.numel() for p in r50.parameters()) > 40e6
 
 
-def test_registered_through_the_entry_point() -> None:
+def test_registered_through_the_entry_point(assert_fast_derives) -> None:  # type: ignore[no-untyped-def]
     reg = load_registry()
     assert reg.plugins["face"].version == "0.1.0" and not reg.plugins["face"].error
     assert reg.get("guide", "face").plugin == "face"
     for name in ("sd-face", "sd-face-fast"):
         preset = reg.get("preset", name)
         assert preset.plugin == "face" and "Universal-Guided-Diffusion" in preset.source
+        cited = re.search(r"\.(md|py):\d+", preset.source) or "not in the official code" in preset.source
+        assert cited, "a preset cites the official file:line of its values or says they are not in the official code"
         SamplerConfig.from_dict(preset.settings)
     s = reg.get("preset", "sd-face").settings
-    assert (s["num_steps"], s["forward_strength"], s["recurrence"]) == (500, 20000.0, 2)
+    assert (s["num_steps"], s["forward_strength"], s["recurrence"]) == (500, 20000.0, 2)  # README.md
+    assert_fast_derives(reg, "sd-face")

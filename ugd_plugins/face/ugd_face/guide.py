@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ugd_core.backbones import missing_weights_message
 from ugd_core.errors import UgdError
-from ugd_core.images import load_image
 from ugd_core.guidance import freeze
+from ugd_core.images import load_image
+from ugd_core.weights import find_weights, hub_checkpoint, read_state_dict
 
 from .iresnet import LAYERS, from_state_dict
 
@@ -54,8 +54,6 @@ def crop_resize(images: Tensor, box: Sequence[float], size: int = INPUT_SIZE) ->
     if face.shape[-2:] != (size, size):
         face = F.interpolate(face, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return face
-
-
 
 
 class FaceGuide:
@@ -140,7 +138,7 @@ def rerank(guide: FaceGuide, images: Tensor, k: int, batch_size: int = 16) -> tu
 
 def default_weights_path(arch: str) -> Path:
     """Where the face plugin looks for insightface weights when ``weights=`` is not given."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / f"arcface_{arch}_backbone.pth"
+    return hub_checkpoint(f"arcface_{arch}_backbone.pth")
 
 
 def load_arcface(arch: str = "iresnet100", weights: str = "", device: str | torch.device = "cpu") -> nn.Module:
@@ -151,14 +149,8 @@ def load_arcface(arch: str = "iresnet100", weights: str = "", device: str | torc
     """
     if arch not in LAYERS:
         raise UgdError(f"face: unknown arch {arch!r}; choose one of {', '.join(LAYERS)}")
-    path = Path(weights).expanduser() if weights else default_weights_path(arch)
-    if not path.is_file():
-        where = str(path) if weights else str(path.parent) + f" (file {path.name})"
-        raise UgdError(missing_weights_message(f"ArcFace {arch} (insightface backbone.pth)", where, OPTION))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UgdError(f"face: {str(path)!r} is not a readable state dict ({type(exc).__name__}: {exc})") from None
+    path = find_weights(f"ArcFace {arch} (insightface backbone.pth)", OPTION, weights, default_weights_path(arch))
+    state = read_state_dict(path, "face")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k.removeprefix("module."): v.float() if v.is_floating_point() else v for k, v in state.items()}

@@ -8,21 +8,38 @@ from ugd_core.hookspecs import hookimpl
 from ugd_core.params import Param
 from ugd_core.registry import register_preset_table
 
-REPO = "https://github.com/arpitbansal297/Universal-Guided-Diffusion"
+# The official code, github.com/arpitbansal297/Universal-Guided-Diffusion at this commit; every value below
+# cites a file:line of it, or says it is not in the official code. SD = stable-diffusion-guided/.
+REPO = "https://github.com/arpitbansal297/Universal-Guided-Diffusion/tree/ff82f88072b7f53884c32fc65755fe223e09d291"
+
+# The official loss is mean |e - e_ref| of facenet-pytorch InceptionResnetV1 (VGGFace2) embeddings of MTCNN face crops
+# (SD scripts/face_detection.py:167-245,252-254); face:loss=l1 has that form on ArcFace embeddings, so the strength is a
+# starting point for ArcFace, not a confirmed value. The step is universal guidance's eps += s sqrt(1 - a_t) grad
+# (SD ldm/models/diffusion/ddim_with_grad.py:165-168): forward_schedule sqrt_1m_abar, the step on eps (forward_on's default).
+SD_FACE: dict[str, Any] = dict(
+    num_steps=500,  # README.md:44-45 --ddim_steps 500
+    eta=0.0,  # SD scripts/face_detection.py:298 default --ddim_eta 0.0
+    cfg_scale=7.5,  # SD scripts/face_detection.py:328 default --scale 7.5 (README.md:44-45 pass none)
+    forward_strength=20000.0,  # README.md:44-45 --optim_forward_guidance_wt 20000
+    forward_schedule="sqrt_1m_abar",  # SD ddim_with_grad.py:168
+    recurrence=2,  # README.md:44-45 --optim_num_steps 2 (ddim_with_grad.py:120,127)
+)  # no backward step: the SD sampler has none (ddim_with_grad.py:59-223)
+FAST = "fewer steps for previews: not in the official code, not tuned"
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "sd-face": (
         "Stable Diffusion + face identity: 500 DDIM steps, CFG 7.5 (the script default; the README passes no --scale), "
-        "forward s=20000, recurrence k=2, no backward. s was tuned for the official loss, mean |e - e_ref| of FaceNet "
-        "embeddings (face:loss=l1); with ArcFace and 1 - cos it is a starting point, not a confirmed value",
-        dict(num_steps=500, cfg_scale=7.5, forward_strength=20000.0, forward_schedule="sqrt_1m_abar", recurrence=2),
-        f"{REPO} README 'Face Recognition': --optim_guidance_3 --fr_crop --optim_num_steps 2 --optim_guidance_3_wt 20000 "
-        "--ddim_steps 500; scripts/face_detection.py (--scale default 7.5, l1_loss)",
+        "forward s=20000, recurrence k=2, no backward step. s was set for the official loss, mean |e - e_ref| of "
+        "FaceNet embeddings (face:loss=l1 has its form); with ArcFace it is a starting point, not a confirmed value. "
+        "Officially the face box comes from MTCNN at every step (no --center_face in the README); here it is fixed",
+        SD_FACE,
+        f"{REPO} README.md:44-45 (scripts/face_detection.py --optim_forward_guidance --fr_crop --optim_num_steps 2 "
+        "--optim_forward_guidance_wt 20000 --ddim_steps 500); stable-diffusion-guided/scripts/face_detection.py:252-261,298,328,436-445",
     ),
     "sd-face-fast": (
-        "Quick sd-face: 50 DDIM steps, recurrence 1 (not tuned; for previews)",
-        dict(num_steps=50, cfg_scale=7.5, forward_strength=20000.0, forward_schedule="sqrt_1m_abar", recurrence=1),
-        f"derived from sd-face ({REPO}); reduced here, not in the paper",
+        f"Quick sd-face: 50 DDIM steps, recurrence 1 ({FAST})",
+        dict(SD_FACE, num_steps=50, recurrence=1),
+        f"sd-face ({REPO}) with num_steps and recurrence changed: {FAST}",
     ),
 }
 

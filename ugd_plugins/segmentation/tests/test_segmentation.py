@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("YOLO_OFFLINE", "1")
+import re
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
-from ugd_core.testing import photos as _photos, save_png
-
-torch.set_num_threads(1)
-
-
-def photos(size: int = 48, names: tuple[str, ...] = ('astronaut', 'coffee')) -> torch.Tensor:
-    return _photos(size, names)
-
-
+from ugd_core.testing import photos, save_png
 
 
 def palette_map(path, size: int = 24, cls: int = 8) -> str:  # type: ignore[no-untyped-def]
@@ -37,35 +25,8 @@ def palette_map(path, size: int = 24, cls: int = 8) -> str:  # type: ignore[no-u
     return str(path)
 
 
-def calibrate_bn(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
-    """Estimate BatchNorm statistics of a random-weight net on real photos (else its output is nearly constant)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-            m.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        model(x)
-    return model.eval()
-
-
-def descend(guide, x: torch.Tensor, steps: int = 4, lr: float = 0.05):  # type: ignore[no-untyped-def]
-    """Plain gradient steps on the image (largest pixel change lr per step); returns (first, last) losses."""
-    x = x.clone().requires_grad_(True)
-    first = None
-    for _ in range(steps):
-        loss = guide_loss(guide, x)
-        (g,) = torch.autograd.grad(loss.sum(), x)
-        if first is None:
-            first = loss.detach()
-            assert torch.isfinite(g).all() and g.abs().sum() > 0, "the gradient does not reach the image"
-        with torch.no_grad():
-            x -= lr * g / g.abs().amax().clamp(min=1e-12)
-    return first, guide_loss(guide, x.detach()).detach()
-
-
 @pytest.fixture(scope="module")
-def deeplab():  # type: ignore[no-untyped-def]
+def deeplab(calibrate_bn):  # type: ignore[no-untyped-def]
     from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
 
     torch.manual_seed(0)
@@ -73,7 +34,7 @@ def deeplab():  # type: ignore[no-untyped-def]
     return calibrate_bn(net, photos(64, ("astronaut", "coffee", "chelsea", "rocket")))
 
 
-def test_deeplab_loss_gradient_and_descent(deeplab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_deeplab_loss_gradient_and_descent(deeplab, tmp_path, descend) -> None:  # type: ignore[no-untyped-def]
     from ugd_segmentation import SegmentationGuide
 
     guide = SegmentationGuide(deeplab, target=palette_map(tmp_path / "map.png"), size=64)
@@ -81,7 +42,7 @@ def test_deeplab_loss_gradient_and_descent(deeplab, tmp_path) -> None:  # type: 
     assert not deeplab.training and not any(p.requires_grad for p in deeplab.parameters())
     loss = guide_loss(guide, photos())
     assert loss.shape == (2,) and torch.isfinite(loss).all()
-    first, last = descend(guide, photos())
+    first, last = descend(guide, photos(), steps=4)
     assert (last < first).all(), (first, last)
 
 
@@ -132,9 +93,12 @@ def test_loads_a_local_state_dict_and_reports_missing_weights(tmp_path, monkeypa
         build_segmentation_guide(target=target)
     with pytest.raises(UgdError, match="not found"):
         build_segmentation_guide(target=target, weights=str(tmp_path / "nope.pth"))
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    with pytest.raises(UgdError, match="segmentation: .*junk.pth.* is not a readable state dict"):
+        build_segmentation_guide(target=target, weights=str(tmp_path / "junk.pth"))
 
 
-def test_yolo_seg_backend(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_yolo_seg_backend(tmp_path, monkeypatch, descend, calibrate_bn) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("ultralytics", reason="ultralytics is not installed (pip install ultralytics)")
     from ultralytics import YOLO
 
@@ -150,7 +114,7 @@ def test_yolo_seg_backend(tmp_path, monkeypatch) -> None:  # type: ignore[no-unt
     assert guide.classes == [15] and not net.training
     loss = guide_loss(guide, photos())
     assert loss.shape == (2,) and torch.isfinite(loss).all()
-    first, last = descend(guide, photos())
+    first, last = descend(guide, photos(), steps=4)
     assert (last < first).all(), (first, last)
     ref = YoloSegGuide(net, ref=photos(48, ("chelsea",)), size=64, topk=20)
     assert ref.target.shape == (1, 16, 16)
@@ -160,7 +124,7 @@ def test_yolo_seg_backend(tmp_path, monkeypatch) -> None:  # type: ignore[no-unt
         build_segmentation_guide(target=str(tmp_path / "map.png"), backend="yolo")
 
 
-def test_inpaint_guide(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_inpaint_guide(tmp_path, descend) -> None:  # type: ignore[no-untyped-def]
     from ugd_segmentation import InpaintGuide, build_inpaint_guide
 
     ref = photos(32, ("rocket",))
@@ -168,14 +132,14 @@ def test_inpaint_guide(tmp_path) -> None:  # type: ignore[no-untyped-def]
     keep[..., :, :16] = 1
     guide = InpaintGuide(ref, keep)
     assert guide_loss(guide, ref).abs().max() < 1e-7
-    first, last = descend(guide, photos(32))
+    first, last = descend(guide, photos(32), steps=4)
     assert (last < first).all()
     seg = lambda x: (torch.arange(32)[None, None, :] >= 16).long().expand(1, 32, 32)  # noqa: E731  right half = object
     built = build_inpaint_guide(save_png(ref, tmp_path / "r.png"), mask="background", segmenter=seg)
     assert torch.equal(built.target[1][..., :16], torch.ones(1, 1, 32, 16)) and built.target[1][..., 16:].sum() == 0
 
 
-def test_registered_through_the_entry_point() -> None:
+def test_registered_through_the_entry_point(assert_fast_derives) -> None:  # type: ignore[no-untyped-def]
     reg = load_registry()
     assert reg.plugins["segmentation"].version == "0.1.0" and not reg.plugins["segmentation"].error
     assert reg.get("guide", "segmentation").plugin == "segmentation"
@@ -183,6 +147,12 @@ def test_registered_through_the_entry_point() -> None:
     for name in ("sd-segmentation", "sd-segmentation-fast", "imagenet-inpaint", "imagenet-inpaint-fast"):
         preset = reg.get("preset", name)
         assert preset.plugin == "segmentation" and "Universal-Guided-Diffusion" in preset.source
+        cited = re.search(r"\.(md|py):\d+", preset.source) or "not in the official code" in preset.source
+        assert cited, "a preset cites the official file:line of its values or says they are not in the official code"
         SamplerConfig.from_dict(preset.settings)
-    s = reg.get("preset", "sd-segmentation").settings
+    s = reg.get("preset", "sd-segmentation").settings  # README.md:68
     assert (s["num_steps"], s["cfg_scale"], s["forward_strength"], s["recurrence"]) == (500, 2.0, 400.0, 10)
+    s = reg.get("preset", "imagenet-inpaint").settings  # Segmentation_guided_inpainting.py:80-91 defaults
+    assert (s["num_steps"], s["forward_strength"], s["backward_steps"], s["backward_lr"], s["backward_optimizer"]) == (1000, 2.0, 1, 0.01, "adam")
+    for base in ("sd-segmentation", "imagenet-inpaint"):
+        assert_fast_derives(reg, base)

@@ -16,7 +16,6 @@ drawn with the PASCAL VOC colours is decoded through that palette) or ``ref=IMAG
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ugd_core.backbones import missing_weights_message
 from ugd_core.errors import UgdError
-from ugd_core.images import load_image
 from ugd_core.guidance import freeze
+from ugd_core.images import load_image
+from ugd_core.weights import find_weights, hub_checkpoint, read_state_dict, ultralytics_weights
 
 IGNORE = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,19 +43,9 @@ ARCHS: dict[str, tuple[str, str, str]] = {
 }
 DEFAULT_ARCH = "deeplabv3_mobilenet_v3_large"
 
-COCO80 = (
-    "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign parking_meter bench "
-    "bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie suitcase frisbee skis snowboard "
-    "sports_ball kite baseball_bat baseball_glove skateboard surfboard tennis_racket bottle wine_glass cup fork knife spoon "
-    "bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut cake chair couch potted_plant bed dining_table "
-    "toilet tv laptop mouse remote keyboard cell_phone microwave oven toaster sink refrigerator book clock vase scissors "
-    "teddy_bear hair_drier toothbrush"
-).split()
 
 
 # ---------------------------------------------------------------------------- images and maps
-
-
 
 
 def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
@@ -128,13 +117,6 @@ def _fit_map(target: Tensor, like: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------- torchvision backend
 
 
-def torchvision_checkpoint(weights: Any) -> Path:
-    """Where torchvision keeps a weights enum member's file (``<torch hub dir>/checkpoints/<file>``)."""
-    from urllib.parse import urlparse
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
-
-
 def load_torchvision_segmenter(arch: str = DEFAULT_ARCH, weights: str = "", device: str | torch.device = "cpu") -> tuple[nn.Module, list[str]]:
     """A torchvision segmenter with its weights read from ``weights`` or torchvision's cache; never downloads.
 
@@ -146,14 +128,8 @@ def load_torchvision_segmenter(arch: str = DEFAULT_ARCH, weights: str = "", devi
         raise UgdError(f"segmentation: unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     builder_name, enum_name, cls_key = ARCHS[arch]
     default = getattr(seg, enum_name).DEFAULT
-    path = Path(weights).expanduser() if weights else torchvision_checkpoint(default)
-    if not path.is_file():
-        where = str(path) if weights else str(path.parent)
-        raise UgdError(missing_weights_message(f"torchvision {arch} ({default})", where, OPTION))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UgdError(f"segmentation: {str(path)!r} is not a readable state dict ({type(exc).__name__}: {exc})") from None
+    path = find_weights(f"torchvision {arch} ({default})", OPTION, weights, hub_checkpoint(default.url))
+    state = read_state_dict(path, "segmentation")
     state = state.get("model", state) if isinstance(state, dict) else state
     if cls_key not in state:
         raise UgdError(f"segmentation: {str(path)!r} is not a {arch} state dict (no {cls_key!r}); pick the matching arch=")
@@ -254,29 +230,13 @@ class SegmentationGuide:
 # ---------------------------------------------------------------------------- YOLO-seg backend
 
 
-def resolve_yolo_weights(weights: str, option: str) -> str:
-    """A local YOLO weights file (as given, or in the ultralytics weights dir), or a model .yaml (random init)."""
-    p = Path(weights).expanduser()
-    if p.is_file():
-        return str(p)
-    if p.suffix in (".yaml", ".yml"):
-        return weights  # ultralytics builds the architecture from its bundled config (random weights)
-    from ultralytics.utils import SETTINGS
-
-    wdir = Path(SETTINGS.get("weights_dir", "weights"))
-    if (wdir / p.name).is_file():
-        return str(wdir / p.name)
-    raise UgdError(missing_weights_message(weights, f"{wdir} and {Path.cwd()}", option))
-
-
 def load_yolo_seg(weights: str = "yolov8n-seg.pt", device: str | torch.device = "cpu") -> nn.Module:
     """The ``nn.Module`` of an ultralytics YOLO segmentation model (never downloads)."""
     try:
         from ultralytics import YOLO
     except ImportError:
         raise UgdError("segmentation: backend=yolo needs ultralytics; `pip install ultralytics`") from None
-    path = resolve_yolo_weights(weights, YOLO_OPTION)
-    net = YOLO(path).model
+    net = YOLO(ultralytics_weights(weights, YOLO_OPTION)).model
     if getattr(net, "task", "segment") != "segment" and type(net).__name__ != "SegmentationModel":
         raise UgdError(f"segmentation: {weights!r} is not a YOLO segmentation model; use a *-seg weights file")
     freeze(net)

@@ -1,25 +1,17 @@
-"""ugd-style on random-weight VGG-16 features and real photos, offline; plus a two-guide run on the tiny SD."""
+"""ugd-style on random-weight VGG-16 features and real photos, offline; plus a two-guide run on the tiny SD.
+
+These tests import only ugd_core and ugd_style; another plugin is reached through the registry or replaced by a stand-in.
+"""
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
-from ugd_core.testing import photos as _photos, save_png
-
-torch.set_num_threads(1)
-
-
-def photos(size: int = 48, names: tuple[str, ...] = ('astronaut', 'coffee')) -> torch.Tensor:
-    return _photos(size, names)
-
-
+from ugd_core.testing import photos, save_png
 
 
 def vgg_head() -> torch.nn.Sequential:
@@ -30,22 +22,7 @@ def vgg_head() -> torch.nn.Sequential:
     return torch.nn.Sequential(*list(vgg_features("vgg16"))[:10])
 
 
-def descend(guide, x: torch.Tensor, steps: int = 5, lr: float = 0.05):  # type: ignore[no-untyped-def]
-    """Plain gradient steps on the image (largest pixel change lr per step); returns (first, last) losses."""
-    x = x.clone().requires_grad_(True)
-    first = None
-    for _ in range(steps):
-        loss = guide_loss(guide, x)
-        (g,) = torch.autograd.grad(loss.sum(), x)
-        if first is None:
-            first = loss.detach()
-            assert torch.isfinite(g).all() and g.abs().sum() > 0, "the gradient does not reach the image"
-        with torch.no_grad():
-            x -= lr * g / g.abs().amax().clamp(min=1e-12)
-    return first, guide_loss(guide, x.detach()).detach()
-
-
-def test_gram_loss_gradient_and_descent(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_gram_loss_gradient_and_descent(tmp_path, descend) -> None:  # type: ignore[no-untyped-def]
     from ugd_style import GramStyleGuide
 
     guide = GramStyleGuide(vgg_head(), image=save_png(photos(64, ("chelsea",)), tmp_path / "style.png"), layers="relu1_1;relu2_1", size=48)
@@ -87,8 +64,12 @@ def test_loads_partial_vgg_weights_and_reports_missing(tmp_path, monkeypatch) ->
         build_style_guide(str(tmp_path / "nope.png"))
 
 
-def test_clip_variant(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    pytest.importorskip("ugd_clip", reason="variant=clip needs the ugd-clip plugin")
+def test_clip_variant(tmp_path, descend) -> None:  # type: ignore[no-untyped-def]
+    """variant=clip builds the registered ``clip`` guide (another plugin, reached only through the registry)."""
+    from ugd_core.registry import get_registry
+
+    if "clip" not in get_registry().entries["guide"]:
+        pytest.skip("variant=clip needs the clip guide of the ugd-clip plugin")
     from transformers import CLIPConfig, CLIPModel
 
     from ugd_core.testing import tiny_clip_tokenizer
@@ -109,32 +90,38 @@ def test_clip_variant(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert first.shape == (2,) and (last < first).all()
 
 
-def test_registered_through_the_entry_point() -> None:
+def test_registered_through_the_entry_point(assert_fast_derives) -> None:  # type: ignore[no-untyped-def]
     reg = load_registry()
     assert reg.plugins["style"].version == "0.1.0" and not reg.plugins["style"].error
     assert reg.get("guide", "style").plugin == "style"
     for name in ("sd-style", "sd-style-fast"):
         preset = reg.get("preset", name)
         assert preset.plugin == "style" and "Universal-Guided-Diffusion" in preset.source
+        cited = re.search(r"\.(md|py):\d+", preset.source) or "not in the official code" in preset.source
+        assert cited, "a preset cites the official file:line of its values or says they are not in the official code"
         SamplerConfig.from_dict(preset.settings)
     s = reg.get("preset", "sd-style").settings
-    assert (s["num_steps"], s["cfg_scale"], s["recurrence"]) == (500, 3.0, 6)
+    assert (s["num_steps"], s["cfg_scale"], s["recurrence"]) == (500, 3.0, 6)  # README.md
+    assert_fast_derives(reg, "sd-style")
 
 
-def test_two_plugin_guides_steer_the_tiny_stable_diffusion() -> None:
-    """Style (this plugin) + face identity (ugd-face) composed in one universal-guidance run, 2 DDIM steps."""
-    pytest.importorskip("ugd_face", reason="the composition test also uses the ugd-face plugin")
-    from ugd_core import sample
+def test_style_composes_with_another_guide_on_the_tiny_stable_diffusion() -> None:
+    """Style + a second guide (a stand-in identity guide built with make_guide) in one universal-guidance run, 2 DDIM steps."""
+    from ugd_core import make_guide, sample
     from ugd_core.testing import tiny_stable_diffusion
-    from ugd_face import FaceGuide, IResNet
     from ugd_style import GramStyleGuide
 
     torch.manual_seed(0)
-    face = FaceGuide(IResNet((1, 1, 1, 1), num_features=16, widths=(8, 8, 16, 16)), image=photos(32, ("astronaut",)))
+    embed = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(embed(photos(32, ("astronaut",))), dim=-1)
+    identity = make_guide(
+        "identity", lambda x: torch.nn.functional.normalize(embed(x), dim=-1), lambda e, t: 1 - (e * t).sum(-1), ref, modules=[embed]
+    )
     style = GramStyleGuide(vgg_head(), image=photos(32, ("chelsea",)), layers="relu1_1,relu2_1", size=32)
     backbone = tiny_stable_diffusion()
     cfg = SamplerConfig(num_steps=2, cfg_scale=2.0, forward_strength=1.0, backward_steps=1, backward_lr=0.1, recurrence=2)
-    guided = sample(backbone, [(style, 1.0), (face, 0.5)], cfg, num_images=2, seed=0, prompt="a cat")
+    guided = sample(backbone, [(style, 1.0), (identity, 0.5)], cfg, num_images=2, seed=0, prompt="a cat")
     plain = sample(backbone, None, cfg, num_images=2, seed=0, prompt="a cat")
     assert guided.images.shape == (2, 3, 16, 16) and torch.isfinite(guided.images).all()
     stats = guided.stats.to_dict()

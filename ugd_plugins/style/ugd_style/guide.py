@@ -10,7 +10,6 @@ does that through the ugd-clip plugin.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ugd_core.backbones import missing_weights_message
 from ugd_core.errors import UgdError
 from ugd_core.images import load_image
+from ugd_core.weights import find_weights, hub_checkpoint, read_state_dict
 
 DEFAULT_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,8 +65,6 @@ def gram(feat: Tensor) -> Tensor:
     n, c, h, w = feat.shape
     f = feat.reshape(n, c, h * w)
     return f @ f.transpose(1, 2) / (c * h * w)
-
-
 
 
 class GramStyleGuide:
@@ -139,13 +136,6 @@ class GramStyleGuide:
         return self
 
 
-def torchvision_checkpoint(weights: Any) -> Path:
-    """Where torchvision keeps a weights enum member's file (``<torch hub dir>/checkpoints/<file>``)."""
-    from urllib.parse import urlparse
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
-
-
 def load_vgg_features(arch: str = "vgg16", weights: str = "", upto: int | None = None, device: str | torch.device = "cpu") -> nn.Sequential:
     """VGG ``features`` (up to index ``upto``) from a state dict or torchvision's cache; never downloads.
 
@@ -157,14 +147,8 @@ def load_vgg_features(arch: str = "vgg16", weights: str = "", upto: int | None =
     if arch not in WEIGHTS:
         raise UgdError(f"style: unknown arch {arch!r}; choose vgg16 or vgg19")
     default = getattr(tvm, WEIGHTS[arch]).IMAGENET1K_V1
-    path = Path(weights).expanduser() if weights else torchvision_checkpoint(default)
-    if not path.is_file():
-        where = str(path) if weights else str(path.parent)
-        raise UgdError(missing_weights_message(f"torchvision {arch} ({default})", where, OPTION.replace("vgg16", arch)))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UgdError(f"style: {str(path)!r} is not a readable state dict ({type(exc).__name__}: {exc})") from None
+    path = find_weights(f"torchvision {arch} ({default})", OPTION.replace("vgg16", arch), weights, hub_checkpoint(default.url))
+    state = read_state_dict(path, "style")
     state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith(("classifier.", "avgpool."))}
     features = vgg_features(arch)
     if upto is not None:
@@ -191,14 +175,7 @@ def build_style_guide(
     """Factory behind ``--guide style:image=PATH,...``."""
     ref = load_image(image)  # fail on a bad path before loading weights
     if variant == "clip":
-        try:
-            from ugd_clip import DEFAULT_MODEL, ClipGuide, load_clip
-        except ImportError:
-            raise UgdError("style: variant=clip needs the ugd-clip plugin; `pip install -e ugd_plugins/clip`") from None
-        parts = load_clip(model or DEFAULT_MODEL, device, option="--guide style:variant=clip,model=/path/to/clip-folder")
-        return ClipGuide(
-            parts["model"], parts["tokenizer"], image=ref, image_size=parts["image_size"], mean=parts["mean"], std=parts["std"], name="style", device=device
-        )
+        return clip_style_guide(image, model, device)
     if variant != "gram":
         raise UgdError(f"style: variant={variant!r} is not one of gram, clip")
     names = layer_names(vgg_features(arch)) if arch in WEIGHTS else []
@@ -209,3 +186,23 @@ def build_style_guide(
     upto = max(names.index(w) for w in wanted) if names and wanted else None
     features = load_vgg_features(arch, weights, upto, device)
     return GramStyleGuide(features, image=ref, layers=wanted, size=size, device=device)
+
+
+def clip_style_guide(image: str, model: str = "", device: str = "cpu") -> Any:
+    """``variant=clip``: the ``clip`` guide (another plugin, reached through the registry) with ``image=``.
+
+    Bansal et al.'s style experiment: 1 - cos between CLIP image embeddings of the
+    sample and of the style image.
+    """
+    from ugd_core.registry import get_registry
+
+    registry = get_registry()
+    if "clip" not in registry.entries["guide"]:
+        raise UgdError("style: variant=clip needs the `clip` guide of the ugd-clip plugin; `pip install -e ugd_plugins/clip`")
+    params = {"image": image, **({"model": model} if model else {})}
+    try:
+        guide = registry.build("guide", "clip", params, device=device)
+    except UgdError as exc:
+        raise UgdError(f"style (variant=clip, through the clip guide): {exc}") from None
+    guide.name = "style"
+    return guide

@@ -1,0 +1,248 @@
+"""What a run is: :class:`RunSpec`, its validation, and the objects it resolves to.
+
+A :class:`RunSpec` names a backbone, guides (``NAME:key=value`` specs), a preset,
+knob overrides, a prompt, seeds and a device. :func:`validate_spec` checks every
+field, name, parameter and sampler setting without building a model, so a bad
+input ends in one :class:`UgdError` line before any work; :func:`build` then
+turns the spec into a backbone, a weighted guide set and a :class:`SamplerConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+import torch
+
+from ugd_core.config import SamplerConfig, check_knobs, resolve_preset
+from ugd_core.errors import UgdError
+from ugd_core.guidance import GuideSet, WeightedGuide
+from ugd_core.params import parse_spec, resolve_params
+from ugd_core.registry import Registry, get_registry
+
+DEFAULT_BACKBONE = "digits"
+
+
+@dataclass
+class RunSpec:
+    """Everything that determines a run's images.
+
+    ``sampler`` holds complete settings (from an image record) and bypasses preset and
+    overrides. ``threads`` pins the torch thread count while sampling (None: leave it as
+    it is); the same seed gives the same pixels only at the same thread count.
+    """
+
+    backbone: str = DEFAULT_BACKBONE
+    guides: list[str] = field(default_factory=list)
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    seed: int = 0
+    num_images: int = 1
+    batch_size: int = 16
+    device: str = "cpu"
+    sampler: dict[str, Any] | None = None
+    threads: int | None = None
+
+    def seeds(self) -> list[int]:
+        """Image i gets seed + i."""
+        return [self.seed + i for i in range(self.num_images)]
+
+    def batches(self) -> list[list[int]]:
+        """Seeds grouped into sampling batches (the unit of work)."""
+        s = self.seeds()
+        return [s[i : i + self.batch_size] for i in range(0, len(s), self.batch_size)]
+
+
+@dataclass
+class Built:
+    """The objects a RunSpec resolves to, and the records that describe them."""
+
+    backbone: Any
+    guides: GuideSet
+    config: SamplerConfig
+    preset_name: str | None
+    backbone_record: dict[str, Any]
+    guide_records: list[dict[str, Any]]
+
+
+# -- checking values -------------------------------------------------------------------------
+
+
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (JSON ``true`` is no seed)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float that is not a bool."""
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _kind(default: Any) -> str:
+    if default is None:
+        return "any"
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, tuple):
+        return "window"
+    if isinstance(default, dict):
+        return "dict"
+    return "str"
+
+
+_KNOB_KINDS: dict[str, str] = {
+    f.name: _kind(f.default_factory() if f.default is MISSING else f.default)  # type: ignore[misc]
+    for f in fields(SamplerConfig)
+}
+_EXAMPLES = {"int": "10", "float": "0.5", "bool": "true", "window": "[0, 0.5]", "dict": "{}", "str": '"sqrt_1m_abar"'}
+# knobs whose negative values mean nothing (the others are checked by SamplerConfig.validate)
+_NON_NEGATIVE = ("eta", "backward_lr", "smoothing_std", "zo_std")
+_AT_LEAST_ONE = ("smoothing_probes", "zo_probes")
+
+
+def check_settings(settings: dict[str, Any], where: str = "sampler setting") -> dict[str, Any]:
+    """Check names, JSON types and ranges of sampler settings; UgdError naming the first bad one.
+
+    Types follow :class:`SamplerConfig`'s defaults: an int knob takes an integer, a float
+    knob any number, a schedule a name (callables pass from Python), a window two numbers.
+    """
+    check_knobs(settings)
+    for key, value in settings.items():
+        kind = _KNOB_KINDS[key]
+        ok = {
+            "bool": isinstance(value, bool),
+            "int": is_int(value),
+            "float": is_number(value),
+            "window": isinstance(value, (list, tuple)) and len(value) == 2 and all(is_number(v) for v in value),
+            "dict": isinstance(value, dict),
+            "str": isinstance(value, str) or callable(value),
+            "any": True,
+        }[kind]
+        if not ok:
+            raise UgdError(f"{where} {key}={value!r} is not a valid {kind}; write e.g. {key}={_EXAMPLES[kind]}")
+        if key in _NON_NEGATIVE and value < 0:
+            raise UgdError(f"{where} {key}={value!r} must be >= 0")
+        if key in _AT_LEAST_ONE and value < 1:
+            raise UgdError(f"{where} {key}={value!r} must be >= 1")
+    return dict(settings)
+
+
+def _check_fields(spec: RunSpec) -> None:
+    """Types and ranges of the RunSpec's own fields."""
+    if not isinstance(spec.backbone, str) or not spec.backbone.strip():
+        raise UgdError(f"backbone {spec.backbone!r} is not a NAME[:key=value] text; e.g. --backbone digits")
+    if not isinstance(spec.guides, (list, tuple)) or not all(isinstance(g, str) for g in spec.guides):
+        raise UgdError(f"guides {spec.guides!r} must be a list of NAME:key=value texts; e.g. --guide digit:label=7")
+    for name in ("preset", "prompt", "negative_prompt"):
+        value = getattr(spec, name)
+        if value is not None and not isinstance(value, str):
+            raise UgdError(f"{name} {value!r} must be a text or absent")
+    if not is_int(spec.seed) or spec.seed < 0:
+        raise UgdError(f"seed {spec.seed!r} must be a whole number >= 0; e.g. --seed 7")
+    if not is_int(spec.num_images) or spec.num_images < 1:
+        raise UgdError(f"num_images {spec.num_images!r} must be a whole number >= 1")
+    if not is_int(spec.batch_size) or spec.batch_size < 1:
+        raise UgdError(f"batch_size {spec.batch_size!r} must be a whole number >= 1")
+    if spec.threads is not None and (not is_int(spec.threads) or spec.threads < 1):
+        raise UgdError(f"threads {spec.threads!r} must be a whole number >= 1 or absent")
+    if not isinstance(spec.device, str) or not (spec.device in ("cpu", "auto") or spec.device.startswith(("cuda", "mps"))):
+        raise UgdError(f"device {spec.device!r} is not one of cpu, cuda, cuda:N, mps, auto")
+    if not isinstance(spec.overrides, dict):
+        raise UgdError(f"overrides {spec.overrides!r} must be a mapping of sampler settings")
+    if spec.sampler is not None and not isinstance(spec.sampler, dict):
+        raise UgdError(f"sampler {spec.sampler!r} must be a mapping of sampler settings")
+
+
+def guide_weight(raw: Any, guide: str) -> float:
+    """A guide's ``weight`` parameter as a finite float, or a UgdError."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise UgdError(f"{guide}: weight={raw!r} is not a number; write e.g. {guide}:weight=2.0")
+    return value
+
+
+def validate_spec(spec: RunSpec, registry: Registry | None = None) -> None:
+    """Check a RunSpec completely without building any model: one UgdError line, before any work.
+
+    Checks the fields' types and ranges, that the backbone and every guide are registered
+    with valid parameters (``weight`` included), the sampler settings (names, types,
+    ranges) and the device's form (whether it exists is the executor's check: a Ray
+    cluster may have GPUs this machine lacks).
+    """
+    reg = registry or get_registry()
+    _check_fields(spec)
+    bname, bparams = parse_spec(spec.backbone)
+    if bname not in reg.entries["backbone"] and bname == DEFAULT_BACKBONE:
+        raise UgdError(
+            f"the default backbone {DEFAULT_BACKBONE!r} is not installed; `pip install -e ugd_plugins/digits` or pass --backbone NAME"
+        )
+    resolve_params(bname, reg.get("backbone", bname).params, bparams)
+    for text in spec.guides:
+        gname, gparams = parse_spec(text)
+        guide_weight(gparams.pop("weight", "1.0"), gname)
+        resolve_params(gname, reg.get("guide", gname).params, gparams)
+    resolve_config(spec, reg)
+
+
+# -- resolving -------------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> cuda when available; an unavailable CUDA device is a UgdError."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UgdError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    return device
+
+
+def resolve_config(spec: RunSpec, registry: Registry) -> tuple[SamplerConfig, str | None]:
+    """Preset (a name or a JSON file) then overrides -> SamplerConfig; every setting type-checked."""
+    if spec.sampler is not None:
+        return SamplerConfig.from_dict(check_settings(dict(spec.sampler), "spec file sampler setting")), spec.preset
+    settings: dict[str, Any] = {}
+    preset = spec.preset
+    if preset is None and spec.guides:  # the backbone's own default preset, else the paper's
+        preset = registry.get("backbone", parse_spec(spec.backbone)[0]).default_preset or "ugd"
+    name = preset
+    if preset is not None:
+        name, settings = resolve_preset(preset, registry)
+        check_settings(settings, f"preset {name!r} setting")
+    settings.update(check_settings(spec.overrides))
+    return SamplerConfig.from_dict(settings), name
+
+
+def build_guide(text: str, registry: Registry, device: str = "cpu") -> tuple[WeightedGuide, dict[str, Any]]:
+    """A guide from ``NAME:key=value,...,weight=W`` text, and its record (with the supplying plugin)."""
+    name, params = parse_spec(text)
+    weight = guide_weight(params.pop("weight", "1.0"), name)
+    guide = registry.build("guide", name, params, device=device)
+    plugin = registry.get("guide", name).plugin
+    return WeightedGuide(guide, weight), dict(name=name, params=params, weight=weight, spec=text, plugin=plugin)
+
+
+def build(spec: RunSpec, registry: Registry | None = None) -> Built:
+    """Resolve backbone, guides and sampler settings of a RunSpec (validating it first)."""
+    reg = registry or get_registry()
+    validate_spec(spec, reg)
+    device = resolve_device(spec.device)
+    config, preset_name = resolve_config(spec, reg)
+    bname, bparams = parse_spec(spec.backbone)
+    backbone = reg.build("backbone", bname, bparams, device=device)
+    items, records = [], []
+    for text in spec.guides:
+        item, record = build_guide(text, reg, device)
+        items.append(item)
+        records.append(record)
+    brecord = dict(name=bname, params=bparams, spec=spec.backbone, plugin=reg.get("backbone", bname).plugin)
+    return Built(backbone, GuideSet(items), config, preset_name, brecord, records)

@@ -1,0 +1,68 @@
+"""benchmarks/solver_efficiency.py: bad input stops before any work; a tiny run writes the expected table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "solver_efficiency.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("solver_efficiency", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--solvers", "ddim,dpm+++"], "not a diffusers scheduler"),
+    (["--steps", "5,0"], "--steps"),
+    (["--variant", "dpm++:forwrd_strength=2"], "forward_strength"),
+    (["--variant", "dpm++"], "SOLVER:KNOB=VALUE"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, needle):
+    out = tmp_path / "out"
+    assert _module().main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_table_json_and_counts_passes(tmp_path):
+    pytest.importorskip("ugd_digits")
+    mod = _module()
+    from ugd_core.registry import get_registry
+
+    reg = get_registry()
+    preset = reg.get("preset", reg.get("backbone", "digits").default_preset).settings
+    k = preset.get("recurrence", 1)
+    out = tmp_path / "out"
+    argv = ["--samples-per-digit", "1", "--steps", "2,3", "--solvers", "ddim,dpm++", "--variant", "unipc:recurrence=1", "--out", str(out)]
+    assert mod.main(argv) == 0
+    md = (out / "results.md").read_text()
+    data = json.loads((out / "results.json").read_text())
+    labels = ["ddim", "dpm++", "unipc (recurrence=1)"]
+    for label in labels:
+        for steps in (2, 3):
+            assert f"| {label} | {steps} |" in md
+    rows = {(r["row"], r["steps"]): r for r in data["summary"]}
+    assert set(rows) == {(label, s) for label in labels for s in (2, 3)}
+    for (label, steps), r in rows.items():
+        per_step = 1 if label.startswith("unipc") else k  # denoiser passes = steps x recurrence, one backward each
+        assert r["denoiser_forward_per_sample"] == steps * per_step
+        assert r["denoiser_backward_per_sample"] == steps * per_step
+        assert r["n"] == 10 and 0.0 <= r["classifier_accuracy"] <= 1.0 and 0.0 <= r["nn_accuracy"] <= 1.0
+        assert r["pass_share_of_ddim50"] is None  # no DDIM-50 row in this run
+    cell = data["cells"][0]
+    assert sorted(cell["labels"]) == list(range(10)) and len(cell["guide_loss"]) == 10
+    assert data["rows_settings"]["dpm++"]["scheduler"] == "dpm++"
+    assert data["machine"]["threads"] == 1 and data["seeds"] == [0]
+    # an interrupted run is summarised from its cells.json: the same table, no sampling
+    again = tmp_path / "again"
+    assert mod.main(["--summarize", str(out / "cells.json"), "--out", str(again)]) == 0
+    assert (again / "results.md").read_text() in md
