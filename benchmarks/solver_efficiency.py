@@ -182,9 +182,12 @@ def aggregate(cells: list[dict[str, Any]], pilot: bool) -> list[dict[str, Any]]:
     order = list(dict.fromkeys(c["row"] for c in cells))
     out.sort(key=lambda r: (order.index(r["row"]), r["steps"]))
     ref = next((r for r in out if r["row"] == REFERENCE[0] and r["steps"] == REFERENCE[1]), None)
+    # time is compared within a run (same seed, same load): each cell over the DDIM-50 cell of its seed, then averaged
+    ref_seconds = {c["seed"]: c["seconds_per_sample"] for c in cells if c["row"] == REFERENCE[0] and c["steps"] == REFERENCE[1]}
     for r in out:
         r["pass_share_of_ddim50"] = r["denoiser_passes_per_sample"] / ref["denoiser_passes_per_sample"] if ref else None
-        r["time_ratio_to_ddim50"] = r["seconds_per_sample"] / ref["seconds_per_sample"] if ref else None
+        ratios = [c["seconds_per_sample"] / ref_seconds[c["seed"]] for c in groups[(r["row"], r["steps"])] if c["seed"] in ref_seconds]
+        r["time_ratio_to_ddim50"] = sum(ratios) / len(ratios) if ratios else None
     return out
 
 
@@ -225,12 +228,12 @@ def markdown(rows: list[dict[str, Any]], goal: list[dict[str, Any]], pilot: bool
                          f"({r['denoiser_forward_per_sample']:.0f} + {r['denoiser_backward_per_sample']:.0f}) | "
                          f"{r['guide_loss']:.3f} ± {r['guide_loss_se']:.3f} | {r['nonfinite']} |")
         return "\n".join(lines) + "\n"
-    lines = ["| solver | steps | denoiser passes / sample (fwd + bwd) | passes vs DDIM-50 | target acc, classifier ↑ | "
+    lines = ["| solver | steps | n | denoiser passes / sample (fwd + bwd) | passes vs DDIM-50 | target acc, classifier ↑ | "
              "target acc, NN ↑ | NN non-digit ↓ | guide loss ↓ | s / sample | time vs DDIM-50 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['row']} | {r['steps']} | {r['denoiser_passes_per_sample']:.0f} ({r['denoiser_forward_per_sample']:.0f} + "
+            f"| {r['row']} | {r['steps']} | {r['n']} | {r['denoiser_passes_per_sample']:.0f} ({r['denoiser_forward_per_sample']:.0f} + "
             f"{r['denoiser_backward_per_sample']:.0f}) | {f(r['pass_share_of_ddim50'])} | "
             f"{r['classifier_accuracy']:.2f} ± {r['classifier_accuracy_se']:.2f} | {r['nn_accuracy']:.2f} ± {r['nn_accuracy_se']:.2f} | "
             f"{r['nn_nondigit']:.2f} | {r['guide_loss']:.3f} | {r['seconds_per_sample']:.2f} | {f(r['time_ratio_to_ddim50'])} |")

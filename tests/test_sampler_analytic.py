@@ -90,6 +90,17 @@ def test_forward_guidance_costs_one_denoiser_pass_per_step():
     assert out.stats.denoiser_backward == 20
 
 
+def test_forward_min_abar_skips_forward_guidance_exactly_where_a_t_is_below_it():
+    from ugd_core import NoiseSchedule
+
+    chain = NoiseSchedule.from_scheduler(default_scheduler(), 10)
+    floor = (chain.alpha_bar[1] + chain.alpha_bar[2]) / 2  # the two noisiest steps lie below it
+    out = run(SamplerConfig(num_steps=10, forward_strength=0.1, forward_min_abar=floor), quadratic_guide(), n=8)
+    assert out.stats.denoiser_backward == 8  # one backward pass per guided step: steps 0 and 1 skipped
+    windowed = run(SamplerConfig(num_steps=10, forward_strength=0.1, forward_window=(0.2, 1.0)), quadratic_guide(), n=8)
+    assert torch.equal(out.latents, windowed.latents)  # the same as a window starting at step 2
+
+
 def test_naive_guidance_differentiates_only_the_guide():
     out = run(SamplerConfig(num_steps=10, forward_strength=0.1, forward_input="zt"), quadratic_guide(), n=8)
     assert out.stats.denoiser_backward == 0

@@ -30,7 +30,8 @@ def model(z, t, cond=None):
 def diffusers_loop(name: str, steps: int, z: torch.Tensor) -> torch.Tensor:
     import diffusers
 
-    sched = getattr(diffusers, name).from_config(base_scheduler().config, prediction_type="epsilon")
+    base = base_scheduler().config  # every setting, the source's defaults included (timestep spacing)
+    sched = getattr(diffusers, name).from_config({k: v for k, v in base.items() if k != "_use_default_values"}, prediction_type="epsilon")
     sched.set_timesteps(steps)
     gens = make_generators([SEED + i for i in range(N)])
     x = z * sched.init_noise_sigma
@@ -88,3 +89,19 @@ def test_bad_scheduler_name_is_one_line_with_a_suggestion():
     assert "\n" not in str(err.value)
     with pytest.raises(UgdError, match="forward_on='z_prev' needs scheduler='ddim'"):
         SamplerConfig(scheduler="unipc", forward_on="z_prev")
+
+
+def test_a_solver_inherits_the_backbones_timestep_spacing_and_euler_then_equals_ddim():
+    """Euler in sigma space on eps is the DDIM ODE step (Karras et al. 2022, Sec. 4 / DDIM eq. 14), so with the
+    backbone's own ("leading") spacing an unguided Euler chain equals ugd's DDIM chain; with the solver's own
+    default ("linspace") it would start at t = 999 and differ."""
+    from ugd_core.backbones import default_scheduler
+    from ugd_core.sampler import DiffusersSolver
+
+    base = default_scheduler()  # spacing left at DDIM's default, "leading"
+    assert DiffusersSolver("euler", base, 10).scheduler.config.timestep_spacing == base.config.timestep_spacing
+    backbone = CallableBackbone(model, (4, 4, 4), default_scheduler())
+    z = torch.randn(N, 4, 4, 4, generator=torch.Generator().manual_seed(SEED))
+    ddim = sample(backbone, None, SamplerConfig(num_steps=10), num_images=N, latents=z).latents
+    euler = sample(backbone, None, SamplerConfig(num_steps=10, scheduler="euler"), num_images=N, latents=z).latents
+    assert (ddim - euler).abs().max() < 1e-4

@@ -49,7 +49,7 @@ def test_tiny_run_writes_table_json_and_counts_passes(tmp_path):
     labels = ["ddim", "dpm++", "unipc (recurrence=1)"]
     for label in labels:
         for steps in (2, 3):
-            assert f"| {label} | {steps} |" in md
+            assert f"| {label} | {steps} | 10 |" in md
     rows = {(r["row"], r["steps"]): r for r in data["summary"]}
     assert set(rows) == {(label, s) for label in labels for s in (2, 3)}
     for (label, steps), r in rows.items():

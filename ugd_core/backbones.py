@@ -7,8 +7,10 @@ x0-prediction to epsilon, and splitting off learned-variance channels, happen in
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -237,7 +239,7 @@ class DiffusersPixelBackbone(_Base):
         from diffusers import DDIMScheduler, UNet2DModel
 
         with _loading(path):
-            unet = UNet2DModel.from_pretrained(path, subfolder=subfolder or _unet_subfolder(path))
+            unet = UNet2DModel.from_pretrained(path, subfolder=subfolder or ("unet" if (Path(path) / "unet").is_dir() else None))
             try:
                 scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler")
             except (OSError, ValueError):
@@ -337,19 +339,19 @@ class StableDiffusionBackbone(_Base):
         """
         import diffusers
 
-        torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
         if isinstance(dtype, str) and dtype not in DTYPES:
             raise UgdError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+        torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         with _loading(path):
             kind = str(diffusers.DiffusionPipeline.load_config(path).get("_class_name", ""))
             if not kind.startswith("StableDiffusion"):
                 raise UgdError(f"{path!r} holds a {kind or 'non-pipeline'} folder; the stable-diffusion backbone loads StableDiffusionPipeline and StableDiffusionXLPipeline folders")
-            if kind.startswith("StableDiffusionXL"):
-                pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(path, torch_dtype=torch_dtype)
-            else:
-                pipe = diffusers.StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
-        if cls is StableDiffusionXLBackbone and not kind.startswith("StableDiffusionXL"):
-            raise UgdError(f"{path!r} is a {kind} (SD 1.x/2.x), not SDXL; use the stable-diffusion backbone")
+            xl = kind.startswith("StableDiffusionXL")
+            if cls is StableDiffusionXLBackbone and not xl:  # before loading any weights
+                raise UgdError(f"{path!r} is a {kind} (SD 1.x/2.x), not SDXL; use the stable-diffusion backbone")
+            no_checker = {} if xl else dict(safety_checker=None, requires_safety_checker=False)
+            pipeline = diffusers.StableDiffusionXLPipeline if xl else diffusers.StableDiffusionPipeline
+            pipe = pipeline.from_pretrained(path, torch_dtype=torch_dtype, **no_checker)
         return cls.from_pipeline(pipe, **kwargs)
 
     def _tokens(self, tokenizer: Any, texts: list[str]) -> Tensor:
@@ -454,39 +456,22 @@ def _as_list(x: Any, n: int) -> list[str]:
     return x
 
 
-def _unet_subfolder(path: str) -> str | None:
-    from pathlib import Path
-
-    p = Path(path)
-    return "unet" if p.is_dir() and (p / "unet").is_dir() else None
-
-
-class _loading:
+@contextmanager
+def _loading(model: str) -> Iterator[None]:
     """Turn a missing-weights failure into one UgdError naming the model, where it looked and the fix."""
-
-    def __init__(self, model: str):
-        self.model = model
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, UgdError):
-            return False
-        if isinstance(exc, (OSError, ValueError, EnvironmentError)):
-            raise UgdError(missing_weights_message(self.model, "the Hugging Face cache", "model=/path/to/folder")) from None
-        return False
+    try:
+        yield
+    except (OSError, ValueError):  # a UgdError raised inside passes through as it is
+        raise UgdError(missing_weights_message(model, "the Hugging Face cache", "model=/path/to/folder")) from None
 
 
 def missing_weights_message(model: str, looked_in: str, option: str) -> str:
     """The one-line 'weights not found' message every loader uses."""
     import os
 
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    where = looked_in
     if looked_in == "the Hugging Face cache":
         from huggingface_hub.constants import HF_HUB_CACHE
 
-        where = f"the Hugging Face cache ({HF_HUB_CACHE})"
-    state = "offline and " if offline else ""
-    return f"weights for {model!r} not found ({state}looked in {where}); download them once online or point to a local copy with {option}"
+        looked_in = f"the Hugging Face cache ({HF_HUB_CACHE})"
+    state = "offline and " if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+    return f"weights for {model!r} not found ({state}looked in {looked_in}); download them once online or point to a local copy with {option}"

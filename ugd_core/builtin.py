@@ -3,12 +3,12 @@ generic diffusers backbones through the same hooks as any third-party plugin."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from .hookspecs import hookimpl
+from .hookspecs import hookimpl, register_preset_table
 from .params import Param
 from .presets import PRESETS
-from .hookspecs import register_preset_table
 
 
 # Memory knobs on top of universal guidance (Algorithm 1): checkpointing and slicing change where
@@ -37,16 +37,11 @@ def _diffusers_pixel(model: str, device: str = "cpu") -> Any:
     return DiffusersPixelBackbone.from_pretrained(model, device=device)
 
 
-def _stable_diffusion(model: str, height: int = 0, width: int = 0, device: str = "cpu") -> Any:
-    from .backbones import StableDiffusionBackbone
+def _stable_diffusion(model: str, height: int = 0, width: int = 0, device: str = "cpu", xl: bool = False) -> Any:
+    from .backbones import StableDiffusionBackbone, StableDiffusionXLBackbone
 
-    return StableDiffusionBackbone.from_pretrained(model, height=height or None, width=width or None, device=device)
-
-
-def _stable_diffusion_xl(model: str, height: int = 0, width: int = 0, device: str = "cpu") -> Any:
-    from .backbones import StableDiffusionXLBackbone
-
-    return StableDiffusionXLBackbone.from_pretrained(model, height=height or None, width=width or None, device=device)
+    cls = StableDiffusionXLBackbone if xl else StableDiffusionBackbone
+    return cls.from_pretrained(model, height=height or None, width=width or None, device=device)
 
 
 def _sd_params(default_model: str) -> list[Param]:
@@ -74,7 +69,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
     )
     register(
         "stable-diffusion-xl",
-        _stable_diffusion_xl,
+        partial(_stable_diffusion, xl=True),
         description="Stable Diffusion XL (two text encoders, pooled embeddings, size conditioning; 1024 px by default)",
         params=_sd_params("stabilityai/stable-diffusion-xl-base-1.0"),
     )

@@ -38,6 +38,10 @@ class SamplerConfig:
     # where the step lands: eps (eps += step, universal guidance) | z_prev (z_{t-1} -= step: DPS, FreeDoM, LGD)
     # | z_t (a step on z_t carried to z_{t-1} by 1/sqrt(alpha_t), alpha_t = a_t / a_prev: TFG)
     forward_on: str = "eps"
+    # no forward step where a_t < this noise level: the z_t gradient carries 1 / sqrt(a_t) through x0_hat,
+    # so at the noisiest steps of a cosine schedule (a_t ~ 1e-6) one step throws z far off; in units of a_t,
+    # so the same at any step count (0 = off)
+    forward_min_abar: float = 0.0
 
     # backward guidance: m optimiser steps on delta minimising loss(x0_hat + delta)   (TFG's mu, N_iter)
     backward_steps: int = 0
@@ -83,19 +87,12 @@ class SamplerConfig:
 
     def validate(self) -> None:
         """Raise UgdError for values the sampler cannot use."""
-        if self.num_steps < 1:
-            raise UgdError(f"num_steps must be >= 1, got {self.num_steps}")
-        if self.recurrence < 1:
-            raise UgdError(f"recurrence must be >= 1 (1 = no recurrence), got {self.recurrence}")
-        if self.smoothing_probes < 1:
-            raise UgdError(f"smoothing_probes must be >= 1, got {self.smoothing_probes}")
-        if self.backward_steps < 0:
-            raise UgdError(f"backward_steps must be >= 0, got {self.backward_steps}")
-        for name in ("forward_schedule", "backward_schedule", "smoothing_schedule"):
-            value = getattr(self, name)
-            if isinstance(value, str) and value not in SCHEDULES:
-                raise UgdError(f"{name}={value!r} is not one of {', '.join(SCHEDULES)}{closest(value, list(SCHEDULES))}")
+        minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "forward_min_abar": (0.0, "")}
+        for name, (low, note) in minimums.items():
+            if getattr(self, name) < low:
+                raise UgdError(f"{name} must be >= {low}{note}, got {getattr(self, name)}")
         choices = {
+            **dict.fromkeys(("forward_schedule", "backward_schedule", "smoothing_schedule"), SCHEDULES),  # or a callable
             "forward_normalize": ("none", "grad", "loss"),
             "forward_input": ("x0", "zt"),
             "forward_on": ("eps", "z_prev", "z_t"),
@@ -105,9 +102,9 @@ class SamplerConfig:
             "dtype": ("auto", "fp32", "fp16", "bf16"),
         }
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                value = str(getattr(self, name))
-                raise UgdError(f"{name}={value!r} is not one of {', '.join(allowed)}{closest(value, list(allowed))}")
+            value = getattr(self, name)
+            if not callable(value) and value not in allowed:
+                raise UgdError(f"{name}={str(value)!r} is not one of {', '.join(allowed)}{closest(str(value), list(allowed))}")
         if self.scheduler != "ddim":
             scheduler_class(self.scheduler)
             for name, value in (("forward_on", self.forward_on), ("backward_on", self.backward_on)):
@@ -136,11 +133,7 @@ class SamplerConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SamplerConfig":
         """Inverse of :meth:`to_dict` (unknown keys are a UgdError)."""
-        d = check_knobs(d)
-        for k in ("forward_window", "backward_window", "recurrence_window"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
+        return cls(**check_knobs(d))  # windows given as lists become tuples in validate()
 
 
 def knob_names() -> list[str]:

@@ -29,21 +29,27 @@ class GuidanceStats:
     guide_forward: int = 0  # guide network evaluations (batch passes)
     guide_backward: int = 0
     zero_order_guides: set[str] = field(default_factory=set)
-    nonfinite_skipped: int = 0  # sample-steps whose guidance was skipped for NaN/inf
-    _warned: bool = False
+    nonfinite_skipped: int = 0  # sample-steps whose guidance was skipped for NaN/inf (set by finish())
+    _pending: Tensor | None = None  # that count, summed on the device: reading it would sync the host
 
-    def note_nonfinite(self, count: int) -> None:
-        if count <= 0:
+    def note_nonfinite(self, flags: Tensor) -> None:
+        """Add the samples flagged in ``flags`` [N] to the count, without leaving the device."""
+        count = flags.sum()
+        self._pending = count if self._pending is None else self._pending + count
+
+    def finish(self) -> None:
+        """Read the device-side count (once per run) and warn once when guidance was skipped."""
+        if self._pending is None:
             return
-        self.nonfinite_skipped += count
-        if not self._warned:
+        count, self._pending = int(self._pending), None
+        if count and not self.nonfinite_skipped:
             warnings.warn(
-                "non-finite guidance gradient: skipped guidance for the affected samples at this step "
-                "(further occurrences are counted in the run's stats); lower the guidance strength",
+                "non-finite guidance gradient: skipped guidance for the affected samples at those steps "
+                "(counted in the run's stats); lower the guidance strength",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            self._warned = True
+        self.nonfinite_skipped += count
 
 
 @dataclass
@@ -124,11 +130,10 @@ def loss_and_grad(
 
 def keep_finite(value: Tensor, fallback: Tensor, stats: GuidanceStats, bad: Tensor | None = None) -> Tensor:
     """The sampler's one non-finite guard: samples whose ``value`` has NaN/inf (or flagged in ``bad`` [N])
-    get ``fallback`` instead (their guidance is skipped for this step); they are counted, warned once."""
+    get ``fallback`` instead (their guidance is skipped for this step); they are counted on the device
+    (no host sync per call) and :meth:`GuidanceStats.finish` reports them once at the end of the run."""
     nonfinite = ~torch.isfinite(value).flatten(1).all(dim=1)
     if bad is not None:
         nonfinite = nonfinite | bad
-    if not nonfinite.any():
-        return value
-    stats.note_nonfinite(int(nonfinite.sum()))
+    stats.note_nonfinite(nonfinite)
     return torch.where(nonfinite.view(-1, *([1] * (value.dim() - 1))), fallback.detach().to(value.dtype), value)

@@ -16,8 +16,14 @@ def make_generators(seeds: Sequence[int]) -> list[torch.Generator]:
 def randn(shape: Sequence[int], generators: Sequence[torch.Generator], device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
     """Standard normal noise of shape [len(generators), *shape], sample i drawn from generator i.
 
-    When every sample shares one generator (diffusers-style), the batch is drawn at once.
+    When every sample shares one generator (diffusers-style), the batch is drawn at once. For a CUDA
+    ``device`` the noise is drawn into pinned memory and copied without blocking the host.
     """
+    pin = torch.device(device).type == "cuda"
+    size = (len(generators), *shape)
     if len(generators) > 1 and all(g is generators[0] for g in generators):
-        return torch.randn((len(generators), *shape), generator=generators[0], dtype=dtype).to(device)
-    return torch.stack([torch.randn(tuple(shape), generator=g, dtype=dtype) for g in generators]).to(device)
+        noise = torch.randn(size, generator=generators[0], dtype=dtype, pin_memory=pin)
+    else:
+        rows = [torch.randn(tuple(shape), generator=g, dtype=dtype) for g in generators]
+        noise = torch.stack(rows, out=torch.empty(size, dtype=dtype, pin_memory=pin))
+    return noise.to(device, non_blocking=pin)

@@ -9,18 +9,6 @@ from typing import Any, Callable
 
 from .errors import UgdError
 
-_TYPES: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float, "path": str}
-TYPE_NAMES = ("str", "int", "float", "bool", "path")
-_CLASS_TYPES: dict[Any, str] = {str: "str", int: "int", float: "float", bool: "bool", Path: "path"}
-
-
-def type_name(kind: Any) -> str | None:
-    """A parameter type as one of :data:`TYPE_NAMES`: the name itself, or the class
-    ``str``/``int``/``float``/``bool``/``pathlib.Path``; None for anything else."""
-    if isinstance(kind, str):
-        return kind if kind in TYPE_NAMES else None
-    return _CLASS_TYPES.get(kind)
-
 
 def _to_bool(raw: str) -> bool:
     low = raw.strip().lower()
@@ -29,6 +17,16 @@ def _to_bool(raw: str) -> bool:
     if low in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"{raw!r} is not a boolean (use true or false)")
+
+
+# parameter types: name -> (the class that also names it, the converter from text)
+_TYPES: dict[str, tuple[type, Callable[[str], Any]]] = {
+    "str": (str, str),
+    "int": (int, int),
+    "float": (float, float),
+    "bool": (bool, _to_bool),
+    "path": (Path, str),
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class Param:
             value = raw
         else:
             try:
-                value = _to_bool(raw) if self.type == "bool" else _TYPES[self.type](raw)
+                value = _TYPES[self.type][1](raw)
             except (ValueError, KeyError) as exc:
                 raise UgdError(
                     f"{owner}: parameter {self.name}={raw!r} is not a valid {self.type} ({exc}); "
@@ -71,9 +69,10 @@ def checked_param(p: Any, owner: str) -> Param:
     or a UgdError naming ``owner`` and the accepted types."""
     if not isinstance(p, Param):
         raise UgdError(f"{owner}: parameter {p!r} is not a ugd_core.Param; write Param(name, type, default, help)")
-    kind = type_name(p.type)
+    names = {cls: name for name, (cls, _) in _TYPES.items()}
+    kind = p.type if isinstance(p.type, str) and p.type in _TYPES else names.get(p.type)
     if kind is None:
-        raise UgdError(f"{owner}: parameter {p.name!r} has type {p.type!r}; use one of {', '.join(TYPE_NAMES)}")
+        raise UgdError(f"{owner}: parameter {p.name!r} has type {p.type!r}; use one of {', '.join(_TYPES)}")
     return p if kind == p.type else replace(p, type=kind)
 
 

@@ -20,11 +20,14 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
             backward_optimizer="adam",
             clip_x0=True,
             recurrence=3,
+            forward_min_abar=1e-3,
         ),
         "Bansal et al. 2023, Algorithm 1; official code (arpitbansal297/Universal-Guided-Diffusion): forward "
         "stable-diffusion-guided/ldm/models/diffusion/ddim_with_grad.py:165-168, backward Adam with x0 clamped "
         "Guided_Diffusion_Imagenet/guided_diffusion/gaussian_diffusion.py:729-731,744,795,804, lr 0.01 and m=1 "
-        "Guided/Segmentation_guided_inpainting.py:80-81; s=1 and k=3 are not in the official code (set per experiment)",
+        "Guided/Segmentation_guided_inpainting.py:80-81; s=1 and k=3 are not in the official code (set per experiment); "
+        "forward_min_abar=1e-3 is not in the official code: a guard against the 1/sqrt(a_t) blow-up at the noisiest "
+        "steps of cosine schedules, a no-op on Stable Diffusion's schedule (a_t >= 0.0047)",
     ),
     "forward-only": (
         "Forward universal guidance only: gradient through the denoiser of the guide's loss on x0_hat",

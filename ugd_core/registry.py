@@ -226,8 +226,12 @@ def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), entry_points
     """A fresh registry: ugd's built-ins, installed entry-point plugins, then ``extra_plugins``."""
     from . import builtin
 
+    try:
+        version = md.version("ugd")
+    except md.PackageNotFoundError:
+        version = "0+unknown"
     reg = Registry()
-    reg.add_plugin(builtin, "ugd", _version("ugd"))
+    reg.add_plugin(builtin, "ugd", version)
     if entry_points:
         reg.load_entry_points()
     for name, module in extra_plugins:
@@ -250,10 +254,3 @@ def reset_registry() -> None:
     """Forget the process-wide registry (after installing a plugin, or in tests)."""
     global _DEFAULT
     _DEFAULT = None
-
-
-def _version(dist: str) -> str:
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return "0+unknown"

@@ -244,7 +244,9 @@ class UniversalGuidance:
         guided = bool(self.guides)
         return [
             StepKnobs(
-                forward_strength=c.forward_strength * fwd[i] if guided and in_window(c.forward_window, i, n) else 0.0,
+                forward_strength=c.forward_strength * fwd[i]
+                if guided and in_window(c.forward_window, i, n) and chain.alpha_bar[i] >= c.forward_min_abar
+                else 0.0,
                 backward_steps=c.backward_steps if guided and in_window(c.backward_window, i, n) else 0,
                 backward_lr=c.backward_lr * bwd[i],
                 recurrence=c.recurrence if in_window(c.recurrence_window, i, n) else 1,
@@ -289,9 +291,13 @@ class DiffusersSolver(DDIMSolver):
     """
 
     def __init__(self, name: str, base: Any, num_steps: int):
-        self.scheduler = scheduler_class(name).from_config(base.config, prediction_type="epsilon")
-        self.scheduler.set_timesteps(num_steps)
-        sched = self.scheduler
+        # every setting of the backbone's scheduler, its defaults included: from_config drops the keys the
+        # source left at its own defaults, and another class's defaults differ (DDIM's "leading" timestep
+        # spacing became DPM-Solver's "linspace", which starts at t = 999 where a cosine schedule's a_t ~ 2e-9)
+        settings = {k: v for k, v in base.config.items() if k != "_use_default_values"}
+        self.scheduler = sched = scheduler_class(name).from_config(settings, prediction_type="epsilon")
+        sched.set_timesteps(num_steps)
+        self.takes_generator = "generator" in inspect.signature(sched.step).parameters
         acp = sched.alphas_cumprod.double()
         self.raw_timesteps = list(sched.timesteps)
         ts = [min(int(round(float(t))), len(acp) - 1) for t in self.raw_timesteps]
@@ -323,7 +329,7 @@ class DiffusersSolver(DDIMSolver):
         z = sched.scale_model_input(x, t_sched)
         eps, x0, _ = run.guided_eps(z, t, float(self.acp[self.chain.timesteps[i]]), cond, k)
         kwargs: dict[str, Any] = {}
-        if "generator" in inspect.signature(sched.step).parameters:
+        if self.takes_generator:
             kwargs["generator"] = run.gens[0] if all(g is run.gens[0] for g in run.gens) else run.gens
         x_prev = sched.step(eps.to(x.dtype), t_sched, x, **kwargs).prev_sample
         return x_prev.detach(), x0.detach()
@@ -392,6 +398,7 @@ def sample(
             progress(i + 1, len(chain.timesteps))
     with torch.no_grad():
         images = backbone.decode(z).clamp(-1, 1)
+    run.stats.guidance.finish()  # the one host read of the non-finite count
     run.stats.seconds = time.perf_counter() - start
     return SampleResult(images, z, run.stats)
 

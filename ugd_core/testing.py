@@ -108,6 +108,15 @@ def _tiny_vae(**extra: Any) -> Any:
     )
 
 
+def _tiny_unet(**extra: Any) -> Any:
+    """The tiny latent UNet (8x8 latents, two blocks) shared by the SD and SDXL variants."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, **extra
+    )
+
+
 def _sd_scheduler(**extra: Any) -> Any:
     from diffusers import DDIMScheduler
 
@@ -122,21 +131,13 @@ def tiny_stable_diffusion_components(seed: int = 0, v_prediction: bool = False) 
     attention with per-block head dims, upcast attention and a GELU text encoder, as in
     stabilityai/stable-diffusion-2-1's configs.
     """
-    from diffusers import UNet2DConditionModel
-
     torch.manual_seed(seed)
     tokenizer = tiny_clip_tokenizer()
     sd2 = dict(use_linear_projection=True, attention_head_dim=(2, 4), upcast_attention=True) if v_prediction else dict(attention_head_dim=4)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
+    unet = _tiny_unet(
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
-        norm_num_groups=8,
         **sd2,
     )
     vae = _tiny_vae()
@@ -149,17 +150,10 @@ def tiny_stable_diffusion_xl_components(seed: int = 0) -> dict[str, Any]:
     """The components of a ~0.5M-parameter SDXL (16x16 images): two text encoders (the second
     with projection: pooled embeddings), a ``text_time`` UNet (size conditioning), as in
     stabilityai/stable-diffusion-xl-base-1.0's configs with small widths."""
-    from diffusers import UNet2DConditionModel
-
     torch.manual_seed(seed)
     tokenizer, tokenizer_2 = tiny_clip_tokenizer(), tiny_clip_tokenizer()
     time_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
+    unet = _tiny_unet(
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4),
@@ -169,7 +163,6 @@ def tiny_stable_diffusion_xl_components(seed: int = 0) -> dict[str, Any]:
         addition_time_embed_dim=time_dim,
         projection_class_embeddings_input_dim=6 * time_dim + 32,  # six size numbers + the pooled text embedding
         cross_attention_dim=64,  # both encoders' hidden states, concatenated
-        norm_num_groups=8,
     )
     return dict(
         unet=unet,

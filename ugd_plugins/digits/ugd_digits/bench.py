@@ -189,6 +189,15 @@ class DigitsBench:
         cases = task_cases(task, seed, self.n_cases)
         cfg = self.config(settings, steps)
         images, secs, fwd, bwd = [], 0.0, 0, 0
+        if task == "label" and settings is not None:  # the cases differ only in the class: one batch
+            seeds = [seed * 100_000 + ci * 1000 + j for ci in range(len(cases)) for j in range(n)]
+            t0 = time.perf_counter()
+            out = sample(self.backbone, self._label_batch(cases, n), cfg, num_images=len(seeds), seed=seeds)
+            total = len(seeds)
+            cost = dict(seconds_per_sample=(time.perf_counter() - t0) / total,
+                        denoiser_forward_per_sample=float(out.stats.denoiser_forward),
+                        denoiser_backward_per_sample=float(out.stats.denoiser_backward))
+            return cases, out.images.cpu(), cost
         for ci, case in enumerate(cases):
             guides = [] if settings is None else [self._guide(spec) for spec in case.guides]
             seeds = [seed * 100_000 + ci * 1000 + j for j in range(n)]
@@ -201,6 +210,22 @@ class DigitsBench:
         total = n * len(cases)
         cost = dict(seconds_per_sample=secs / total, denoiser_forward_per_sample=fwd / total, denoiser_backward_per_sample=bwd / total)
         return cases, torch.cat(images), cost
+
+    def _label_batch(self, cases: list[Case], n: int) -> list[Any]:
+        """The label cases' guides as one batch: case 0's guide with every sample's own class as its target.
+
+        Each sample's loss and gradient depend only on its own image and target (checked to 1e-6), and each
+        image keeps its own seed, so this is the same computation as sampling the cases one by one, at a
+        fraction of the per-call cost; only float rounding differs with the batch size, and strong early
+        guidance amplifies it (up to 0.1 in a pixel after 4 steps; 2e-3 between batches of 1 and 2).
+        """
+        from dataclasses import replace
+
+        merged = []
+        for items in zip(*[[self._guide(spec) for spec in case.guides] for case in cases]):
+            target = torch.cat([item.guide.target.reshape(1).repeat(n) for item in items])
+            merged.append(type(items[0])(replace(items[0].guide, target=target), items[0].weight))
+        return merged
 
     def _guide(self, spec: str) -> Any:
         from cli.run import build_guide
