@@ -115,6 +115,25 @@ def test_overflowing_guidance_never_reaches_the_sample():
     assert out.stats.guidance.nonfinite_skipped > 0
 
 
+def test_a_broken_guide_in_a_composition_is_skipped_alone_and_named():
+    # sample 0's loss from 'broken' is NaN (with a NaN gradient): only that guide is skipped there
+    import pytest
+    from ugd_core import GuideSet, WeightedGuide
+
+    def nan_for_first(out, y):
+        return out.flatten(1).sum(1) * torch.tensor([float("nan"), 0.0])
+
+    broken = make_guide("broken", f=lambda x: x, loss=nan_for_first, target=None)
+    config = SamplerConfig(num_steps=10, forward_strength=0.1)
+    pair = GuideSet([WeightedGuide(quadratic_guide(), 1.0), WeightedGuide(broken, 1.0)])
+    with pytest.warns(RuntimeWarning, match="from guide 'broken'"):
+        out = run(config, pair, n=2)
+    alone = run(config, quadratic_guide(), n=2)
+    assert torch.isfinite(out.latents).all()
+    assert torch.allclose(out.latents, alone.latents, atol=1e-5)  # the quadratic guide still guided both samples
+    assert out.stats.guidance.nonfinite_skipped == 10  # sample 0 at each of the 10 steps
+
+
 def test_timestep_aware_guide_gets_the_backbones_training_timesteps():
     from ugd_core.sampler import NoiseSchedule
 

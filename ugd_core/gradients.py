@@ -31,24 +31,29 @@ class GuidanceStats:
     zero_order_guides: set[str] = field(default_factory=set)
     nonfinite_skipped: int = 0  # sample-steps whose guidance was skipped for NaN/inf (set by finish())
     _pending: Tensor | None = None  # that count, summed on the device: reading it would sync the host
+    _by_guide: dict[str, Tensor] = field(default_factory=dict)  # the same, per guide of a composition
 
-    def note_nonfinite(self, flags: Tensor) -> None:
-        """Add the samples flagged in ``flags`` [N] to the count, without leaving the device."""
+    def note_nonfinite(self, flags: Tensor, guide: str | None = None) -> None:
+        """Add the samples flagged in ``flags`` [N] to the count (of ``guide`` alone when named), on the device."""
         count = flags.sum()
+        if guide is not None:
+            self._by_guide[guide] = self._by_guide[guide] + count if guide in self._by_guide else count
+            return
         self._pending = count if self._pending is None else self._pending + count
 
     def finish(self) -> None:
-        """Read the device-side count (once per run) and warn once when guidance was skipped."""
-        if self._pending is None:
-            return
-        count, self._pending = int(self._pending), None
+        """Read the device-side counts (once per run) and warn once when guidance was skipped."""
+        by_guide = {name: int(c) for name, c in self._by_guide.items()}
+        broken = {name: c for name, c in by_guide.items() if c}
+        count = (int(self._pending) if self._pending is not None else 0) + sum(broken.values())
+        self._pending, self._by_guide = None, {}
         if count and not self.nonfinite_skipped:
-            warnings.warn(
-                "non-finite guidance gradient: skipped guidance for the affected samples at those steps "
-                "(counted in the run's stats); lower the guidance strength",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            if broken:
+                names = ", ".join(f"{name!r} ({c} sample-steps)" for name, c in broken.items())
+                hint = f" from guide {names}: that guide was skipped there while the others kept guiding; check its loss and inputs"
+            else:
+                hint = ": skipped guidance for the affected samples at those steps (counted in the run's stats); lower the guidance strength"
+            warnings.warn(f"non-finite guidance gradient{hint}", RuntimeWarning, stacklevel=3)
         self.nonfinite_skipped += count
 
 
@@ -97,18 +102,23 @@ def loss_and_grad(
     if diff:
         leaf = x.clone().requires_grad_(True)
         with torch.enable_grad():
-            per_probe = torch.stack(
-                [sum(item.weight * guide_loss(item.guide, leaf if off is None else leaf + off, t) for item in diff) for off in offsets]
-            )
-            if smoothing.reduce == "log_mean_exp":
-                loss = math.log(len(offsets)) - torch.logsumexp(-per_probe, dim=0)
-            else:
-                loss = per_probe.mean(0)
-            (grad,) = torch.autograd.grad(loss.sum(), leaf)
+            inputs = [leaf if off is None else leaf + off for off in offsets]
+            per_guide = [torch.stack([item.weight * guide_loss(item.guide, inp, t) for inp in inputs]) for item in diff]
+            if smoothing.reduce == "log_mean_exp":  # not additive over guides: one gradient of the composition
+                parts = [(None, math.log(len(offsets)) - torch.logsumexp(-sum(per_guide), dim=0))]
+            else:  # additive: one gradient per guide (the same backward work), so a guide that breaks is skipped alone
+                names = [item.guide.name for item in diff] if len(diff) > 1 else [None]
+                parts = [(name, losses.mean(0)) for name, losses in zip(names, per_guide)]
+            for j, (name, loss) in enumerate(parts):
+                (grad,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=j < len(parts) - 1)
+                if name is not None:
+                    bad = ~torch.isfinite(loss)
+                    grad = keep_finite(grad.to(x.dtype), torch.zeros_like(x), stats, bad, guide=name)
+                    loss = torch.where(bad, torch.zeros_like(loss), loss)
+                total_loss = total_loss + loss.detach()
+                total_grad = total_grad + grad.to(x.dtype)
         stats.guide_forward += len(diff) * len(offsets)
         stats.guide_backward += len(diff) * len(offsets)
-        total_loss = total_loss + loss.detach()
-        total_grad = total_grad + grad.to(x.dtype)
     for item in guides.items:
         if item.guide.differentiable:
             continue
@@ -128,12 +138,13 @@ def loss_and_grad(
     return total_loss, keep_finite(total_grad, torch.zeros_like(total_grad), stats, bad)
 
 
-def keep_finite(value: Tensor, fallback: Tensor, stats: GuidanceStats, bad: Tensor | None = None) -> Tensor:
+def keep_finite(value: Tensor, fallback: Tensor, stats: GuidanceStats, bad: Tensor | None = None, guide: str | None = None) -> Tensor:
     """The sampler's one non-finite guard: samples whose ``value`` has NaN/inf (or flagged in ``bad`` [N])
     get ``fallback`` instead (their guidance is skipped for this step); they are counted on the device
-    (no host sync per call) and :meth:`GuidanceStats.finish` reports them once at the end of the run."""
+    (no host sync per call), per ``guide`` when one guide of a composition is guarded, and
+    :meth:`GuidanceStats.finish` reports them once at the end of the run."""
     nonfinite = ~torch.isfinite(value).flatten(1).all(dim=1)
     if bad is not None:
         nonfinite = nonfinite | bad
-    stats.note_nonfinite(nonfinite)
+    stats.note_nonfinite(nonfinite, guide)
     return torch.where(nonfinite.view(-1, *([1] * (value.dim() - 1))), fallback.detach().to(value.dtype), value)
