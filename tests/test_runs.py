@@ -264,8 +264,12 @@ def test_ctrl_c_removes_temporary_files_and_resume_completes_the_run(tmp_path, m
 
 def test_validate_spec_needs_no_model(monkeypatch):
     reg = tiny_registry()
-    monkeypatch.setattr(reg, "build", lambda *a, **k: pytest.fail("a model was built"))
-    validate_spec(tiny_spec(), reg)
+    built: list[tuple] = []
+    monkeypatch.setattr(reg, "build", lambda *a, **k: built.append(a))
+    validate_spec(tiny_spec(), reg)  # a good spec passes
+    with pytest.raises(UgdError, match="target"):  # a bad guide parameter is found without building anything
+        validate_spec(RunSpec(backbone="tiny", guides=["pull:target=lots"], seed=100), reg)
+    assert built == []
 
 
 def test_bench_tables_say_one_seed_has_no_spread_and_grids_carry_labels(tmp_path):

@@ -212,7 +212,8 @@ class DigitsBench:
         return cases, torch.cat(images), cost
 
     def _label_batch(self, cases: list[Case], n: int) -> list[Any]:
-        """The label cases' guides as one batch: case 0's guide with every sample's own class as its target.
+        """The label cases as one batch: the guide is built once (case 0's), with every sample's own class
+        (``Case.label``) as its target.
 
         Each sample's loss and gradient depend only on its own image and target (checked to 1e-6), and each
         image keeps its own seed, so this is the same computation as sampling the cases one by one, at a
@@ -221,11 +222,9 @@ class DigitsBench:
         """
         from dataclasses import replace
 
-        merged = []
-        for items in zip(*[[self._guide(spec) for spec in case.guides] for case in cases]):
-            target = torch.cat([item.guide.target.reshape(1).repeat(n) for item in items])
-            merged.append(type(items[0])(replace(items[0].guide, target=target), items[0].weight))
-        return merged
+        (item,) = [self._guide(spec) for spec in cases[0].guides]  # a label case has one guide: digit:label=L
+        target = torch.tensor([c.label for c in cases for _ in range(n)], device=item.guide.target.device)
+        return [type(item)(replace(item.guide, target=target), item.weight)]
 
     def _guide(self, spec: str) -> Any:
         from cli.run import build_guide
