@@ -37,9 +37,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ugd_core import SamplerConfig, StableDiffusionBackbone, make_guide, sample  # noqa: E402
-from ugd_core.backbones import StableDiffusionXLBackbone  # noqa: E402
-from ugd_core.testing import tiny_clip_tokenizer, tiny_stable_diffusion_components, tiny_stable_diffusion_xl_components  # noqa: E402
+from ugd_core import SamplerConfig, make_guide, sample  # noqa: E402
+from ugd_sd import StableDiffusionBackbone, StableDiffusionXLBackbone  # noqa: E402
+from ugd_kit.testing import tiny_clip_tokenizer  # noqa: E402
+from ugd_sd.testing import tiny_stable_diffusion_components, tiny_stable_diffusion_xl_components  # noqa: E402
 
 # ---- exact configs, typed in from the public config files -----------------------------------------
 # stable-diffusion-v1-5/stable-diffusion-v1-5: unet/config.json (859,520,964 parameters)

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from ugd_core import SamplerConfig, make_guide, sample  # noqa: E402
-from ugd_core.testing import tiny_stable_diffusion  # noqa: E402
+from ugd_sd.testing import tiny_stable_diffusion  # noqa: E402
 
 MODES = {
     "unguided": dict(),

@@ -118,15 +118,16 @@ def _default_workers(ray: Any, cpus: float, gpus: float, items: int) -> int:
 
 
 class GenerationWorker:
-    """A Ray actor body: builds the models of a RunSpec once, then samples batches of seeds."""
+    """A Ray actor body: builds the models of a spec (a CheckedSpec from the driver, or a RunSpec) once,
+    then samples batches of seeds."""
 
     def __init__(self, spec: Any, registry_factory: RegistryFactory | None, threads: int) -> None:
         import torch
 
-        from .spec import build
+        from .spec import CheckedSpec, build
 
         torch.set_num_threads(max(1, threads))
-        self.spec = spec
+        self.spec = spec.spec if isinstance(spec, CheckedSpec) else spec
         self.registry = registry_factory() if registry_factory is not None else get_registry()
         self.error: str | None = None
         try:
@@ -261,13 +262,15 @@ class RayExecutor:
         """Ray must be installed (the device is checked against the cluster once connected)."""
         require_ray()
 
-    def run(self, spec: Any, batches: list[list[int]], on_batch: Callable[[list[Any]], None], progress: Callable[[int, int], None]) -> None:
-        """Start the actors, stream the batches through them, shut down what was started."""
+    def run(self, checked: Any, batches: list[list[int]], on_batch: Callable[[list[Any]], None], progress: Callable[[int, int], None]) -> None:
+        """Start the actors (each builds the validated spec's models once), stream the batches through
+        them, shut down what was started."""
+        spec = checked.spec
         ray, started = connect(self.address, num_cpus=self.num_cpus)
         pool = None
         try:
             gpus, device = _placement(spec.device, self.gpus_per_worker, ray)
-            worker_spec = spec if device == spec.device else replace(spec, device=device)
+            worker_spec = checked if device == spec.device else replace(checked, spec=replace(spec, device=device))
             n = self.workers or _default_workers(ray, self.cpus_per_worker, gpus, len(batches))
             Actor = ray.remote(GenerationWorker).options(
                 num_cpus=self.cpus_per_worker, num_gpus=gpus, max_restarts=self.max_restarts, max_task_retries=self.max_restarts

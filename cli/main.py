@@ -23,7 +23,7 @@ from rich.table import Table
 from cli.progress import progress_bar
 from ugd_core.config import knob_names
 from ugd_core.errors import UgdError
-from ugd_core.params import example_spec
+from ugd_core.params import Param
 from ugd_core.registry import KINDS, get_registry
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Universal guidance for frozen diffusion models.")
@@ -46,6 +46,21 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+_PLACEHOLDERS = {"int": "3", "float": "0.5", "bool": "true", "path": "image.png", "str": "text"}
+
+
+def example_spec(name: str, params: list[Param]) -> str:
+    """``NAME:key=value,...`` with every required parameter given an example value
+    (its ``example``, first choice or a placeholder of its type), quoted when it holds a comma."""
+    fields = []
+    for p in params:
+        if not p.required:
+            continue
+        value = p.example or (p.choices[0] if p.choices else _PLACEHOLDERS.get(p.type, "text"))
+        fields.append(f'{p.name}="{value}"' if "," in value else f"{p.name}={value}")
+    return f"{name}:{','.join(fields)}" if fields else name
 
 
 @app.command("list")

@@ -21,7 +21,7 @@ from ugd_core.errors import UgdError
 from ugd_core.params import parse_spec
 from ugd_core.registry import Registry, get_registry
 
-from .spec import Built, RunSpec, guide_weight, is_int, resolve_device
+from .spec import Built, Part, RunSpec, is_int, resolve_device
 
 SPEC_VERSION = 1
 
@@ -104,8 +104,8 @@ def _check_part(part: Any, what: str, where: str, weighted: bool) -> None:
     if not isinstance(part, dict) or not isinstance(part.get("spec"), str):
         raise UgdError(f"{where}: {what} needs a 'spec' text such as \"digit:label=7\"")
     text = part["spec"]
-    name, params = parse_spec(text)
-    weight = guide_weight(params.pop("weight", "1.0"), name) if weighted else None
+    parsed = Part.parse(text, weighted)
+    name, params, weight = parsed.name, parsed.params, parsed.weight
     if "name" in part and part["name"] != name:
         raise UgdError(f"{where}: {what} name {part['name']!r} contradicts its spec {text!r}; edit one so they agree")
     given = part.get("params", params)

@@ -58,6 +58,8 @@ from .records import (
 from .spec import (
     DEFAULT_BACKBONE,
     Built,
+    CheckedSpec,
+    Part,
     RunSpec,
     build,
     build_guide,
@@ -72,7 +74,7 @@ __all__ = [
     "Executor", "GeneratedImage", "LocalExecutor", "RunInterrupted", "RunSummary", "generate", "generate_batch",
     "generate_to_dir", "spec_to_dict", "torch_threads",
     # cli.spec
-    "DEFAULT_BACKBONE", "Built", "RunSpec", "build", "build_guide", "check_settings", "resolve_config", "resolve_device",
+    "DEFAULT_BACKBONE", "Built", "CheckedSpec", "Part", "RunSpec", "build", "build_guide", "check_settings", "resolve_config", "resolve_device",
     "validate_spec",
     # cli.records
     "SPEC_VERSION", "check_record", "image_record", "read_image_record", "regenerate_from_record",
@@ -154,8 +156,8 @@ class Executor(Protocol):
         """Checks only this executor can make (device, Ray installed), before any work."""
         ...
 
-    def run(self, spec: RunSpec, batches: list[list[int]], on_batch: Callable[[list[GeneratedImage]], None], progress: Progress) -> None:
-        """Sample ``batches`` of seeds, calling ``on_batch(images)`` as each batch arrives and
+    def run(self, checked: CheckedSpec, batches: list[list[int]], on_batch: Callable[[list[GeneratedImage]], None], progress: Progress) -> None:
+        """Sample ``batches`` of seeds of a validated spec, calling ``on_batch(images)`` as each batch arrives and
         ``progress(done, total)`` as work completes (units are the executor's)."""
         ...
 
@@ -178,11 +180,11 @@ class LocalExecutor:
         """The device must exist in this process."""
         resolve_device(spec.device)
 
-    def run(self, spec: RunSpec, batches: list[list[int]], on_batch: Callable[[list[GeneratedImage]], None], progress: Progress) -> None:
+    def run(self, checked: CheckedSpec, batches: list[list[int]], on_batch: Callable[[list[GeneratedImage]], None], progress: Progress) -> None:
         """Build the models once, then sample and hand over each batch in order."""
-        reg = self.registry()
+        reg, spec = self.registry(), checked.spec
         with torch_threads(spec.threads):
-            built = build(spec, reg)
+            built = build(checked, reg)
             for k, seeds in enumerate(batches):
                 def step(i: int, n: int, k: int = k) -> None:
                     progress(k * n + i, len(batches) * n)
@@ -257,7 +259,7 @@ def generate_to_dir(
     """
     executor = executor if executor is not None else LocalExecutor()
     registry = executor.registry()
-    validate_spec(spec, registry)
+    checked = validate_spec(spec, registry)
     executor.check(spec)
     if overwrite and resume:
         raise UgdError("--overwrite and --resume contradict each other; --resume keeps existing images, --overwrite replaces them")
@@ -270,7 +272,7 @@ def generate_to_dir(
         check_out_dir(folder)
         created = not folder.exists()
     plan = plan_outputs(spec, folder, None, overwrite, resume, registry)
-    _, preset = resolve_config(spec, registry)
+    preset = checked.preset
     summary = RunSummary(folder, 0, len(plan.skipped), 0.0, preset, None)
     todo = set(plan.write)
     start = time.perf_counter()
@@ -288,7 +290,7 @@ def generate_to_dir(
     try:
         if plan.batches:
             folder.mkdir(parents=True, exist_ok=True)
-            executor.run(spec, plan.batches, on_batch, progress or (lambda done, total: None))
+            executor.run(checked, plan.batches, on_batch, progress or (lambda done, total: None))
         summary.contact_sheet = write_contact_sheet(folder, spec, preset)
     except KeyboardInterrupt:
         remove_temporaries(folder, spec.seeds())

@@ -171,27 +171,55 @@ def guide_weight(raw: Any, guide: str) -> float:
     return value
 
 
-def validate_spec(spec: RunSpec, registry: Registry | None = None) -> None:
+@dataclass(frozen=True)
+class Part:
+    """A backbone or guide text parsed once: ``NAME:key=value,...`` (a guide's ``weight`` taken out)."""
+
+    name: str
+    params: dict[str, str]
+    weight: float
+    text: str
+
+    @classmethod
+    def parse(cls, text: str, weighted: bool = False) -> "Part":
+        name, params = parse_spec(text)
+        weight = guide_weight(params.pop("weight", "1.0"), name) if weighted else 1.0
+        return cls(name, params, weight, text)
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    """A RunSpec after :func:`validate_spec`: its texts parsed and checked, its settings resolved.
+    Executors take this, so nothing is parsed again on the way to the sampler."""
+
+    spec: RunSpec
+    backbone: Part
+    guides: tuple[Part, ...]
+    config: SamplerConfig
+    preset: str | None
+
+
+def validate_spec(spec: RunSpec, registry: Registry | None = None) -> CheckedSpec:
     """Check a RunSpec completely without building any model: one UgdError line, before any work.
 
     Checks the fields' types and ranges, that the backbone and every guide are registered
     with valid parameters (``weight`` included), the sampler settings (names, types,
     ranges) and the device's form (whether it exists is the executor's check: a Ray
-    cluster may have GPUs this machine lacks).
+    cluster may have GPUs this machine lacks). Returns the parsed, checked spec.
     """
     reg = registry or get_registry()
     _check_fields(spec)
-    bname, bparams = parse_spec(spec.backbone)
-    if bname not in reg.entries["backbone"] and bname == DEFAULT_BACKBONE:
+    backbone = Part.parse(spec.backbone)
+    if backbone.name not in reg.entries["backbone"] and backbone.name == DEFAULT_BACKBONE:
         raise UgdError(
             f"the default backbone {DEFAULT_BACKBONE!r} is not installed; `pip install -e ugd_plugins/digits` or pass --backbone NAME"
         )
-    resolve_params(bname, reg.get("backbone", bname).params, bparams)
-    for text in spec.guides:
-        gname, gparams = parse_spec(text)
-        guide_weight(gparams.pop("weight", "1.0"), gname)
-        resolve_params(gname, reg.get("guide", gname).params, gparams)
-    resolve_config(spec, reg)
+    resolve_params(backbone.name, reg.get("backbone", backbone.name).params, backbone.params)
+    guides = tuple(Part.parse(text, weighted=True) for text in spec.guides)
+    for g in guides:
+        resolve_params(g.name, reg.get("guide", g.name).params, g.params)
+    config, preset = resolve_config(spec, reg, backbone.name)
+    return CheckedSpec(spec, backbone, guides, config, preset)
 
 
 # -- resolving -------------------------------------------------------------------------------
@@ -206,14 +234,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_config(spec: RunSpec, registry: Registry) -> tuple[SamplerConfig, str | None]:
-    """Preset (a name or a JSON file) then overrides -> SamplerConfig; every setting type-checked."""
+def resolve_config(spec: RunSpec, registry: Registry, backbone: str | None = None) -> tuple[SamplerConfig, str | None]:
+    """Preset (a name or a JSON file) then overrides -> SamplerConfig; every setting type-checked.
+    ``backbone``: the backbone's name when the caller has parsed it."""
     if spec.sampler is not None:
         return SamplerConfig.from_dict(check_settings(dict(spec.sampler), "spec file sampler setting")), spec.preset
     settings: dict[str, Any] = {}
     preset = spec.preset
     if preset is None and spec.guides:  # the backbone's own default preset, else the paper's
-        preset = registry.get("backbone", parse_spec(spec.backbone)[0]).default_preset or "ugd"
+        preset = registry.get("backbone", backbone or parse_spec(spec.backbone)[0]).default_preset or "ugd"
     name = preset
     if preset is not None:
         name, settings = resolve_preset(preset, registry)
@@ -222,27 +251,21 @@ def resolve_config(spec: RunSpec, registry: Registry) -> tuple[SamplerConfig, st
     return SamplerConfig.from_dict(settings), name
 
 
-def build_guide(text: str, registry: Registry, device: str = "cpu") -> tuple[WeightedGuide, dict[str, Any]]:
-    """A guide from ``NAME:key=value,...,weight=W`` text, and its record (with the supplying plugin)."""
-    name, params = parse_spec(text)
-    weight = guide_weight(params.pop("weight", "1.0"), name)
-    guide = registry.build("guide", name, params, device=device)
-    plugin = registry.get("guide", name).plugin
-    return WeightedGuide(guide, weight), dict(name=name, params=params, weight=weight, spec=text, plugin=plugin)
+def build_guide(guide: str | Part, registry: Registry, device: str = "cpu") -> tuple[WeightedGuide, dict[str, Any]]:
+    """A guide from ``NAME:key=value,...,weight=W`` text (or its :class:`Part`), and its record (with the supplying plugin)."""
+    part = guide if isinstance(guide, Part) else Part.parse(guide, weighted=True)
+    built = registry.build("guide", part.name, part.params, device=device)
+    plugin = registry.get("guide", part.name).plugin
+    return WeightedGuide(built, part.weight), dict(name=part.name, params=part.params, weight=part.weight, spec=part.text, plugin=plugin)
 
 
-def build(spec: RunSpec, registry: Registry | None = None) -> Built:
-    """Resolve backbone, guides and sampler settings of a RunSpec (validating it first)."""
+def build(spec: RunSpec | CheckedSpec, registry: Registry | None = None) -> Built:
+    """The models and settings of a spec (a RunSpec is validated first; a CheckedSpec is not parsed again)."""
     reg = registry or get_registry()
-    validate_spec(spec, reg)
-    device = resolve_device(spec.device)
-    config, preset_name = resolve_config(spec, reg)
-    bname, bparams = parse_spec(spec.backbone)
-    backbone = reg.build("backbone", bname, bparams, device=device)
-    items, records = [], []
-    for text in spec.guides:
-        item, record = build_guide(text, reg, device)
-        items.append(item)
-        records.append(record)
-    brecord = dict(name=bname, params=bparams, spec=spec.backbone, plugin=reg.get("backbone", bname).plugin)
-    return Built(backbone, GuideSet(items), config, preset_name, brecord, records)
+    checked = spec if isinstance(spec, CheckedSpec) else validate_spec(spec, reg)
+    device = resolve_device(checked.spec.device)
+    b = checked.backbone
+    backbone = reg.build("backbone", b.name, b.params, device=device)
+    items, records = zip(*(build_guide(g, reg, device) for g in checked.guides)) if checked.guides else ((), ())
+    brecord = dict(name=b.name, params=b.params, spec=b.text, plugin=reg.get("backbone", b.name).plugin)
+    return Built(backbone, GuideSet(items), checked.config, checked.preset, brecord, list(records))

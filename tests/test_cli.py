@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 from cli.main import app
 from ugd_core import Param, hookimpl, make_guide
 from ugd_core import registry as registry_module
-from ugd_core.images import load_image
-from ugd_core.testing import tiny_stable_diffusion
+from ugd_kit.images import load_image
+import ugd_sd.plugin
+from ugd_sd.testing import save_tiny_stable_diffusion, tiny_stable_diffusion
 
 runner = CliRunner()
 FAST = ["--steps", "3", "--set", "zo_probes=2"]
@@ -89,7 +90,7 @@ def _impostor():
 
 @pytest.fixture(autouse=True)
 def toy_registry(monkeypatch):
-    reg = registry_module.load_registry([("toy", _plugin())], entry_points=False)
+    reg = registry_module.load_registry([("toy", _plugin()), ("stable-diffusion", ugd_sd.plugin)], entry_points=False)
     monkeypatch.setattr(registry_module, "_DEFAULT", reg)
     return reg
 
@@ -282,13 +283,23 @@ def test_missing_weights_offline(tmp_path, monkeypatch):
 
 
 def test_stable_diffusion_backbone_from_a_pipeline_folder(tmp_path):
-    from ugd_core.testing import save_tiny_stable_diffusion
-
     folder = save_tiny_stable_diffusion(tmp_path / "sd")
     res = runner.invoke(app, ["generate", "--backbone", f"stable-diffusion:model={folder}", "--prompt", "a dog",
                               "--guide", "toy-bright:level=0.5", *FAST, "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "ugd-000000.png").exists()
+
+
+def test_cli_generates_in_bf16_with_the_low_memory_preset(tmp_path):
+    """`ugd generate --dtype bf16 --preset low-memory` on a saved SD folder: forward + backward +
+    recurrence guidance, a finite PNG, the dtype recorded in the image's run spec."""
+    folder = save_tiny_stable_diffusion(tmp_path / "sd")
+    res = runner.invoke(app, ["generate", "--backbone", f"stable-diffusion:model={folder}", "--prompt", "a dog", "--guide", "toy-bright:level=0.3",
+                              "--preset", "low-memory", "--dtype", "bf16", "--steps", "2", "--set", "backward_steps=1", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "o" / "ugd-000000.json").read_text())
+    assert json.dumps(record).count('"bf16"') >= 1 and "grad_checkpointing" in json.dumps(record)
+    assert record["stats"]["denoiser_backward"] > 0 and record["stats"]["nonfinite_skipped"] == 0
 
 
 def _run_args(*args):

@@ -8,6 +8,7 @@ The plugin here is also what tests/test_distributed.py ships to its Ray workers.
 from __future__ import annotations
 
 import json
+import dataclasses
 import os
 import types
 from pathlib import Path
@@ -272,6 +273,18 @@ def test_validate_spec_needs_no_model(monkeypatch):
     assert built == []
 
 
+def test_a_local_run_parses_each_text_once(tmp_path, monkeypatch):
+    """validate_spec parses the backbone and guide texts; the executor builds from that CheckedSpec."""
+    import cli.spec as spec_module
+
+    texts: list[str] = []
+    real = spec_module.parse_spec
+    monkeypatch.setattr(spec_module, "parse_spec", lambda text: texts.append(text) or real(text))
+    spec = dataclasses.replace(tiny_spec(n=2), guides=["pull:target=-0.4", "pull:target=-0.6,weight=0.5"])
+    generate_to_dir(spec, tmp_path / "o", local())
+    assert sorted(texts) == sorted([spec.backbone, *spec.guides])
+
+
 def test_bench_tables_say_one_seed_has_no_spread_and_grids_carry_labels(tmp_path):
     assert mean_spread(0.8, 0.0, 1) == "0.800 ± n/a (1 seed)"
     assert mean_spread(0.8, 0.01, 3) == "0.800 ± 0.010"
@@ -286,21 +299,36 @@ def test_bench_tables_say_one_seed_has_no_spread_and_grids_carry_labels(tmp_path
         assert min(left.getdata()) < 128
 
 
-def test_the_layers_import_only_downwards():
-    """docs/architecture.md: the kernel imports neither the application layer, nor a plugin,
-    nor rich/typer/ray/optuna; the application layer imports no plugin by name."""
+def _imported_roots(path: Path) -> set[str]:
+    """The top-level package of every absolute import in a file (lazy imports inside functions included)."""
     import ast
 
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_the_layers_import_only_downwards():
+    """docs/architecture.md: the kernel imports neither the application layer, nor a plugin, nor ugd-kit,
+    nor rich/typer/ray/optuna; the application layer imports no plugin by name; a plugin's code and
+    tests import the kernel, ugd-kit and their own package, never another plugin (nor `cli`, except
+    a benchmark suite's module)."""
     root = Path(__file__).resolve().parents[1]
-    plugins = {p.name for p in (root / "ugd_plugins").iterdir() if p.is_dir()} | {
-        f"ugd_{p.name}" for p in (root / "ugd_plugins").iterdir() if p.is_dir()
-    }
+    folders = [p for p in (root / "ugd_plugins").iterdir() if p.is_dir() and (p / "pyproject.toml").exists()]
+    package = {p: next(q.name for q in p.iterdir() if q.name.startswith("ugd_") and (q / "__init__.py").exists()) for p in folders}
+    plugins = set(package.values()) | {p.name for p in folders}
     forbidden = {"kernel": {"cli", "rich", "typer", "ray", "optuna", "ugd_plugins"} | plugins, "cli": {"ugd_plugins"} | plugins}
     for layer, folder in (("kernel", "ugd_core"), ("cli", "cli")):
         for path in sorted((root / folder).glob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                for name in names:
-                    assert name.split(".")[0] not in forbidden[layer], f"{path.relative_to(root)} imports {name}"
+            bad = _imported_roots(path) & forbidden[layer]
+            assert not bad, f"{path.relative_to(root)} imports {bad}"
+    for folder, own in package.items():
+        others = plugins - {own, "ugd_kit"}
+        for path in sorted(folder.rglob("*.py")):
+            rel = path.relative_to(root)
+            bad = _imported_roots(path) & (others | ({"cli"} if path.name != "bench.py" else set()))
+            assert not bad, f"{rel} imports {bad}: a plugin reaches another plugin only through the registry"

@@ -4,7 +4,7 @@ The SDK: guidance-function protocol, backbone adapters, the sampler, presets and
 the plugin registry. It imports no plugin by name.
 """
 
-from .backbones import Backbone, CallableBackbone, DiffusersPixelBackbone, StableDiffusionBackbone, to_epsilon
+from .backbones import Backbone, BackboneBase, CallableBackbone, DiffusersPixelBackbone, to_epsilon
 from .config import SamplerConfig, load_preset_file, save_preset_file
 from .errors import UgdError
 from .guidance import Guide, GuidanceFunction, GuideSet, WeightedGuide, freeze, guide_loss, make_guide
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backbone",
+    "BackboneBase",
     "CallableBackbone",
     "DiffusersPixelBackbone",
     "Guide",
@@ -28,7 +29,6 @@ __all__ = [
     "SampleResult",
     "SamplerConfig",
     "StepKnobs",
-    "StableDiffusionBackbone",
     "UgdError",
     "WeightedGuide",
     "ddim_step",

@@ -1,14 +1,14 @@
 """Backbones: frozen diffusion models seen as epsilon-predictors.
 
-Every adapter exposes the same :class:`Backbone` protocol. Conversion of v- and
-x0-prediction to epsilon, and splitting off learned-variance channels, happen in
-:func:`to_epsilon` and nowhere else.
+Every adapter exposes the same :class:`Backbone` protocol; :class:`BackboneBase` holds what the
+diffusers adapters share (alpha_bar lookup, output -> eps, precision and memory knobs), here and
+in plugins (Stable Diffusion lives in ugd-sd). Conversion of v- and x0-prediction to epsilon,
+and splitting off learned-variance channels, happen in :func:`to_epsilon` and nowhere else.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
@@ -73,20 +73,20 @@ def default_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "lin
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _dtype_of(module: nn.Module) -> torch.dtype:
+def module_dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
-def _at_least_fp32(x: Tensor) -> Tensor:
+def at_least_fp32(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def _cast(module: nn.Module, dtype: torch.dtype) -> None:
+def cast_module(module: nn.Module, dtype: torch.dtype) -> None:
     """``module.to(dtype)``, without diffusers' warning about ``_keep_in_fp32_modules`` that it
     logs on every cast even when that list is empty; quantized models cannot be cast."""
     import logging
 
-    if getattr(module, "is_quantized", False) and _dtype_of(module) != dtype:
+    if getattr(module, "is_quantized", False) and module_dtype(module) != dtype:
         raise UgdError(f"{type(module).__name__} is quantized and cannot be cast to {dtype}; use --dtype auto")
     log = logging.getLogger("diffusers.models.modeling_utils")
     level = log.level
@@ -97,7 +97,7 @@ def _cast(module: nn.Module, dtype: torch.dtype) -> None:
         log.setLevel(level)
 
 
-class _Base:
+class BackboneBase:
     """What every adapter shares: alpha_bar lookup, output -> eps, and the precision/memory knobs.
 
     Precision rule: the sampler keeps z_t, the noise and the DDIM arithmetic in float32; an
@@ -124,7 +124,7 @@ class _Base:
 
     def _to_eps(self, out: Tensor, z_t: Tensor, t: Tensor) -> Tensor:
         a = None if self.prediction_type == "epsilon" else self._alpha_bar(t)
-        return to_epsilon(_at_least_fp32(out), z_t, a, self.prediction_type)
+        return to_epsilon(at_least_fp32(out), z_t, a, self.prediction_type)
 
     def decode(self, z: Tensor) -> Tensor:
         return z
@@ -147,7 +147,7 @@ class _Base:
         mods = self._modules()
         if config.dtype != "auto":
             for m in mods.values():
-                _cast(m, DTYPES[config.dtype])
+                cast_module(m, DTYPES[config.dtype])
         self._upcast_vae()
         for role in ("denoiser", "vae"):
             m = mods.get(role)
@@ -178,7 +178,7 @@ class _Base:
         self._attn_processors = dict(unet.attn_processors) if unet is not None and hasattr(unet, "attn_processors") else {}
 
 
-class CallableBackbone(_Base):
+class CallableBackbone(BackboneBase):
     """Any callable ``fn(z_t, t, cond) -> prediction`` over a diffusers noise schedule."""
 
     is_latent = False
@@ -210,7 +210,7 @@ class CallableBackbone(_Base):
         return self._decode(z) if self._decode is not None else z
 
 
-class DiffusersPixelBackbone(_Base):
+class DiffusersPixelBackbone(BackboneBase):
     """A diffusers pixel-space UNet (``UNet2DModel``), optionally class-conditional."""
 
     is_latent = False
@@ -238,7 +238,7 @@ class DiffusersPixelBackbone(_Base):
         """Load a pipeline folder / Hub id (from the local cache only when offline)."""
         from diffusers import DDIMScheduler, UNet2DModel
 
-        with _loading(path):
+        with loading_weights(path):
             unet = UNet2DModel.from_pretrained(path, subfolder=subfolder or ("unet" if (Path(path) / "unet").is_dir() else None))
             try:
                 scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler")
@@ -253,211 +253,12 @@ class DiffusersPixelBackbone(_Base):
         return labels.expand(batch_size) if labels.numel() == 1 else labels
 
     def eps(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        out = self.unet(z_t.to(_dtype_of(self.unet)), t.to(self.device), class_labels=cond, return_dict=False)[0]
+        out = self.unet(z_t.to(module_dtype(self.unet)), t.to(self.device), class_labels=cond, return_dict=False)[0]
         return self._to_eps(out, z_t, t)
 
 
-@dataclass
-class TextCondition:
-    """A text backbone's conditioning for one run, encoded once.
-
-    With classifier-free guidance (``scale`` set) every tensor holds the unconditional rows first,
-    then the conditional ones; ``added`` holds extra UNet inputs (SDXL's pooled text embeddings and
-    size conditioning), batched like ``embeds``.
-    """
-
-    embeds: Tensor
-    scale: float | None
-    added: dict[str, Tensor] = field(default_factory=dict)
-
-
-class StableDiffusionBackbone(_Base):
-    """Latent text-to-image model from diffusers components: Stable Diffusion 1.x and 2.x
-    (epsilon- or v-prediction); :meth:`from_pipeline` / :meth:`from_pretrained` return a
-    :class:`StableDiffusionXLBackbone` for SDXL pipelines.
-
-    Classifier-free guidance runs cond and uncond in one batched UNet pass;
-    ``decode`` is the VAE decoder, differentiable so guides on the image reach z_t.
-    """
-
-    is_latent = True
-
-    def __init__(
-        self,
-        unet: nn.Module,
-        vae: nn.Module,
-        text_encoder: nn.Module,
-        tokenizer: Any,
-        scheduler: Any,
-        height: int | None = None,
-        width: int | None = None,
-        device: torch.device | str | None = None,
-    ):
-        self.unet, self.vae, self.text_encoder, self.tokenizer, self.scheduler = unet, vae, text_encoder, tokenizer, scheduler
-        self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
-        self.device = torch.device(device) if device is not None else next(unet.parameters()).device
-        self._freeze_and_place()
-        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self._latent_scale = float(vae.config.scaling_factor)
-        shift = vae.config.get("shift_factor")
-        self._latent_shift = float(shift) if shift is not None else 0.0
-        for name, px in (("height", height), ("width", width)):
-            if px and px % self.vae_factor:
-                f = self.vae_factor
-                raise UgdError(f"{name}={px} is not a multiple of {f} (the VAE's downsampling); use {px // f * f} or {px // f * f + f}")
-        size = unet.config.sample_size
-        default = size if isinstance(size, int) else size[0]
-        h = (height // self.vae_factor) if height else default
-        w = (width // self.vae_factor) if width else default
-        self.sample_shape = (unet.config.in_channels, h, w)
-
-    def _modules(self) -> dict[str, nn.Module]:
-        return {"denoiser": self.unet, "vae": self.vae, "text": self.text_encoder}
-
-    @classmethod
-    def from_pipeline(cls, pipe: Any, **kwargs: Any) -> "StableDiffusionBackbone":
-        """From the ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` the user holds, in
-        whatever dtype it was loaded (its scheduler's config is reused for DDIM sampling)."""
-        from diffusers import DDIMScheduler
-
-        scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        if getattr(pipe, "text_encoder_2", None) is not None:
-            return StableDiffusionXLBackbone(
-                pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler, text_encoder_2=pipe.text_encoder_2,
-                tokenizer_2=pipe.tokenizer_2, force_zeros_for_empty_prompt=pipe.config.get("force_zeros_for_empty_prompt", True), **kwargs,
-            )
-        if cls is StableDiffusionXLBackbone:
-            raise UgdError(f"{type(pipe).__name__} has no second text encoder; use StableDiffusionBackbone (backbone stable-diffusion) for SD 1.x/2.x")
-        return StableDiffusionBackbone(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, path: str, dtype: str | torch.dtype | None = None, **kwargs: Any) -> "StableDiffusionBackbone":
-        """Load an SD 1.x / 2.x / SDXL pipeline id or local folder (local cache only when offline).
-
-        The pipeline class comes from the folder's ``model_index.json``; ``dtype`` (fp32, fp16,
-        bf16 or a torch dtype) loads the weights in that precision.
-        """
-        import diffusers
-
-        if isinstance(dtype, str) and dtype not in DTYPES:
-            raise UgdError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
-        torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-        with _loading(path):
-            kind = str(diffusers.DiffusionPipeline.load_config(path).get("_class_name", ""))
-            if not kind.startswith("StableDiffusion"):
-                raise UgdError(f"{path!r} holds a {kind or 'non-pipeline'} folder; the stable-diffusion backbone loads StableDiffusionPipeline and StableDiffusionXLPipeline folders")
-            xl = kind.startswith("StableDiffusionXL")
-            if cls is StableDiffusionXLBackbone and not xl:  # before loading any weights
-                raise UgdError(f"{path!r} is a {kind} (SD 1.x/2.x), not SDXL; use the stable-diffusion backbone")
-            no_checker = {} if xl else dict(safety_checker=None, requires_safety_checker=False)
-            pipeline = diffusers.StableDiffusionXLPipeline if xl else diffusers.StableDiffusionPipeline
-            pipe = pipeline.from_pretrained(path, torch_dtype=torch_dtype, **no_checker)
-        return cls.from_pipeline(pipe, **kwargs)
-
-    def _tokens(self, tokenizer: Any, texts: list[str]) -> Tensor:
-        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids.to(self.device)
-
-    def _encode(self, texts: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Text embeddings and extra UNet inputs for ``texts`` (SD 1.x/2.x: the encoder's last hidden state)."""
-        with torch.no_grad():
-            return self.text_encoder(self._tokens(self.tokenizer, texts))[0], {}
-
-    def _unconditional(self, negative_prompt: Any, batch_size: int) -> tuple[Tensor, dict[str, Tensor]]:
-        return self._encode(_as_list(negative_prompt or "", batch_size))
-
-    def condition(self, prompt: Any, negative_prompt: Any, batch_size: int, cfg_scale: float) -> TextCondition:
-        dtype = _dtype_of(self.unet)
-        embeds, added = self._encode(_as_list(prompt or "", batch_size))
-        scale = float(cfg_scale) if cfg_scale is not None and cfg_scale > 1.0 else None
-        if scale is not None:
-            u_embeds, u_added = self._unconditional(negative_prompt, batch_size)
-            embeds = torch.cat([u_embeds, embeds])
-            added = {k: torch.cat([u_added[k], v]) for k, v in added.items()}
-        return TextCondition(embeds.to(dtype), scale, {k: v.to(dtype) for k, v in added.items()})
-
-    def eps(self, z_t: Tensor, t: Tensor, cond: TextCondition) -> Tensor:
-        cfg = cond.scale is not None
-        if cond.embeds.shape[0] != z_t.shape[0] * (2 if cfg else 1):  # a sub-batch of the run
-            raise ValueError("conditioning batch does not match z_t")
-        z, t = z_t.to(_dtype_of(self.unet)), t.to(self.device)
-        if cfg:
-            z, t = torch.cat([z, z]), torch.cat([t, t])
-        out = self.unet(z, t, encoder_hidden_states=cond.embeds, added_cond_kwargs=cond.added or None, return_dict=False)[0]
-        if cfg:
-            # CFG on the raw output: every output -> eps conversion is affine with the same z_t, so
-            # this equals CFG on eps (and converts half the rows)
-            out_u, out_c = out.chunk(2)
-            out = out_u + cond.scale * (out_c - out_u)
-        return self._to_eps(out, z_t, t[: z_t.shape[0]])
-
-    def decode(self, z: Tensor) -> Tensor:
-        z = z / self._latent_scale + self._latent_shift if self._latent_shift else z / self._latent_scale
-        return _at_least_fp32(self.vae.decode(z.to(_dtype_of(self.vae)), return_dict=False)[0])
-
-
-class StableDiffusionXLBackbone(StableDiffusionBackbone):
-    """SDXL: two CLIP text encoders (penultimate hidden states concatenated), the second one's
-    pooled projection and the size conditioning ``add_time_ids`` as extra UNet inputs, as in
-    diffusers' ``StableDiffusionXLPipeline.encode_prompt`` / ``_get_add_time_ids``."""
-
-    def __init__(
-        self,
-        unet: nn.Module,
-        vae: nn.Module,
-        text_encoder: nn.Module,
-        tokenizer: Any,
-        scheduler: Any,
-        text_encoder_2: nn.Module,
-        tokenizer_2: Any,
-        force_zeros_for_empty_prompt: bool = True,
-        height: int | None = None,
-        width: int | None = None,
-        device: torch.device | str | None = None,
-    ):
-        self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
-        self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
-        super().__init__(unet, vae, text_encoder, tokenizer, scheduler, height, width, device)
-
-    def _modules(self) -> dict[str, nn.Module]:
-        return {**super()._modules(), "text_2": self.text_encoder_2}
-
-    def _upcast_vae(self) -> None:
-        # the SDXL VAE overflows in fp16; diffusers' SDXL pipeline upcasts it when config.force_upcast
-        if _dtype_of(self.vae) == torch.float16 and self.vae.config.get("force_upcast", False):
-            _cast(self.vae, torch.float32)
-
-    def _encode(self, texts: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
-        states, pooled = [], None
-        with torch.no_grad():
-            for tok, enc in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
-                out = enc(self._tokens(tok, texts), output_hidden_states=True)
-                if out[0].ndim == 2:  # the projection model's pooled text embedding
-                    pooled = out[0]
-                states.append(out.hidden_states[-2])
-        if pooled is None:
-            raise UgdError("SDXL's second text encoder must be a CLIPTextModelWithProjection (pooled embeddings)")
-        h, w = (s * self.vae_factor for s in self.sample_shape[1:])
-        time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=self.device, dtype=pooled.dtype).expand(len(texts), 6)
-        return torch.cat(states, dim=-1), {"text_embeds": pooled, "time_ids": time_ids}
-
-    def _unconditional(self, negative_prompt: Any, batch_size: int) -> tuple[Tensor, dict[str, Tensor]]:
-        embeds, added = self._encode(_as_list(negative_prompt or "", batch_size))
-        if negative_prompt is None and self.force_zeros_for_empty_prompt:
-            return torch.zeros_like(embeds), {**added, "text_embeds": torch.zeros_like(added["text_embeds"])}
-        return embeds, added
-
-
-def _as_list(x: Any, n: int) -> list[str]:
-    if isinstance(x, str):
-        return [x] * n
-    x = list(x)
-    if len(x) != n:
-        raise UgdError(f"{len(x)} prompts given for {n} images; give one prompt or one per image")
-    return x
-
-
 @contextmanager
-def _loading(model: str) -> Iterator[None]:
+def loading_weights(model: str) -> Iterator[None]:
     """Turn a missing-weights failure into one UgdError naming the model, where it looked and the fix."""
     try:
         yield

@@ -1,9 +1,8 @@
-"""ugd's own plugin: registers the method presets (``presets.PRESETS``) and the
-generic diffusers backbones through the same hooks as any third-party plugin."""
+"""ugd's own plugin: registers the method presets (``presets.PRESETS``) and the generic diffusers
+pixel backbone through the same hooks as any third-party plugin."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from .hookspecs import hookimpl, register_preset_table
@@ -37,21 +36,6 @@ def _diffusers_pixel(model: str, device: str = "cpu") -> Any:
     return DiffusersPixelBackbone.from_pretrained(model, device=device)
 
 
-def _stable_diffusion(model: str, height: int = 0, width: int = 0, device: str = "cpu", xl: bool = False) -> Any:
-    from .backbones import StableDiffusionBackbone, StableDiffusionXLBackbone
-
-    cls = StableDiffusionXLBackbone if xl else StableDiffusionBackbone
-    return cls.from_pretrained(model, height=height or None, width=width or None, device=device)
-
-
-def _sd_params(default_model: str) -> list[Param]:
-    return [
-        Param("model", "str", default_model, "pipeline folder or Hugging Face id"),
-        Param("height", "int", 0, "image height in pixels (0 = the model's default)"),
-        Param("width", "int", 0, "image width in pixels (0 = the model's default)"),
-    ]
-
-
 @hookimpl
 def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
     register(
@@ -59,17 +43,4 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         _diffusers_pixel,
         description="Any diffusers pixel-space UNet2DModel (DDPM/DDIM pipeline folder or Hub id), e.g. an ImageNet model",
         params=[Param("model", "str", required=True, help="pipeline / UNet folder or Hugging Face id")],
-    )
-    register(
-        "stable-diffusion",
-        _stable_diffusion,
-        description="Stable Diffusion 1.x/2.x/XL (latent, text, classifier-free guidance, differentiable VAE decode); "
-        "the pipeline class is read from the folder's model_index.json",
-        params=_sd_params("stable-diffusion-v1-5/stable-diffusion-v1-5"),
-    )
-    register(
-        "stable-diffusion-xl",
-        partial(_stable_diffusion, xl=True),
-        description="Stable Diffusion XL (two text encoders, pooled embeddings, size conditioning; 1024 px by default)",
-        params=_sd_params("stabilityai/stable-diffusion-xl-base-1.0"),
     )

@@ -76,21 +76,6 @@ def checked_param(p: Any, owner: str) -> Param:
     return p if kind == p.type else replace(p, type=kind)
 
 
-_PLACEHOLDERS = {"int": "3", "float": "0.5", "bool": "true", "path": "image.png", "str": "text"}
-
-
-def example_spec(name: str, params: list[Param]) -> str:
-    """``NAME:key=value,...`` with every required parameter given an example value
-    (its ``example``, first choice or a placeholder of its type), quoted when it holds a comma."""
-    fields = []
-    for p in params:
-        if not p.required:
-            continue
-        value = p.example or (p.choices[0] if p.choices else _PLACEHOLDERS.get(p.type, "text"))
-        fields.append(f'{p.name}="{value}"' if "," in value else f"{p.name}={value}")
-    return f"{name}:{','.join(fields)}" if fields else name
-
-
 def closest(name: str, options: list[str]) -> str:
     """' (did you mean X?)' for the nearest known name, or ''."""
     match = difflib.get_close_matches(name, options, n=2, cutoff=0.5)

@@ -1,6 +1,6 @@
 """Shared set-up and fixtures of the plugins' tests: offline, one thread, and small helpers on real photos.
 
-Photos come from :func:`ugd_core.testing.photos` (scikit-image's astronaut, coffee, chelsea, rocket).
+Photos come from :func:`ugd_kit.testing.photos` (scikit-image's astronaut, coffee, chelsea, rocket).
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
-from ugd_core.testing import photos, save_png
+from ugd_kit.testing import photos, save_png
 
 
 def tiny_clip():  # type: ignore[no-untyped-def]
     from transformers import CLIPConfig, CLIPModel
 
-    from ugd_core.testing import tiny_clip_tokenizer
+    from ugd_kit.testing import tiny_clip_tokenizer
 
     tok = tiny_clip_tokenizer(16)
     torch.manual_seed(0)

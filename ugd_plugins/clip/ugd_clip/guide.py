@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ugd_core.backbones import missing_weights_message
 from ugd_core.errors import UgdError
-from ugd_core.images import load_image
+from ugd_kit.images import load_image
 from ugd_core.guidance import freeze
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"

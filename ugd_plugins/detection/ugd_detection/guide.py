@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from ugd_core.errors import UgdError
 from ugd_core.guidance import freeze
-from ugd_core.images import load_image
-from ugd_core.weights import find_weights, hub_checkpoint, read_state_dict, ultralytics_weights
+from ugd_kit.images import load_image
+from ugd_kit.weights import find_weights, hub_checkpoint, read_state_dict, ultralytics_weights
 
 OPTION = "--guide detection:weights=/path/to/file.pth"
 YOLO_OPTION = "--guide detection:backend=yolo,weights=/path/to/yolov8n.pt"

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ugd_core.errors import UgdError
-from ugd_core.images import load_image as read_image
+from ugd_kit.images import load_image as read_image
 
 from .data import CANVAS, Digits, load_digits, place, random_placement, to_model_space
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
-from ugd_core.testing import photos, save_png
+from ugd_kit.testing import photos, save_png
 
 
 def tiny_iresnet() -> torch.nn.Module:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
-from ugd_core.testing import photos, save_png
+from ugd_kit.testing import photos, save_png
 
 
 def palette_map(path, size: int = 24, cls: int = 8) -> str:  # type: ignore[no-untyped-def]

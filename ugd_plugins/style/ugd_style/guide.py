@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ugd_core.errors import UgdError
-from ugd_core.images import load_image
-from ugd_core.weights import find_weights, hub_checkpoint, read_state_dict
+from ugd_kit.images import load_image
+from ugd_kit.weights import find_weights, hub_checkpoint, read_state_dict
 
 DEFAULT_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -9,8 +9,8 @@ from urllib.parse import urlparse
 
 import torch
 
-from .backbones import missing_weights_message
-from .errors import UgdError
+from ugd_core.backbones import missing_weights_message
+from ugd_core.errors import UgdError
 
 
 def hub_checkpoint(url_or_name: str) -> Path:

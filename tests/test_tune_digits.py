@@ -1,4 +1,4 @@
-"""`ugd tune` on the digits world with a tiny budget (TFG's beam search, in-process)."""
+"""`ugd tune` on the digits world (reached through the registry) with a tiny budget (TFG's beam search, in-process)."""
 
 import json
 

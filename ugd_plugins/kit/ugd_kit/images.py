@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UgdError
+from ugd_core.errors import UgdError
 
 
 def load_image(path: str | Path, owner: str = "", size: tuple[int, int] | None = None, mode: str = "RGB") -> torch.Tensor:

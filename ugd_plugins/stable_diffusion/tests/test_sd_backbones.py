@@ -4,12 +4,18 @@ users hold, half precision, memory knobs, conditioning and eps against diffusers
 import pytest
 import torch
 
-from ugd_core import SamplerConfig, StableDiffusionBackbone, make_guide, sample
-from ugd_core.backbones import StableDiffusionXLBackbone
+from ugd_core import SamplerConfig, make_guide, sample
 from ugd_core.errors import UgdError
 from ugd_core.registry import load_registry
 from ugd_core.sampler import ddim_step
-from ugd_core.testing import save_tiny_stable_diffusion, tiny_stable_diffusion, tiny_stable_diffusion_pipeline
+import ugd_sd.plugin
+from ugd_sd import StableDiffusionBackbone, StableDiffusionXLBackbone
+from ugd_sd.testing import save_tiny_stable_diffusion, tiny_stable_diffusion, tiny_stable_diffusion_pipeline
+
+def registry():
+    """ugd's built-ins and this plugin, as the entry point would load it."""
+    return load_registry([("stable-diffusion", ugd_sd.plugin)], entry_points=False)
+
 
 FULL = dict(num_steps=2, forward_strength=1.0, backward_steps=2, backward_lr=0.1, recurrence=2)
 
@@ -130,7 +136,7 @@ def test_fp16_overflow_ends_in_the_nonfinite_guard_never_a_nan_image():
                                                    ("sdxl", StableDiffusionXLBackbone, "epsilon")])
 def test_saved_pipeline_folders_load_through_the_registry(tmp_path, kind, cls, prediction):
     folder = save_tiny_stable_diffusion(tmp_path / kind, kind=kind)
-    bb = load_registry(entry_points=False).build("backbone", "stable-diffusion", {"model": str(folder)})
+    bb = registry().build("backbone", "stable-diffusion", {"model": str(folder)})
     assert type(bb) is cls and bb.prediction_type == prediction
     mem = tiny_stable_diffusion(kind=kind)
     z, t = torch.randn(1, *bb.sample_shape), torch.full((1,), 400)
@@ -153,13 +159,13 @@ def test_missing_weights_are_one_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for name in ("stable-diffusion", "stable-diffusion-xl"):
         with pytest.raises(UgdError) as err:
-            load_registry(entry_points=False).build("backbone", name, {"model": "nobody/no-such-model"})
+            registry().build("backbone", name, {"model": "nobody/no-such-model"})
         msg = str(err.value)
         assert "nobody/no-such-model" in msg and "not found" in msg and "model=" in msg and "\n" not in msg
 
 
 def test_registered_defaults_and_low_memory_preset():
-    reg = load_registry(entry_points=False)
+    reg = registry()
     defaults = {e.name: {p.name: p.default for p in e.params} for e in (reg.get("backbone", "stable-diffusion"), reg.get("backbone", "stable-diffusion-xl"))}
     assert defaults["stable-diffusion"]["model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert defaults["stable-diffusion-xl"]["model"] == "stabilityai/stable-diffusion-xl-base-1.0"
@@ -167,31 +173,6 @@ def test_registered_defaults_and_low_memory_preset():
     ugd = reg.get("preset", "ugd").settings
     assert {k: low[k] for k in ugd} == ugd and low["grad_checkpointing"] and low["vae_slicing"]
     SamplerConfig(**low)  # a valid knob set
-
-
-def test_cli_generates_in_bf16_with_the_low_memory_preset(tmp_path, monkeypatch):
-    """`ugd generate --dtype bf16 --preset low-memory` on a saved SD folder: forward + backward +
-    recurrence guidance, a finite PNG, the dtype recorded in the image's run spec."""
-    import json
-    import types
-
-    from typer.testing import CliRunner
-
-    from cli.main import app
-    from ugd_core import Param, hookimpl
-    from ugd_core import registry as registry_module
-
-    plugin = types.ModuleType("toy_sd_plugin")
-    plugin.ugd_register_guides = hookimpl(lambda register: register(
-        "toy-bright", lambda level=0.3, device="cpu": bright(level), description="mean brightness", params=[Param("level", "float", 0.3, "target")]))
-    monkeypatch.setattr(registry_module, "_DEFAULT", load_registry([("toy", plugin)], entry_points=False))
-    folder = save_tiny_stable_diffusion(tmp_path / "sd")
-    res = CliRunner().invoke(app, ["generate", "--backbone", f"stable-diffusion:model={folder}", "--prompt", "a dog", "--guide", "toy-bright",
-                                   "--preset", "low-memory", "--dtype", "bf16", "--steps", "2", "--set", "backward_steps=1", "--out", str(tmp_path / "o")])
-    assert res.exit_code == 0, res.output
-    record = json.loads((tmp_path / "o" / "ugd-000000.json").read_text())
-    assert json.dumps(record).count('"bf16"') >= 1 and "grad_checkpointing" in json.dumps(record)
-    assert record["stats"]["denoiser_backward"] > 0 and record["stats"]["nonfinite_skipped"] == 0
 
 
 def test_a_size_the_vae_cannot_make_is_one_line():
