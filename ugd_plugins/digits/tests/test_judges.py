@@ -102,3 +102,21 @@ def test_deskew_straightens_a_slanted_bar():
     cols = torch.arange(28.0)
     centres = [(out[r] * cols).sum() / out[r].sum() for r in (6, 20)]
     assert abs(float(centres[0] - centres[1])) < 1.0  # the slant (7 px over these rows) is gone
+
+
+def test_a_development_judge_fitted_on_train_digits_never_reads_the_heldout_splits(monkeypatch):
+    """Given references and calibration digits, the NN judge reads no held-out split (what tuning may use)."""
+    from ugd_digits import judges
+    from ugd_digits.data import place, random_placement, to_model_space
+    from ugd_digits.targets import cached_digits
+
+    def refuse(name):
+        raise AssertionError(f"the development judge read the held-out {name!r} split")
+
+    d = cached_digits("train")
+    canvases = to_model_space(place(d.images[:600], random_placement(600, torch.Generator().manual_seed(0))))
+    monkeypatch.setattr(judges, "heldout_split", refuse)
+    dev = NearestNeighbourJudge(references=(canvases[:500], d.labels[:500]), calibration=canvases[500:])
+    monkeypatch.undo()
+    images, labels = heldout_split("test")
+    assert dev.judge(images).correct(labels).float().mean() >= 0.8  # a working judge (500 references)

@@ -188,11 +188,14 @@ class NNVerdict:
 class NearestNeighbourJudge:
     """k-NN class vote against the reference split, with a non-digit threshold fitted on the calibration split."""
 
-    def __init__(self, k: int = NN_K, percentile: float = NONDIGIT_PERCENTILE):
-        ref_images, self.ref_labels = heldout_split("reference")
+    def __init__(self, k: int = NN_K, percentile: float = NONDIGIT_PERCENTILE,
+                 references: tuple[Tensor, Tensor] | None = None, calibration: Tensor | None = None):
+        """References and the threshold's calibration digits default to the held-out reference and
+        calibration splits (the reported judge); a development judge passes train digits instead."""
+        ref_images, self.ref_labels = references if references is not None else heldout_split("reference")
         self.k = k
         self.ref, _ = normalise_digits(ref_images)
-        cal_images, _ = heldout_split("calibration")
+        cal_images = calibration if calibration is not None else heldout_split("calibration")[0]
         d = self._nearest(cal_images)[0][:, 0]
         self.threshold = float(torch.quantile(d, percentile / 100.0))
         self.percentile = percentile
