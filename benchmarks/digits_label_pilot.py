@@ -110,7 +110,7 @@ def main() -> None:
         r = rows[-1]
         print(f"| {name} | {r['loss']:.3f} | {r['acc']:.3f} | {r['nondigit']:.3f} | {r['worst']:.2f} (digit {r['worst_digit']}) | {r['s']:.2f} |",
               flush=True)
-    ok = [r for r in rows if r["nondigit"] <= 0.05]
+    ok = [r for r in rows if r["nondigit"] <= 0.05 + 1e-6]  # the share is a float32 mean: 2/40 reads 0.0500000007
     best = max(ok, key=lambda r: (r["acc"], -r["loss"])) if ok else None
     print(f"\npilot seeds {seeds}, {a.samples} per class per seed, {a.steps} steps; "
           f"columns: candidate | guide loss | dev-NN accuracy | dev-NN non-digit | weakest digit | s/sample")
