@@ -5,8 +5,8 @@ never appear here).
 
     OMP_NUM_THREADS=1 python benchmarks/digits_label_pilot.py --seeds 500,501 --samples 2
 
-Prints one row per candidate: the guide's cross-entropy on the final images (the family-A classifier that
-guides), dev-NN target accuracy, dev-NN non-digit share, the weakest digit by dev NN, and seconds per sample.
+Prints one row per candidate: the guide's cross-entropy on the final images (the classifier that guides:
+``--label-guide digit`` or ``digit-robust``), dev-NN target accuracy, dev-NN non-digit share, the weakest digit by dev NN, and seconds per sample.
 The selection rule is fixed before the run: the highest dev-NN accuracy among candidates with a non-digit
 share <= 0.05; ties go to the lower guide loss.
 """
@@ -70,6 +70,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=2, help="samples per class per seed")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--group", default="default", choices=list(GROUPS), help="candidate set")
+    p.add_argument("--label-guide", default="digit", help="the label guide: digit or digit-robust (the bench's label_guide)")
     p.add_argument("--only", default="", help="comma-separated candidate names (default: all of the group)")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -82,7 +83,8 @@ def main() -> None:
         sys.exit(f"error: unknown candidate {unknown[0]!r}; candidates: {', '.join(group)}")
     torch.set_num_threads(1)
     reg = get_registry()
-    bench = reg.build("benchmark", "digits", {"tasks": "label", "samples": str(a.samples), "steps": str(a.steps)})
+    bench = reg.build("benchmark", "digits", {"tasks": "label", "samples": str(a.samples), "steps": str(a.steps),
+                                              "label_guide": a.label_guide})
     judge = dev_judge()
     base = dict(reg.get("preset", BASE).settings)
     rows = []
@@ -112,7 +114,7 @@ def main() -> None:
               flush=True)
     ok = [r for r in rows if r["nondigit"] <= 0.05 + 1e-6]  # the share is a float32 mean: 2/40 reads 0.0500000007
     best = max(ok, key=lambda r: (r["acc"], -r["loss"])) if ok else None
-    print(f"\npilot seeds {seeds}, {a.samples} per class per seed, {a.steps} steps; "
+    print(f"\npilot seeds {seeds}, {a.samples} per class per seed, {a.steps} steps, guide {a.label_guide}; "
           f"columns: candidate | guide loss | dev-NN accuracy | dev-NN non-digit | weakest digit | s/sample")
     print(f"selected by the fixed rule: {best['name'] if best else 'none (every candidate above 0.05 non-digits)'}")
 

@@ -40,6 +40,18 @@ def test_peer_methods_are_the_registered_presets_by_name():
     assert settings["forward+backward+recurrence"] == dict(get_registry().get("preset", "digits-full").settings)
 
 
+def test_digits_strong_derives_from_digits_full_and_label_guide_reaches_every_class_term():
+    from ugd_core.registry import get_registry
+    from ugd_digits.bench import task_cases
+
+    reg = get_registry()
+    full, strong = reg.get("preset", "digits-full").settings, reg.get("preset", "digits-strong").settings
+    assert {k for k in full.keys() | strong.keys() if full.get(k) != strong.get(k)} == {"recurrence"} and strong["recurrence"] == 5
+    for task in ("label", "box", "inpaint"):  # the class term of each task uses the chosen guide
+        specs = [g for c in task_cases(task, 0, 2, label_guide="digit-robust") for g in c.guides]
+        assert any(g.startswith("digit-robust:label=") for g in specs) and not any(g.startswith("digit:") for g in specs)
+
+
 def test_tiny_step_sweep_reports_both_judges_per_step_count(tmp_path):
     out = tmp_path / "sweep"
     res = ugd("bench", "digits", "--param", "tasks=label", "--param", "samples=1", "--param", "seeds=0",

@@ -35,6 +35,7 @@ def _specs():
     """(name, kwargs) of one working configuration of every registered guide."""
     return [
         ("digit", dict(label=3)),
+        ("digit-robust", dict(label=3)),
         ("digit-mask", dict(ref=5)),
         ("digit-box", dict(box=BOX, label=7)),
         ("digit-box", dict(box=BOX)),
@@ -54,7 +55,7 @@ def _build(name: str, **given):
 def test_registrations_are_complete():
     names = [r["name"] for r in G.REGISTRATIONS]
     assert len(names) == len(set(names))
-    assert set(names) == {"digit", "digit-mask", "digit-box", "digit-id", "digit-style", "inpaint", "digit-hard"}
+    assert set(names) == {"digit", "digit-robust", "digit-mask", "digit-box", "digit-id", "digit-style", "inpaint", "digit-hard"}
     for r in G.REGISTRATIONS:
         assert set(r) == {"name", "factory", "description", "params", "differentiable"}
         assert callable(r["factory"]) and r["description"]
@@ -110,12 +111,28 @@ def test_hard_guide_is_piecewise_informative(heldout):
     assert len(loss.unique()) > 10  # the probability term keeps it from being a step function
 
 
-def test_classifier_accuracy_floor(heldout):
+@pytest.mark.parametrize("network", ["digit_classifier", "digit_classifier_robust"])
+def test_classifier_accuracy_floor(heldout, network):
     x, y = heldout
-    net = load_network("digit_classifier")
+    net = load_network(network)
     with torch.no_grad():
         acc = (net(x).argmax(1) == y).float().mean()
     assert acc >= CLASSIFIER_ACC_FLOOR
+
+
+def test_the_robust_classifier_was_trained_on_noisy_canvases_and_keeps_its_accuracy_under_noise(heldout):
+    """digit_classifier_robust's recipe (in its weights' metadata) adds noise of std up to 0.6; on held-out
+    canvases with noise of std 0.4 it stays accurate where digit_classifier degrades."""
+    import json
+
+    from ugd_digits.train_guides import weights_metadata
+
+    assert json.loads(weights_metadata("digit_classifier_robust")["recipe"])["input_noise"] == 0.6
+    x, y = heldout
+    noisy = x + 0.4 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        acc = {n: float((load_network(n)(noisy).argmax(1) == y).float().mean()) for n in ("digit_classifier", "digit_classifier_robust")}
+    assert acc["digit_classifier_robust"] >= CLASSIFIER_ACC_FLOOR - 0.02 and acc["digit_classifier_robust"] > acc["digit_classifier"], acc
 
 
 def test_digit_loss_ranks_true_class_lowest(heldout):

@@ -80,11 +80,12 @@ class Case:
     ref: int | None = None
 
 
-def task_cases(task: str, seed: int, n_cases: int) -> list[Case]:
-    """Targets of a task for one seed (held-out references chosen by the seed)."""
+def task_cases(task: str, seed: int, n_cases: int, label_guide: str = "digit") -> list[Case]:
+    """Targets of a task for one seed (held-out references chosen by the seed); ``label_guide`` is the guide
+    of the class term (the label task's, and the class that box and inpaint compose)."""
     w = TASK_WEIGHTS[task]
     if task == "label":
-        return [Case([f"digit:label={c},weight={w}"], label=c) for c in range(10)]
+        return [Case([f"{label_guide}:label={c},weight={w}"], label=c) for c in range(10)]
     refs = [(seed * 7919 + j * 104729) % 1000 for j in range(n_cases)]
     cases = []
     for r in refs:
@@ -93,13 +94,13 @@ def task_cases(task: str, seed: int, n_cases: int) -> list[Case]:
             cases.append(Case([f"digit-mask:ref={r},weight={w}"], lab, r))
         elif task == "box":
             b = tight_boxes(foreground_mask(ref_canvas(r)))[0].int().tolist()
-            cases.append(Case([f'digit-box:box="{b[0]},{b[1]},{b[2]},{b[3]}",weight={w}', f"digit:label={lab},weight={TASK_WEIGHTS['label']}"], lab, r))
+            cases.append(Case([f'digit-box:box="{b[0]},{b[1]},{b[2]},{b[3]}",weight={w}', f"{label_guide}:label={lab},weight={TASK_WEIGHTS['label']}"], lab, r))
         elif task == "identity":
             cases.append(Case([f"digit-id:ref={r},weight={w}"], lab, r))
         elif task == "style":
             cases.append(Case([f"digit-style:ref={r},weight={w}"], lab, r))
         elif task == "inpaint":
-            cases.append(Case([f"inpaint:ref={r},region=left,weight={w}", f"digit:label={lab},weight={TASK_WEIGHTS['label']}"], lab, r))
+            cases.append(Case([f"inpaint:ref={r},region=left,weight={w}", f"{label_guide}:label={lab},weight={TASK_WEIGHTS['label']}"], lab, r))
     return cases
 
 
@@ -119,8 +120,10 @@ class DigitsBench:
         methods: tuple[str, ...] | dict[str, dict[str, Any] | None] = DEFAULT_METHODS,
         registry: Registry | None = None,
         device: str = "cpu",
+        label_guide: str = "digit",
     ):
         self.samples, self.n_cases, self.seeds = samples, cases, seeds
+        self.label_guide = label_guide
         self.step_counts = (steps,) if isinstance(steps, int) else tuple(steps)
         self.steps = self.step_counts[0]  # the step count of ``evaluate`` (tuning)
         self.tasks = tuple(tasks)
@@ -186,7 +189,7 @@ class DigitsBench:
                  steps: int | None = None) -> tuple[list[Case], torch.Tensor, dict[str, Any]]:
         """Samples for every case of a task: (cases, images [cases*n, 1, 32, 32], cost)."""
         n = n or self.samples
-        cases = task_cases(task, seed, self.n_cases)
+        cases = task_cases(task, seed, self.n_cases, self.label_guide)
         cfg = self.config(settings, steps)
         images, secs, fwd, bwd = [], 0.0, 0, 0
         if task == "label" and settings is not None:  # the cases differ only in the class: one batch
@@ -303,7 +306,7 @@ class DigitsBench:
         reused after any changes."""
         from . import judges
 
-        blob = json.dumps([self.methods[method], steps, self.n_cases, weights_digest(), judges.SPLITS, judges.NN_K,
+        blob = json.dumps([self.methods[method], steps, self.n_cases, self.label_guide, weights_digest(), judges.SPLITS, judges.NN_K,
                            judges.NONDIGIT_PERCENTILE, judges.NN_BLUR_SIGMA], sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -450,7 +453,8 @@ def parse_steps(text: str | int) -> tuple[int, ...]:
 
 
 def make_suite(samples: int = 4, cases: int = 4, seeds: str = "0,1,2", steps: str = "50", tasks: str = ",".join(TASKS),
-               methods: str = ",".join(DEFAULT_METHODS), quick: bool = False, device: str = "cpu") -> DigitsBench:
+               methods: str = ",".join(DEFAULT_METHODS), quick: bool = False, device: str = "cpu",
+               label_guide: str = "digit") -> DigitsBench:
     """Factory registered as the ``digits`` benchmark (checks every parameter before any work)."""
     step_counts = parse_steps(steps)
     if quick:
@@ -466,7 +470,8 @@ def make_suite(samples: int = 4, cases: int = 4, seeds: str = "0,1,2", steps: st
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
         raise UgdError(f"seeds={seeds!r} is not a comma-separated list of integers; write e.g. seeds=0,1,2") from None
-    return DigitsBench(samples, cases, seed_list, step_counts, task_list, method_settings(method_list), device=device)
+    return DigitsBench(samples, cases, seed_list, step_counts, task_list, method_settings(method_list), device=device,
+                       label_guide=label_guide)
 
 
 def method_settings(names: tuple[str, ...], registry: Registry | None = None) -> dict[str, dict[str, Any] | None]:

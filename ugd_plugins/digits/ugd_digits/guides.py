@@ -86,15 +86,22 @@ def _guide(name: str, f: Callable, loss: Callable, target: Any, modules: tuple[n
 # ----------------------------------------------------------------------------------------------- label
 
 
-def digit_guide(label: int, weights: str | None = None, device: str = "cpu") -> DigitGuide:
-    """Label guidance: cross-entropy of ``digit_classifier`` logits against ``label``."""
-    label = _check_label(label, "digit")
-    net = load_network("digit_classifier", weights, device)
+def digit_guide(label: int, weights: str | None = None, device: str = "cpu", network: str = "digit_classifier",
+                name: str = "digit") -> DigitGuide:
+    """Label guidance: cross-entropy of ``network``'s logits (``digit_classifier``, or the noise-trained
+    ``digit_classifier_robust`` for ``digit-robust``) against ``label``."""
+    label = _check_label(label, name)
+    net = load_network(network, weights, device)
 
     def loss(logits: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(logits, _expand(target, logits.shape[0]), reduction="none")
 
-    return _guide("digit", net, loss, torch.tensor([label]), (net,), device=device)
+    return _guide(name, net, loss, torch.tensor([label]), (net,), device=device)
+
+
+def digit_robust_guide(label: int, weights: str | None = None, device: str = "cpu") -> DigitGuide:
+    """Label guidance with ``digit_classifier_robust``: the same architecture trained on noisy canvases."""
+    return digit_guide(label, weights, device, network="digit_classifier_robust", name="digit-robust")
 
 
 def digit_hard_guide(label: int, weights: str | None = None, device: str = "cpu") -> DigitGuide:
@@ -274,6 +281,14 @@ REGISTRATIONS: list[dict[str, Any]] = [
         description="Digits: label guidance, cross-entropy of a small ConvNet classifier to the target class",
         params=[Param("label", "int", None, "target digit class 0..9", required=True),
                 Param("weights", "path", None, _WEIGHTS.format(net="digit_classifier"))],
+        differentiable=True,
+    ),
+    dict(
+        name="digit-robust",
+        factory=digit_robust_guide,
+        description="Digits: label guidance with a classifier trained on noisy canvases (its gradients follow strokes more than pixels)",
+        params=[Param("label", "int", None, "target digit class 0..9", required=True),
+                Param("weights", "path", None, _WEIGHTS.format(net="digit_classifier_robust"))],
         differentiable=True,
     ),
     dict(

@@ -56,5 +56,7 @@ def ugd_register_benchmarks(register):  # type: ignore[no-untyped-def]
             Param("methods", "str", ",".join(DEFAULT_METHODS), "comma-separated methods: the bench's ablations, registered preset names or preset JSON files (`ugd tune`)"),
             Param("quick", "bool", False, "smoke run: 2 samples, 2 targets, 1 seed, 10 steps, label+mask, 4 methods"),
             Param("device", "str", "cpu", "cpu or cuda"),
+            Param("label_guide", "str", "digit", "guide of the class term (label task; box's and inpaint's class)",
+                  choices=("digit", "digit-robust")),
         ],
     )

@@ -1,6 +1,6 @@
 """Train the digits-world guide networks (family A) and independent evaluators (family B).
 
-    cd ugd_plugins/digits && ../../.venv/bin/python -m ugd_digits.train_guides            # all six
+    cd ugd_plugins/digits && ../../.venv/bin/python -m ugd_digits.train_guides            # all of them
     ../../.venv/bin/python -m ugd_digits.train_guides --only digit_classifier             # one (repeatable)
 
 Every network trains on *clean* canvases only (never noisy diffusion inputs):
@@ -58,6 +58,10 @@ class NetSpec:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     augment: bool = True
+    # Gaussian noise added to each training canvas, std uniform in [0, input_noise] per sample: a classifier
+    # trained on noisy inputs has gradients that follow the digit's shape more than single pixels
+    # (perceptually aligned gradients of noise-augmented classifiers, Kaur et al. 2019)
+    input_noise: float = 0.0
     role: str = "guide"
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -65,6 +69,10 @@ class NetSpec:
 
 NETWORKS: dict[str, NetSpec] = {
     "digit_classifier": NetSpec("ConvNet", dict(outputs=10, width=16), "classify", GUIDE_SEED, steps=500),
+    "digit_classifier_robust": NetSpec(
+        "ConvNet", dict(outputs=10, width=16), "classify", GUIDE_SEED + 2, steps=800, input_noise=0.6,
+        notes="the digit-robust guide: digit_classifier's architecture trained on noisy canvases (seed 3)",
+    ),
     "digit_segmenter": NetSpec("SegNet", dict(width=8, classes=2), "segment", GUIDE_SEED, steps=250),
     "digit_detector": NetSpec("BoxNet", dict(classes=10, width=16), "detect", GUIDE_SEED, steps=500),
     "digit_id": NetSpec("ConvNet", dict(outputs=EMBED_DIM, width=16), "contrastive", GUIDE_SEED, steps=300),
@@ -203,6 +211,8 @@ def _batch_loss(spec: NetSpec, net: nn.Module, digits: Digits, g: torch.Generato
         return nt_xent(z[: spec.batch], z[spec.batch :])
     idx = torch.randint(len(digits.labels), (spec.batch,), generator=g)
     x = training_canvases(digits, idx, g, spec.augment)
+    if spec.input_noise > 0:
+        x = x + spec.input_noise * torch.rand(spec.batch, 1, 1, 1, generator=g) * torch.randn(x.shape, generator=g)
     y = digits.labels[idx]
     if spec.task == "classify":
         return F.cross_entropy(net(x), y, label_smoothing=spec.label_smoothing)
@@ -306,7 +316,7 @@ def train_one(name: str, steps: int | None = None, out_dir: Path = WEIGHTS_DIR, 
         "epochs": f"{steps * spec.batch * views / N_TRAIN:.1f}",
         "recipe": json.dumps({"lr": spec.lr, "schedule": "one-cycle", "optimizer": "AdamW",
                               "weight_decay": spec.weight_decay, "label_smoothing": spec.label_smoothing,
-                              "augment": spec.augment, "max_rotation_deg": MAX_ROTATION_DEG,
+                              "augment": spec.augment, "max_rotation_deg": MAX_ROTATION_DEG, "input_noise": spec.input_noise,
                               "temperature": TEMPERATURE if spec.task == "contrastive" else None}),
         "heldout": json.dumps({k: round(v, 4) for k, v in metrics.items()}),
         "heldout_set": f"1000 held-out digits at random placements, seed {HELDOUT_SEED}",
