@@ -4,10 +4,12 @@ whose references and non-digit threshold are train digits (the reported judges u
 never appear here).
 
     OMP_NUM_THREADS=1 python benchmarks/digits_label_pilot.py --seeds 500,501 --samples 2
+    OMP_NUM_THREADS=1 python benchmarks/digits_label_pilot.py --label-guide digit-robust --only "digits-full,recurrence k=5,forward 8"
+    OMP_NUM_THREADS=1 python benchmarks/digits_label_pilot.py --group few-step --steps 15
 
 Prints one row per candidate: the guide's cross-entropy on the final images (the classifier that guides:
-``--label-guide digit`` or ``digit-robust``), dev-NN target accuracy, dev-NN non-digit share, the weakest digit by dev NN, and seconds per sample.
-The selection rule is fixed before the run: the highest dev-NN accuracy among candidates with a non-digit
+``--label-guide digit`` or ``digit-robust``), dev-NN target accuracy, dev-NN non-digit share, the weakest
+digit by dev NN, and seconds per sample. The selection rule is fixed before the run: the highest dev-NN accuracy among candidates with a non-digit
 share <= 0.05; ties go to the lower guide loss.
 """
 
