@@ -26,6 +26,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
 
 import torch  # noqa: E402
 
+from ugd_core.guidance import guide_loss  # noqa: E402
 from ugd_core.registry import get_registry  # noqa: E402
 
 BASE = "digits-full"
@@ -90,31 +91,31 @@ def main() -> None:
     judge = dev_judge()
     base = dict(reg.get("preset", BASE).settings)
     rows = []
+    guide = None
     for name in names:
         settings = dict(base, **group[name])
         losses, hits, nondigit, labels_all, secs = [], [], [], [], []
         for seed in seeds:
             cases, images, cost = bench.generate("label", settings, seed, a.samples)
             labels = torch.tensor([c.label for c in cases for _ in range(a.samples)])
-            guide = bench._label_batch(cases, a.samples)[0].guide
+            if guide is None:  # the label cases are the same 10 classes for every seed: one guide for the scoring
+                guide = bench._label_batch(cases, a.samples)[0].guide
             with torch.no_grad():
-                from ugd_core.guidance import guide_loss
-
                 losses.append(guide_loss(guide, images))
             v = judge.judge(torch.nan_to_num(images, nan=-1.0))
             hits.append(v.correct(labels))
             nondigit.append(~v.is_digit)
             labels_all.append(labels)
             secs.append(cost["seconds_per_sample"])
-        hit, lab = torch.cat(hits).float(), torch.cat(labels_all)
+        hit, lab = torch.cat(hits).double(), torch.cat(labels_all)  # float64 shares: 2/40 is exactly 0.05
         per_digit = [float(hit[lab == c].mean()) for c in range(10)]
         rows.append(dict(name=name, loss=float(torch.cat(losses).mean()), acc=float(hit.mean()),
-                         nondigit=float(torch.cat(nondigit).float().mean()), worst=min(per_digit),
+                         nondigit=float(torch.cat(nondigit).double().mean()), worst=min(per_digit),
                          worst_digit=per_digit.index(min(per_digit)), s=sum(secs) / len(secs)))
         r = rows[-1]
         print(f"| {name} | {r['loss']:.3f} | {r['acc']:.3f} | {r['nondigit']:.3f} | {r['worst']:.2f} (digit {r['worst_digit']}) | {r['s']:.2f} |",
               flush=True)
-    ok = [r for r in rows if r["nondigit"] <= 0.05 + 1e-6]  # the share is a float32 mean: 2/40 reads 0.0500000007
+    ok = [r for r in rows if r["nondigit"] <= 0.05]
     best = max(ok, key=lambda r: (r["acc"], -r["loss"])) if ok else None
     print(f"\npilot seeds {seeds}, {a.samples} per class per seed, {a.steps} steps, guide {a.label_guide}; "
           f"columns: candidate | guide loss | dev-NN accuracy | dev-NN non-digit | weakest digit | s/sample")
