@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from ugd_core.guidance import guide_loss  # noqa: E402
 from ugd_core.registry import get_registry  # noqa: E402
+from ugd_digits.bench import DEFAULT_LABEL_GUIDE, LABEL_GUIDES  # noqa: E402
 
 BASE = "digits-full"
 # Candidates: the default preset plus one change each, all general sampler knobs.
@@ -67,14 +68,32 @@ def dev_judge() -> Any:
     return NearestNeighbourJudge(references=(canvases[:3000], d.labels[:3000]), calibration=canvases[3000:])
 
 
+def save_grid(images: torch.Tensor, name: str, seeds: list[int], a: argparse.Namespace) -> None:
+    """images [10 classes, seeds x samples, C, H, W] as one PNG, a row per class."""
+    from pathlib import Path
+
+    from cli.bench import save_labelled_grid
+
+    slug = "".join(ch if ch.isalnum() else "-" for ch in name)
+    Path(a.grids).mkdir(parents=True, exist_ok=True)
+    save_labelled_grid(torch.nan_to_num(images.flatten(0, 1), nan=-1.0).clamp(-1, 1),
+                       Path(a.grids) / f"pilot-{a.label_guide}-{slug}.png", ncol=images.shape[1],
+                       row_labels=[str(c) for c in range(10)],
+                       title=[f"pilot · {a.label_guide} · {name} · {a.steps} steps · seeds {seeds}"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="500,501", help="pilot seeds (the reported label table uses 0,1,2)")
     p.add_argument("--samples", type=int, default=2, help="samples per class per seed")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--group", default="default", choices=list(GROUPS), help="candidate set")
-    p.add_argument("--label-guide", default="digit", help="the label guide: digit or digit-robust (the bench's label_guide)")
+    p.add_argument("--label-guide", default=DEFAULT_LABEL_GUIDE, choices=LABEL_GUIDES,
+                   help="the label guide (the bench's label_guide)")
+    p.add_argument("--label-weights", default="", help="weights file for the label guide: a retrained variant "
+                   "(train_guides --input-noise X --out DIR); default: the shipped weights")
     p.add_argument("--only", default="", help="comma-separated candidate names (default: all of the group)")
+    p.add_argument("--grids", default="", help="folder for one labelled PNG grid per candidate (a row per class)")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     if min(seeds) < 500:
@@ -87,14 +106,14 @@ def main() -> None:
     torch.set_num_threads(1)
     reg = get_registry()
     bench = reg.build("benchmark", "digits", {"tasks": "label", "samples": str(a.samples), "steps": str(a.steps),
-                                              "label_guide": a.label_guide})
+                                              "label_guide": a.label_guide, "label_weights": a.label_weights})
     judge = dev_judge()
     base = dict(reg.get("preset", BASE).settings)
     rows = []
     guide = None
     for name in names:
         settings = dict(base, **group[name])
-        losses, hits, nondigit, labels_all, secs = [], [], [], [], []
+        losses, hits, nondigit, labels_all, secs, batches = [], [], [], [], [], []
         for seed in seeds:
             cases, images, cost = bench.generate("label", settings, seed, a.samples)
             labels = torch.tensor([c.label for c in cases for _ in range(a.samples)])
@@ -107,6 +126,9 @@ def main() -> None:
             nondigit.append(~v.is_digit)
             labels_all.append(labels)
             secs.append(cost["seconds_per_sample"])
+            batches.append(images.reshape(10, a.samples, *images.shape[1:]))
+        if a.grids:
+            save_grid(torch.cat(batches, dim=1), name, seeds, a)
         hit, lab = torch.cat(hits).double(), torch.cat(labels_all)  # float64 shares: 2/40 is exactly 0.05
         per_digit = [float(hit[lab == c].mean()) for c in range(10)]
         rows.append(dict(name=name, loss=float(torch.cat(losses).mean()), acc=float(hit.mean()),

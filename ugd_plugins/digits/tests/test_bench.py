@@ -48,8 +48,12 @@ def test_digits_strong_derives_from_digits_full_and_label_guide_reaches_every_cl
     full, strong = reg.get("preset", "digits-full").settings, reg.get("preset", "digits-strong").settings
     assert {k for k in full.keys() | strong.keys() if full.get(k) != strong.get(k)} == {"recurrence"} and strong["recurrence"] == 5
     for task in ("label", "box", "inpaint"):  # the class term of each task uses the chosen guide
-        specs = [g for c in task_cases(task, 0, 2, label_guide="digit-robust") for g in c.guides]
-        assert any(g.startswith("digit-robust:label=") for g in specs) and not any(g.startswith("digit:") for g in specs)
+        default = [g for c in task_cases(task, 0, 2) for g in c.guides]
+        assert any(g.startswith("digit-robust:label=") for g in default) and not any(g.startswith("digit:") for g in default)
+        specs = [g for c in task_cases(task, 0, 2, label_guide="digit") for g in c.guides]
+        assert any(g.startswith("digit:label=") for g in specs) and not any(g.startswith("digit-robust:") for g in specs)
+    bench = reg.build("benchmark", "digits", {"tasks": "label"})
+    assert bench.label_guide == "digit-robust"  # the registered default: the noise-trained guide
 
 
 def test_tiny_step_sweep_reports_both_judges_per_step_count(tmp_path):
@@ -79,7 +83,34 @@ def test_bad_bench_parameters_fail_before_any_work(tmp_path):
     assert res.returncode == 2 and "steps=" in (res.stdout + res.stderr)
     res = ugd("bench", "digits", "--param", "methods=unguided,no-such-preset", "--out", str(out))
     assert res.returncode == 2 and "no-such-preset" in (res.stdout + res.stderr)
+    res = ugd("bench", "digits", "--param", f"label_weights={tmp_path / 'none.safetensors'}", "--out", str(out))
+    assert res.returncode == 2 and "label_weights=" in (res.stdout + res.stderr)
     assert not out.exists()
+
+
+def test_label_weights_reach_every_class_term_and_the_cell_version(tmp_path):
+    """A retrained label guide (``label_weights``) is the class term's weights and changes the cached cells' version."""
+    import shutil
+
+    from ugd_digits.bench import make_suite, task_cases
+    from ugd_digits.train_guides import weights_path
+
+    import torch
+
+    from ugd_core.guidance import guide_loss
+
+    variant = tmp_path / "variant.safetensors"  # the clean classifier's weights: same architecture, other losses
+    shutil.copy(weights_path("digit_classifier"), variant)
+    for task in ("label", "box", "inpaint"):
+        terms = [g for c in task_cases(task, 0, 2, label_weights=str(variant)) for g in c.guides if g.startswith("digit-robust:")]
+        assert terms and all(g.endswith(f',weights="{variant}"') for g in terms)
+    plain, swapped = make_suite(tasks="label", methods="digits-full"), make_suite(tasks="label", methods="digits-full", label_weights=str(variant))
+    x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    loss = {name: guide_loss(plain._guide(spec).guide, x) for name, spec in
+            [("variant", task_cases("label", 0, 1, label_weights=str(variant))[2].guides[0]),
+             ("clean", "digit:label=2"), ("robust", "digit-robust:label=2")]}
+    assert torch.allclose(loss["variant"], loss["clean"]) and not torch.allclose(loss["variant"], loss["robust"])
+    assert plain._version("digits-full", 50) != swapped._version("digits-full", 50)
 
 
 def test_bench_runs_a_preset_file_as_a_method(tmp_path):

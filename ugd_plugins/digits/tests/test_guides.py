@@ -18,6 +18,7 @@ torch.set_num_threads(1)
 # Floors measured on 500 held-out canvases (seed targets.HELDOUT_SEED) with the shipped weights, minus a margin;
 # the measured values are in docs/digits-guides.md.
 CLASSIFIER_ACC_FLOOR = 0.97  # measured 0.988 (0.982 on all 1000)
+ROBUST_ACC_FLOOR = 0.95  # digit_classifier_robust, trained on noisy canvases: measured 0.974 (0.972 on all 1000)
 SEGMENTER_IOU_FLOOR = 0.95  # measured mask IoU 0.973
 DETECTOR_IOU_FLOOR = 0.85  # measured box IoU 0.876
 DETECTOR_ACC_FLOOR = 0.96  # measured 0.986
@@ -111,28 +112,31 @@ def test_hard_guide_is_piecewise_informative(heldout):
     assert len(loss.unique()) > 10  # the probability term keeps it from being a step function
 
 
-@pytest.mark.parametrize("network", ["digit_classifier", "digit_classifier_robust"])
-def test_classifier_accuracy_floor(heldout, network):
+@pytest.mark.parametrize("network, floor", [("digit_classifier", CLASSIFIER_ACC_FLOOR),
+                                            ("digit_classifier_robust", ROBUST_ACC_FLOOR)])
+def test_classifier_accuracy_floor(heldout, network, floor):
     x, y = heldout
     net = load_network(network)
     with torch.no_grad():
         acc = (net(x).argmax(1) == y).float().mean()
-    assert acc >= CLASSIFIER_ACC_FLOOR
+    assert acc >= floor
 
 
 def test_the_robust_classifier_was_trained_on_noisy_canvases_and_keeps_its_accuracy_under_noise(heldout):
-    """digit_classifier_robust's recipe (in its weights' metadata) adds noise of std up to 0.6; on held-out
-    canvases with noise of std 0.4 it stays accurate where digit_classifier degrades."""
+    """digit_classifier_robust's shipped weights were trained with its recipe's noise (std up to 1.5, in the
+    weights' metadata); on held-out canvases with noise of std 0.4 it stays accurate where digit_classifier
+    degrades."""
     import json
 
-    from ugd_digits.train_guides import weights_metadata
+    from ugd_digits.train_guides import NETWORKS, weights_metadata
 
-    assert json.loads(weights_metadata("digit_classifier_robust")["recipe"])["input_noise"] == 0.6
+    noise = json.loads(weights_metadata("digit_classifier_robust")["recipe"])["input_noise"]
+    assert noise == NETWORKS["digit_classifier_robust"].input_noise == 1.5
     x, y = heldout
     noisy = x + 0.4 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         acc = {n: float((load_network(n)(noisy).argmax(1) == y).float().mean()) for n in ("digit_classifier", "digit_classifier_robust")}
-    assert acc["digit_classifier_robust"] >= CLASSIFIER_ACC_FLOOR - 0.02 and acc["digit_classifier_robust"] > acc["digit_classifier"], acc
+    assert acc["digit_classifier_robust"] >= ROBUST_ACC_FLOOR and acc["digit_classifier_robust"] > acc["digit_classifier"], acc
 
 
 def test_digit_loss_ranks_true_class_lowest(heldout):

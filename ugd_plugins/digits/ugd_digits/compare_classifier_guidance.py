@@ -37,17 +37,6 @@ UNIVERSAL = dict(METHODS["forward+backward+recurrence"])  # = the digits-full pr
 CLASSIFIER_GUIDANCE = dict(PRESET[1])
 
 
-class _SwappedGuideBench(DigitsBench):
-    """The benchmark with every ``digit:`` label guide replaced by another guide of the same parameters."""
-
-    def __init__(self, guide: str, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.swap = guide
-
-    def _guide(self, spec: str) -> Any:
-        return super()._guide(spec.replace("digit:", f"{self.swap}:", 1) if spec.startswith("digit:") else spec)
-
-
 ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "unguided": ("digit", None),
     "universal (digits-full)": ("digit", UNIVERSAL),
@@ -71,8 +60,8 @@ def compare(seeds: tuple[int, ...] = (0, 1), samples: int = 2, steps: int = 50, 
     out = []
     for name in rows:
         guide, settings = ROWS[name]
-        bench = _SwappedGuideBench(guide, samples=samples, cases=1, seeds=seeds, steps=steps, tasks=("label",),
-                                   methods={name: settings})
+        bench = DigitsBench(samples=samples, cases=1, seeds=seeds, steps=steps, tasks=("label",),
+                            methods={name: settings}, label_guide=guide)
         for seed in seeds:
             t0 = time.perf_counter()
             cases, images, cost = bench.generate("label", settings, seed, samples)
@@ -117,8 +106,8 @@ def pilot(scales: tuple[float, ...], seed: int = 500, samples: int = 2, steps: i
     rows = []
     for s in scales:
         settings = dict(CLASSIFIER_GUIDANCE, forward_strength=s)
-        bench = _SwappedGuideBench("digit-noisy", samples=samples, cases=1, seeds=(seed,), steps=steps, tasks=("label",),
-                                   methods={"cg": settings})
+        bench = DigitsBench(samples=samples, cases=1, seeds=(seed,), steps=steps, tasks=("label",),
+                            methods={"cg": settings}, label_guide="digit-noisy")
         cases, images, _ = bench.generate("label", settings, seed, samples)
         labels = torch.tensor([c.label for c in cases for _ in range(samples)])
         with torch.no_grad():

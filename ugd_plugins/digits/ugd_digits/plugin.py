@@ -41,7 +41,7 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def ugd_register_benchmarks(register):  # type: ignore[no-untyped-def]
-    from .bench import DEFAULT_METHODS, TASKS, make_suite
+    from .bench import DEFAULT_LABEL_GUIDE, DEFAULT_METHODS, LABEL_GUIDES, TASKS, make_suite
 
     register(
         "digits",
@@ -56,7 +56,9 @@ def ugd_register_benchmarks(register):  # type: ignore[no-untyped-def]
             Param("methods", "str", ",".join(DEFAULT_METHODS), "comma-separated methods: the bench's ablations, registered preset names or preset JSON files (`ugd tune`)"),
             Param("quick", "bool", False, "smoke run: 2 samples, 2 targets, 1 seed, 10 steps, label+mask, 4 methods"),
             Param("device", "str", "cpu", "cpu or cuda"),
-            Param("label_guide", "str", "digit", "guide of the class term (label task; box's and inpaint's class)",
-                  choices=("digit", "digit-robust")),
+            Param("label_guide", "str", DEFAULT_LABEL_GUIDE, "guide of the class term (label task; box's and inpaint's class)",
+                  choices=LABEL_GUIDES),
+            Param("label_weights", "path", "", "weights file of the label guide's network (a retrained variant; "
+                  "default: the shipped weights)"),
         ],
     )

@@ -30,11 +30,10 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
         "'digits' + Bansal et al. 2023 self-recurrence (docs/benchmarks.md)",
     ),
     "digits-strong": (
-        "Digits world, strongest label guidance measured: 'digits-full' with recurrence k=5 (5/3 its cost); "
-        "pair with the digit-robust guide",
+        "Digits world: 'digits-full' with recurrence k=5 (5/3 its cost), for guides that need more steering",
         DIGITS_STRONG,
-        "'digits-full' + k=5, picked on pilot seeds 500-501 by a development NN judge on train digits "
-        "(benchmarks/digits_label_pilot.py; docs/benchmarks.md, label goal)",
+        "'digits-full' + k=5, picked on pilot seeds 500-501 by a development NN judge on train digits, with the "
+        "first digit-robust guide (noise std up to 0.6) (benchmarks/digits_label_pilot.py; docs/benchmarks.md, label goal)",
     ),
 }
 

@@ -70,7 +70,7 @@ class NetSpec:
 NETWORKS: dict[str, NetSpec] = {
     "digit_classifier": NetSpec("ConvNet", dict(outputs=10, width=16), "classify", GUIDE_SEED, steps=500),
     "digit_classifier_robust": NetSpec(
-        "ConvNet", dict(outputs=10, width=16), "classify", GUIDE_SEED + 2, steps=800, input_noise=0.6,
+        "ConvNet", dict(outputs=10, width=16), "classify", GUIDE_SEED + 2, steps=800, input_noise=1.5,
         notes="the digit-robust guide: digit_classifier's architecture trained on noisy canvases (seed 3)",
     ),
     "digit_segmenter": NetSpec("SegNet", dict(width=8, classes=2), "segment", GUIDE_SEED, steps=250),
@@ -276,11 +276,18 @@ def heldout_metrics(name: str, net: nn.Module, n: int = 1000) -> dict[str, float
 # ----------------------------------------------------------------------------------------------- training
 
 
-def train_one(name: str, steps: int | None = None, out_dir: Path = WEIGHTS_DIR, log: Callable[[str], None] = print):
-    """Train one network from its recipe, measure it on held-out canvases, save weights + metadata."""
+def train_one(name: str, steps: int | None = None, out_dir: Path = WEIGHTS_DIR, log: Callable[[str], None] = print,
+              input_noise: float | None = None):
+    """Train one network from its recipe, measure it on held-out canvases, save weights + metadata.
+
+    ``steps`` and ``input_noise`` override the recipe (experiments; the metadata records what ran)."""
+    from dataclasses import replace
+
     from safetensors.torch import save_file
 
     spec = _spec(name)
+    if input_noise is not None:
+        spec = replace(spec, input_noise=input_noise)
     steps = steps or spec.steps
     torch.manual_seed(spec.seed)
     net = build_network(name)
@@ -337,12 +344,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", action="append", choices=list(NETWORKS), help="train only this network (repeatable)")
     p.add_argument("--steps", type=int, default=None, help="override the recipe's step count (experiments only)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--input-noise", type=float, default=None,
+                   help="override the recipe's training noise range (experiments only; use with --out)")
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.only or list(NETWORKS):
-        metrics, secs = train_one(name, args.steps, args.out)
+        metrics, secs = train_one(name, args.steps, args.out, input_noise=args.input_noise)
         rows.append((name, secs, metrics))
     print("\n| network | seconds | held-out |\n|---|---|---|")
     for name, secs, metrics in rows:
