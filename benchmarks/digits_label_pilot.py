@@ -6,11 +6,15 @@ never appear here).
     OMP_NUM_THREADS=1 python benchmarks/digits_label_pilot.py --seeds 500,501 --samples 2
     OMP_NUM_THREADS=1 python benchmarks/digits_label_pilot.py --label-guide digit-robust --only "digits-full,recurrence k=5,forward 8"
     OMP_NUM_THREADS=1 python benchmarks/digits_label_pilot.py --group few-step --steps 15
+    # a retrained guide (train_guides --only digit_classifier_robust --input-noise 1.0 --out /tmp/n10), with grids
+    OMP_NUM_THREADS=1 python benchmarks/digits_label_pilot.py --seeds 500,501,502,503,504 --only digits-full \
+        --label-weights /tmp/n10/digit_classifier_robust.safetensors --grids /tmp/pilot-grids
 
 Prints one row per candidate: the guide's cross-entropy on the final images (the classifier that guides:
 ``--label-guide digit`` or ``digit-robust``), dev-NN target accuracy, dev-NN non-digit share, the weakest
 digit by dev NN, and seconds per sample. The selection rule is fixed before the run: the highest dev-NN accuracy among candidates with a non-digit
-share <= 0.05; ties go to the lower guide loss.
+share <= 0.05; ties go to the lower guide loss. (Rows of different guide weights have losses in different
+units; docs/benchmarks.md gives the rule used to compare them.)
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/solver_efficiency.py [--samples-per-digit 2] \\
         [--steps 5,10,15,20,30,50] [--solvers ddim,dpm++,unipc] [--seeds 0] [--threads 1] \\
-        [--preset NAME] [--variant 'SOLVER:KNOB=VALUE;KNOB=VALUE'] [--pilot] [--out bench-out/solver-efficiency] \\
+        [--preset NAME] [--label-guide digit] [--variant 'SOLVER:KNOB=VALUE;KNOB=VALUE'] [--pilot] [--out bench-out/solver-efficiency] \\
         [--plot docs/img/solver-efficiency.png] [--summarize OUT/cells.json]
 
 For every solver (``SamplerConfig.scheduler``: ``ddim`` = ugd's exact DDIM, or a diffusers scheduler
 class name / alias) and step count, draws ``samples-per-digit`` images of each digit 0-9 per seed with
-the ``digit:label=L`` guide and the digits backbone's default preset (from the registry), through the
+the bench's label guide (``--label-guide``: the bench's default ``digit-robust``, or the clean ``digit``)
+and the digits backbone's default preset (from the registry), through the
 digits bench (``ugd_digits.bench.DigitsBench``: same guides, per-image seeds and judges as
 ``ugd bench digits``). Reports both judges (calibrated ``eval_classifier`` and the nearest-neighbour
 judge with its non-digit share), denoiser passes per sample (forward and backward, from
@@ -40,6 +41,7 @@ import torch  # noqa: E402
 from ugd_core import SamplerConfig  # noqa: E402
 from ugd_core.errors import UgdError  # noqa: E402
 from ugd_core.registry import get_registry  # noqa: E402
+from ugd_digits.bench import DEFAULT_LABEL_GUIDE, LABEL_GUIDES  # noqa: E402
 
 BACKBONE = "digits"
 DEFAULT_STEPS = "5,10,15,20,30,50"
@@ -56,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0", help="comma-separated bench seeds (image seed = seed*100000 + digit*1000 + j)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--preset", default="", help="preset name or JSON file (default: the digits backbone's default preset)")
+    p.add_argument("--label-guide", default=DEFAULT_LABEL_GUIDE, choices=LABEL_GUIDES,
+                   help="the label guide (the digits bench's label_guide; the reported solver table used digit)")
     p.add_argument("--variant", action="append", default=[], metavar="SOLVER:KNOB=VALUE;...",
                    help="an extra row: the preset with these knob changes, run with SOLVER (repeatable)")
     p.add_argument("--pilot", action="store_true", help="score only the guide's own loss (no judge): for choosing variants")
@@ -349,9 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     n = args.samples_per_digit
     print(f"machine: {info['machine']}, {info['cpu_count']} cores, torch {info['torch']}, threads {args.threads}, "
           f"load average {info['load_average_at_start']}")
-    print(f"preset {preset} {json.dumps(settings)}; {n} sample(s) x 10 digits x seeds {args.seed_list}; steps {args.step_list}"
+    print(f"preset {preset} {json.dumps(settings)}, guide {args.label_guide}; {n} sample(s) x 10 digits x seeds {args.seed_list}; steps {args.step_list}"
           + (" (pilot: guide loss only)" if args.pilot else ""), flush=True)
-    bench = DigitsBench(samples=n, seeds=tuple(args.seed_list), tasks=("label",), methods={r["label"]: r["settings"] for r in rows})
+    bench = DigitsBench(samples=n, seeds=tuple(args.seed_list), tasks=("label",), methods={r["label"]: r["settings"] for r in rows},
+                        label_guide=args.label_guide)
     bench.generate("label", rows[0]["settings"], args.seed_list[0], 1, 1)  # warm-up: loads backbone and guides outside the timings
     cells = []
     start = time.perf_counter()
