@@ -23,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -72,18 +73,13 @@ def dev_judge() -> Any:
     return NearestNeighbourJudge(references=(canvases[:3000], d.labels[:3000]), calibration=canvases[3000:])
 
 
-def save_grid(images: torch.Tensor, name: str, seeds: list[int], a: argparse.Namespace) -> None:
-    """images [10 classes, seeds x samples, C, H, W] as one PNG, a row per class."""
-    from pathlib import Path
-
+def save_grid(images: torch.Tensor, path: Path, title: str) -> None:
+    """images [10 classes, seeds x samples, C, H, W] as one PNG at ``path``, a row per class."""
     from cli.bench import save_labelled_grid
 
-    slug = "".join(ch if ch.isalnum() else "-" for ch in name)
-    Path(a.grids).mkdir(parents=True, exist_ok=True)
-    save_labelled_grid(torch.nan_to_num(images.flatten(0, 1), nan=-1.0).clamp(-1, 1),
-                       Path(a.grids) / f"pilot-{a.label_guide}-{slug}.png", ncol=images.shape[1],
-                       row_labels=[str(c) for c in range(10)],
-                       title=[f"pilot · {a.label_guide} · {name} · {a.steps} steps · seeds {seeds}"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_labelled_grid(torch.nan_to_num(images.flatten(0, 1), nan=-1.0).clamp(-1, 1), path, ncol=images.shape[1],
+                       row_labels=[str(c) for c in range(10)], title=[title])
 
 
 def main() -> None:
@@ -132,7 +128,9 @@ def main() -> None:
             secs.append(cost["seconds_per_sample"])
             batches.append(images.reshape(10, a.samples, *images.shape[1:]))
         if a.grids:
-            save_grid(torch.cat(batches, dim=1), name, seeds, a)
+            slug = "".join(ch if ch.isalnum() else "-" for ch in name)
+            save_grid(torch.cat(batches, dim=1), Path(a.grids) / f"pilot-{a.label_guide}-{slug}.png",
+                      f"pilot · {a.label_guide} · {name} · {a.steps} steps · seeds {seeds}")
         hit, lab = torch.cat(hits).double(), torch.cat(labels_all)  # float64 shares: 2/40 is exactly 0.05
         per_digit = [float(hit[lab == c].mean()) for c in range(10)]
         rows.append(dict(name=name, loss=float(torch.cat(losses).mean()), acc=float(hit.mean()),

@@ -490,10 +490,12 @@ def make_suite(samples: int = 4, cases: int = 4, seeds: str = "0,1,2", steps: st
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
         raise UgdError(f"seeds={seeds!r} is not a comma-separated list of integers; write e.g. seeds=0,1,2") from None
-    if label_weights and not Path(label_weights).expanduser().is_file():
-        raise UgdError(f"label_weights={label_weights!r}: no such file; pass a safetensors file of the label guide's "
-                       "network or leave it out for the shipped weights")
-    label_weights = str(Path(label_weights).expanduser()) if label_weights else ""
+    if label_weights:
+        path = Path(label_weights).expanduser()
+        if not path.is_file():
+            raise UgdError(f"label_weights={label_weights!r}: no such file; pass a safetensors file of the label guide's "
+                           "network or leave it out for the shipped weights")
+        label_weights = str(path)
     return DigitsBench(samples, cases, seed_list, step_counts, task_list, method_settings(method_list), device=device,
                        label_guide=label_guide, label_weights=label_weights)
 

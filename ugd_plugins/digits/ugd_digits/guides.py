@@ -273,23 +273,27 @@ def inpaint_guide(ref: int | None = None, image: str | None = None, region: str 
 _WEIGHTS = "path of a {net} .safetensors file (default: the plugin's trained weights)"
 _REF = Param("ref", "int", None, "held-out digit index 0..999, placed at its seeded random placement")
 _IMAGE = Param("image", "path", None, "reference image file (PNG, bright ink on dark; resized to 32x32)")
-_LABEL = Param("label", "int", None, "target digit class 0..9", required=True)
+
+
+def _label_params(network: str) -> list[Param]:
+    """The params of a label guide: the target class and the weights of its ``network``."""
+    return [Param("label", "int", None, "target digit class 0..9", required=True),
+            Param("weights", "path", None, _WEIGHTS.format(net=network))]
+
 
 REGISTRATIONS: list[dict[str, Any]] = [
     dict(
         name="digit",
         factory=digit_guide,
         description="Digits: label guidance, cross-entropy of a small ConvNet classifier to the target class",
-        params=[_LABEL,
-                Param("weights", "path", None, _WEIGHTS.format(net="digit_classifier"))],
+        params=_label_params("digit_classifier"),
         differentiable=True,
     ),
     dict(
         name="digit-robust",
         factory=digit_robust_guide,
         description="Digits: label guidance with a classifier trained on noisy canvases (its gradients follow strokes more than pixels)",
-        params=[_LABEL,
-                Param("weights", "path", None, _WEIGHTS.format(net="digit_classifier_robust"))],
+        params=_label_params("digit_classifier_robust"),
         differentiable=True,
     ),
     dict(
@@ -338,8 +342,7 @@ REGISTRATIONS: list[dict[str, Any]] = [
         name="digit-hard",
         factory=digit_hard_guide,
         description="Digits: non-differentiable label guide (argmax hit + probability, no autograd) for the zeroth-order path",
-        params=[_LABEL,
-                Param("weights", "path", None, _WEIGHTS.format(net="digit_classifier"))],
+        params=_label_params("digit_classifier"),
         differentiable=False,
     ),
 ]
