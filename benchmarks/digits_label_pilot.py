@@ -31,6 +31,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
 
 import torch  # noqa: E402
 
+from cli.bench import SEED_RANGES  # noqa: E402
 from ugd_core.guidance import guide_loss  # noqa: E402
 from ugd_core.registry import get_registry  # noqa: E402
 from ugd_digits.bench import DEFAULT_LABEL_GUIDE, LABEL_GUIDES  # noqa: E402
@@ -62,15 +63,10 @@ GROUPS = {"default": CANDIDATES, "few-step": FEW_STEP}
 
 
 def dev_judge() -> Any:
-    """The NN judge's algorithm on train digits: references = train digits 0-2999, threshold = the 99th
-    percentile of train digits 3000-3999's nearest distances (canvases at seeded random placements)."""
-    from ugd_digits.data import place, random_placement, to_model_space
-    from ugd_digits.judges import NearestNeighbourJudge
-    from ugd_digits.targets import cached_digits
+    """The development NN judge on train digits (``ugd_digits.judges.development_judge``)."""
+    from ugd_digits.judges import development_judge
 
-    d = cached_digits("train")
-    canvases = to_model_space(place(d.images, random_placement(len(d.labels), torch.Generator().manual_seed(4321))))
-    return NearestNeighbourJudge(references=(canvases[:3000], d.labels[:3000]), calibration=canvases[3000:])
+    return development_judge()
 
 
 def save_grid(images: torch.Tensor, path: Path, title: str) -> None:
@@ -84,7 +80,7 @@ def save_grid(images: torch.Tensor, path: Path, title: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="500,501", help="pilot seeds (the reported label table uses 0,1,2)")
+    p.add_argument("--seeds", default="500,501", help="pilot seeds, 500-599 (cli.bench.SEED_RANGES['pilot'])")
     p.add_argument("--samples", type=int, default=2, help="samples per class per seed")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--group", default="default", choices=list(GROUPS), help="candidate set")
@@ -96,8 +92,9 @@ def main() -> None:
     p.add_argument("--grids", default="", help="folder for one labelled PNG grid per candidate (a row per class)")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
-    if min(seeds) < 500:
-        sys.exit("error: pilot seeds must be >= 500 (0-499 are the reported benchmark's); e.g. --seeds 500,501")
+    pilot = SEED_RANGES["pilot"]
+    if any(s not in pilot for s in seeds):
+        sys.exit(f"error: pilot seeds must lie in {pilot.start}-{pilot.stop - 1} (cli.bench.SEED_RANGES); e.g. --seeds 500,501")
     group = GROUPS[a.group]
     names = [n for n in a.only.split(",") if n] or list(group)
     unknown = [n for n in names if n not in group]
@@ -121,7 +118,7 @@ def main() -> None:
                 guide = bench._label_batch(cases, a.samples)[0].guide
             with torch.no_grad():
                 losses.append(guide_loss(guide, images))
-            v = judge.judge(torch.nan_to_num(images, nan=-1.0))
+            v = judge.judge(images)  # a non-finite sample is never a digit
             hits.append(v.correct(labels))
             nondigit.append(~v.is_digit)
             labels_all.append(labels)

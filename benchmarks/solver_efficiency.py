@@ -135,8 +135,9 @@ def guide_loss(bench: Any, cases: list[Any], images: torch.Tensor, n: int) -> li
     with torch.no_grad():
         for ci, case in enumerate(cases):
             guides = GuideSet([build_guide(spec, bench.reg, bench.device)[0] for spec in case.guides])
-            x = torch.nan_to_num(images[ci * n : (ci + 1) * n], nan=-1.0).to(bench.device)
-            losses += guides.loss(x).cpu().tolist()
+            x = images[ci * n : (ci + 1) * n].to(bench.device)
+            bad = ~torch.isfinite(x).flatten(1).all(1)  # a non-finite sample has the worst loss, never a blank's
+            losses += torch.where(bad, torch.inf, guides.loss(torch.nan_to_num(x, nan=-1.0))).cpu().tolist()
     return losses
 
 
@@ -152,7 +153,7 @@ def run_cell(bench: Any, row: dict[str, Any], steps: int, seed: int, n: int, pil
         cell.update({k: v for k, v in score.items() if k not in ("metric",)})
         labels = torch.tensor([c.label for c in cases for _ in range(n)])
         pred, _ = bench.evaluators.classify(images)
-        verdict = bench.nn_judge.judge(torch.nan_to_num(images, nan=-1.0))
+        verdict = bench.nn_judge.judge(images)  # a non-finite sample is never a digit
         cell["classifier_correct"] = (pred == labels).int().tolist()
         cell["nn_correct"] = verdict.correct(labels).int().tolist()
         cell["nn_is_digit"] = verdict.is_digit.int().tolist()

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli.bench import SEED_RANGES
 from cli.progress import progress_bar
 from ugd_core.config import knob_names
 from ugd_core.errors import UgdError
@@ -311,7 +312,7 @@ def tune(
     trials: int = typer.Option(16, min=1, help="settings to try (beam: at most this many)"),
     samples: int = typer.Option(16, min=1, help="samples per seed for each setting"),
     seeds: int = typer.Option(2, min=1, help="seeds per setting (seed, seed+1, ...); each is one ASHA rung"),
-    seed: int = typer.Option(0, help="first evaluation seed"),
+    seed: int = typer.Option(SEED_RANGES["tuning"][0], help="first evaluation seed (tuning seeds are 300-399; reported ones 1000-1999)"),
     quality_factor: float = typer.Option(1.5, help="keep quality <= this x the unguided quality (FID-like, lower is better)"),
     rounds: int = typer.Option(3, min=1, help="beam: rounds of multiplying rho/mu/gamma by 2/2/10"),
     beam_width: int = typer.Option(2, min=1, help="beam: settings kept per round"),

@@ -38,15 +38,24 @@ def test_splits_are_disjoint_and_cover_the_heldout_set():
         heldout_split("train")
 
 
+# The fitted temperature with the shipped weights (docs/benchmarks.md, "The judges on real held-out test digits").
+DOCUMENTED_TEMPERATURE = 0.442
+
+
 def test_temperature_scaling_lowers_ece_on_the_calibration_split():
+    import torch.nn.functional as F
+
     ev = Evaluators()
     x, y = heldout_split("calibration")
     logits = ev.logits(x)
-    t = fit_temperature(logits, y)
-    assert t > 0 and t == pytest.approx(ev.temperature)
+    t = ev.temperature  # what the bench uses, fitted inside Evaluators
+    # the documented value, and a minimiser of the calibration NLL: a grid around it does no better
+    assert t == pytest.approx(DOCUMENTED_TEMPERATURE, abs=0.002)
+    nll = lambda temp: float(F.cross_entropy(logits.double() / temp, y))  # noqa: E731
+    assert all(nll(t) <= nll(t * f) for f in (0.8, 0.9, 0.95, 1.05, 1.1, 1.25, 1 / t))
     before = expected_calibration_error(logits.softmax(1), y)
     after = expected_calibration_error((logits / t).softmax(1), y)
-    assert after <= before
+    assert after < before / 2  # measured 0.11 -> 0.02 on the test split
     pred, prob = ev.classify(x)
     assert torch.equal(pred, logits.argmax(1))  # calibration never changes a decision
     assert torch.allclose(prob.sum(1), torch.ones(len(y)), atol=1e-5)

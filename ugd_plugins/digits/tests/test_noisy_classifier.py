@@ -83,13 +83,14 @@ def test_preset_is_classifier_guidance() -> None:
 
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="noisy classifier not trained")
 def test_shipped_weights_classify_noisy_heldout_digits() -> None:
-    from safetensors import safe_open
+    """Measured here on the 1,000 held-out digits (not read back from the weights' metadata): high accuracy on
+    nearly clean inputs, falling with the noise level, near chance at t = 900 (metadata: 0.982 / 0.854 / 0.132)."""
+    from ugd_digits.train_noisy_classifier import heldout_accuracy
 
-    load_noisy_classifier()
-    with safe_open(str(WEIGHTS), "pt") as fh:
-        heldout = json.loads(fh.metadata()["heldout"])
-    # held-out accuracy falls with the noise level, and is high on nearly clean inputs
-    assert heldout["accuracy_t0"] >= 0.9 and heldout["accuracy_t0"] >= heldout["accuracy_t900"]
+    torch.set_num_threads(1)
+    acc = heldout_accuracy(load_noisy_classifier(), backbone_scheduler().alphas_cumprod.float())
+    assert acc["accuracy_t0"] >= 0.95 and acc["accuracy_t500"] >= 0.75
+    assert acc["accuracy_t0"] > acc["accuracy_t500"] > acc["accuracy_t900"] and acc["accuracy_t900"] < 0.3
 
 
 def test_comparison_rows_name_their_label_guide() -> None:

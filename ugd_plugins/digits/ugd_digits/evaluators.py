@@ -13,6 +13,9 @@
 
 Every method takes images NCHW float in [-1, 1] ([N, 1, 32, 32]; 3 channels are
 averaged, other sizes resized), runs without gradients and returns CPU tensors.
+
+A sample with any non-finite pixel (a diverged run) is always wrong: class -1 (never a target), mask and
+box IoU 0, identity cosine -1 (the worst), style distance +inf, and FID nan (``nonfinite`` finds them).
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ from torch import Tensor, nn
 from .data import box_iou, foreground_mask, mask_iou, tight_boxes
 from .guides import gram, gram_distance, preprocess
 from .train_guides import load_network
+
+
+def nonfinite(images: Tensor) -> Tensor:
+    """[N] bool: the image has a NaN or infinite value anywhere."""
+    return ~torch.isfinite(images.detach()).flatten(1).all(1).cpu()
 
 
 def _broadcast(ref: Tensor, n: int, what: str) -> Tensor:
@@ -98,11 +106,15 @@ class Evaluators:
         """
         t = self.temperature if calibrated else 1.0
         prob = (self.logits(images) / t).softmax(1)
-        return prob.argmax(1), prob
+        bad = nonfinite(images)
+        prob[bad] = float("nan")  # no probabilities for a diverged sample (never 'confident')
+        return torch.where(bad, -1, prob.argmax(1)), prob  # and never a class: NaN logits would argmax to 0
 
     def features(self, images: Tensor) -> Tensor:
         """FID features [N, 64]: ``eval_classifier``'s globally pooled last-stage activations (before the head)."""
-        return self._map(self.classifier.embed, images)
+        feats = self._map(self.classifier.embed, images)
+        feats[nonfinite(images)] = float("nan")  # a diverged sample makes the FID nan, never a finite number
+        return feats
 
     @staticmethod
     def fid(feats_a: Tensor, feats_b: Tensor) -> float:
@@ -135,7 +147,8 @@ class Evaluators:
         """[N] cosine between ``eval_id`` embeddings of each image and its reference (one shared ref or one each)."""
         z = F.normalize(self._map(self.identity, images), dim=1)
         r = F.normalize(self._map(self.identity, ref_images), dim=1)
-        return (z * _broadcast(r, len(z), "ref_images")).sum(1)
+        cos = (z * _broadcast(r, len(z), "ref_images")).sum(1)
+        return torch.where(nonfinite(images), -1.0, cos)  # a non-finite sample gets the worst cosine
 
     def style_distance(self, images: Tensor, style_images: Tensor) -> Tensor:
         """[N] Gram distance (relative squared error per layer, summed) over ``eval_classifier``'s 4 feature maps.
@@ -151,7 +164,7 @@ class Evaluators:
                 fa = self.classifier.feature_maps(x[i : i + self.batch_size].to(self.device))
                 fb = self.classifier.feature_maps(s[i : i + self.batch_size].to(self.device))
                 out.append(gram_distance([gram(a) for a in fa], [gram(b) for b in fb]).cpu())
-        return torch.cat(out)
+        return torch.where(nonfinite(images), math.inf, torch.cat(out))  # a non-finite sample is the farthest
 
     # -- model-free mask and box -------------------------------------------------------------
 
@@ -166,7 +179,8 @@ class Evaluators:
         t = target_masks.detach().cpu()
         if t.dim() == 4:
             t = t[:, 0]
-        return mask_iou(ink, _broadcast(t.bool(), len(ink), "target_masks"))
+        iou = mask_iou(ink, _broadcast(t.bool(), len(ink), "target_masks"))
+        return torch.where(nonfinite(images), 0.0, iou)  # NaN > 0 is no ink, inf is all ink: neither is a mask
 
     def box_metrics(self, images: Tensor, target_boxes: Tensor, labels: Tensor | int | None = None) -> dict[str, Tensor]:
         """Location metrics against target boxes in canvas pixels ([N or 1, 4], x0, y0, x1, y1).
@@ -178,7 +192,8 @@ class Evaluators:
         ink = self.ink_mask(images)
         boxes = tight_boxes(ink)
         tb = target_boxes.detach().cpu().float().reshape(-1, 4)
-        out = {"iou": box_iou(boxes, _broadcast(tb, len(boxes), "target_boxes")), "boxes": boxes}
+        iou = box_iou(boxes, _broadcast(tb, len(boxes), "target_boxes"))
+        out = {"iou": torch.where(nonfinite(images), 0.0, iou), "boxes": boxes}
         if labels is not None:
             lab = torch.as_tensor(labels).reshape(-1)
             pred, _ = self.classify(images)
@@ -187,4 +202,4 @@ class Evaluators:
         return out
 
 
-__all__ = ["Evaluators"]
+__all__ = ["Evaluators", "nonfinite"]

@@ -26,8 +26,13 @@ split           indices    used for
 ==============  =========  ===============================================================
 reference       0-499      the NN judge's neighbours
 calibration     500-749    the temperature T and the NN non-digit threshold
-test            750-999    every reported real-digit number (ECE, accuracy, NN ceiling)
+test            750-999    every reported real-digit number (ECE, accuracy, NN ceiling), and
+                           the bench's task targets (``data.DIGIT_SETS["target"]``)
 ==============  =========  ===============================================================
+
+The ranges are ``data.DIGIT_SETS`` (defined there once, with the train set); the judges never see a task
+target. The *development* judge (:func:`development_judge`), which tuning may use, is the NN judge's
+algorithm on train digits only (``data.DEV_JUDGE_SETS``).
 """
 
 from __future__ import annotations
@@ -41,10 +46,14 @@ from torch import Tensor
 
 from ugd_core.errors import UgdError
 
+from .data import DEV_JUDGE_SETS, DIGIT_SETS
 from .guides import preprocess
 from .targets import heldout_canvases
 
-SPLITS = {"reference": (0, 500), "calibration": (500, 750), "test": (750, 1000)}
+# held-out index ranges [start, stop) of the judges' splits, from the one definition in data.DIGIT_SETS
+SPLITS = {name: DIGIT_SETS[key][1:] for name, key in
+          (("reference", "judge_reference"), ("calibration", "judge_calibration"), ("test", "target"))}
+DEV_PLACEMENT_SEED = 4321  # placements of the train digits the development judge uses
 NN_K = 5
 NN_SIDE = 20  # longer side of the normalised digit (MNIST: 20 px in a 28 px frame)
 NN_FRAME = 28
@@ -176,12 +185,12 @@ def deskew(frames: Tensor) -> Tensor:
 class NNVerdict:
     """Per-image results of the nearest-neighbour judge."""
 
-    pred: Tensor  # [N] long, the k-NN vote
-    distance: Tensor  # [N] distance to the nearest reference (2.0, the maximum, for an image with no ink)
-    is_digit: Tensor  # [N] bool: distance <= threshold
+    pred: Tensor  # [N] long, the k-NN vote (-1 for a non-finite image)
+    distance: Tensor  # [N] distance to the nearest reference (2.0, the maximum, for an image with no ink or a non-finite one)
+    is_digit: Tensor  # [N] bool: finite, has ink and distance <= threshold
 
     def correct(self, labels: Tensor) -> Tensor:
-        """[N] bool: the vote equals the label and the image is a digit."""
+        """[N] bool: the vote equals the label and the image is a digit (a non-finite image never is)."""
         return (self.pred == labels) & self.is_digit
 
 
@@ -208,14 +217,18 @@ class NearestNeighbourJudge:
         return d, idx, has_ink
 
     def judge(self, images: Tensor) -> NNVerdict:
-        """k-NN vote, nearest distance and the digit / non-digit call for each image."""
-        d, idx, has_ink = self._nearest(images)
+        """k-NN vote, nearest distance and the digit / non-digit call for each image.
+
+        An image with any non-finite pixel is not a digit (vote -1, distance 2.0): it is never counted correct."""
+        finite = torch.isfinite(images.detach()).flatten(1).all(1).cpu()
+        d, idx, has_ink = self._nearest(torch.where(finite.to(images.device)[:, None, None, None], images.detach(), -1.0))
         votes = torch.zeros(len(d), 10, dtype=torch.float64)
         # one vote per neighbour, plus a tie-breaker that favours nearer neighbours
         weight = 1.0 + 1e-3 * torch.arange(self.k, 0, -1, dtype=torch.float64)
         votes.scatter_add_(1, self.ref_labels[idx], weight.expand(len(d), -1).contiguous())
-        pred = votes.argmax(1)
-        return NNVerdict(pred, d[:, 0], has_ink & (d[:, 0] <= self.threshold))
+        pred = torch.where(finite, votes.argmax(1), -1)
+        dist = torch.where(finite, d[:, 0], 2.0)
+        return NNVerdict(pred, dist, finite & has_ink & (dist <= self.threshold))
 
     def ceiling(self) -> dict[str, float]:
         """The judge on the real test split: accuracy (non-digits counted wrong) and non-digit share."""
@@ -226,8 +239,35 @@ class NearestNeighbourJudge:
                     percentile=self.percentile, n=len(labels))
 
 
+@lru_cache(maxsize=1)
+def _train_canvases() -> tuple[Tensor, Tensor]:
+    from .data import place, random_placement, to_model_space
+    from .targets import cached_digits
+
+    d = cached_digits("train")
+    g = torch.Generator().manual_seed(DEV_PLACEMENT_SEED)
+    return to_model_space(place(d.images, random_placement(len(d.labels), g))), d.labels
+
+
+def development_canvases(part: str = "calibration") -> tuple[Tensor, Tensor]:
+    """(canvases, labels) of one part of the development judge's train digits (``data.DEV_JUDGE_SETS``)."""
+    images, labels = _train_canvases()
+    lo, hi = DEV_JUDGE_SETS[part]
+    return images[lo:hi], labels[lo:hi]
+
+
+@lru_cache(maxsize=1)
+def development_judge() -> NearestNeighbourJudge:
+    """The NN judge's algorithm on train digits only (what tuning and pilots may use; never a reported judge):
+    references = train digits 0-2999, non-digit threshold = the 99th percentile of train digits 3000-3999's
+    nearest distances, at placements seeded by ``DEV_PLACEMENT_SEED``. It reads no held-out digit."""
+    return NearestNeighbourJudge(references=development_canvases("reference"), calibration=development_canvases("calibration")[0])
+
+
 __all__ = [
     "SPLITS",
+    "development_canvases",
+    "development_judge",
     "NearestNeighbourJudge",
     "NNVerdict",
     "calibration_report",
