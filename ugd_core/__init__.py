@@ -2,18 +2,39 @@
 
 The SDK: guidance-function protocol, backbone adapters, the sampler, presets and
 the plugin registry. It imports no plugin by name.
+
+Importing ``ugd_core`` does not import torch: the registry, ``Param`` and ``hookimpl``
+are light, and every other name loads its module on first use (PEP 562), so plugin
+discovery, ``ugd list`` and ``ugd info`` stay fast.
 """
 
-from .backbones import Backbone, BackboneBase, CallableBackbone, DiffusersPixelBackbone, to_epsilon
-from .config import SamplerConfig, load_preset_file, save_preset_file
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from .errors import UgdError
-from .guidance import Guide, GuidanceFunction, GuideSet, WeightedGuide, freeze, guide_loss, make_guide
 from .hookspecs import hookimpl
+from .lazy import lazy_exports
 from .params import Param, parse_spec
 from .registry import Registry, get_registry, load_registry
-from .sampler import NoiseSchedule, SampleResult, StepKnobs, ddim_step, predict_x0, sample, self_recurrence
+
+if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
+    from .backbones import Backbone, BackboneBase, CallableBackbone, DiffusersPixelBackbone, to_epsilon
+    from .config import SamplerConfig, load_preset_file, save_preset_file
+    from .guidance import Guide, GuidanceFunction, GuideSet, WeightedGuide, freeze, guide_loss, make_guide
+    from .sampler import NoiseSchedule, SampleResult, StepKnobs, ddim_step, predict_x0, sample, self_recurrence
 
 __version__ = "0.1.0"
+
+# name -> the submodule that defines it (imported on first access: these import torch)
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(["Backbone", "BackboneBase", "CallableBackbone", "DiffusersPixelBackbone", "to_epsilon"], "backbones"),
+    **dict.fromkeys(["SamplerConfig", "load_preset_file", "save_preset_file"], "config"),
+    **dict.fromkeys(["Guide", "GuidanceFunction", "GuideSet", "WeightedGuide", "freeze", "guide_loss", "make_guide"], "guidance"),
+    **dict.fromkeys(["NoiseSchedule", "SampleResult", "StepKnobs", "ddim_step", "predict_x0", "sample", "self_recurrence"], "sampler"),
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "Backbone",

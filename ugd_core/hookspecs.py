@@ -8,7 +8,8 @@ A plugin is an ordinary module exposed through the ``ugd`` entry-point group::
 and decorates functions with :data:`hookimpl`. Each hook receives a ``register``
 callable; calling it adds one named item. Nothing heavy happens at registration:
 factories are called only when the item is built, with parameter values already
-converted to their ``Param`` types. A factory reports a bad parameter by raising
+converted to their ``Param`` types; import torch and other heavy modules inside the factories,
+never at a plugin module's top level (``ugd list`` must not import them). A factory reports a bad parameter by raising
 :class:`ugd_core.UgdError` (one line: the problem and the fix); a ``ValueError``,
 ``TypeError`` or ``KeyError`` it raises is shown as one line naming the plugin.
 A name another plugin already registered is kept by both; the bare name is then
@@ -51,7 +52,9 @@ def ugd_register_presets(register):  # type: ignore[no-untyped-def]
 def ugd_register_benchmarks(register):  # type: ignore[no-untyped-def]
     """Add benchmark suites run by ``ugd bench``: ``register(name, factory, description=..., params=[...])``.
 
-    ``factory(**params)`` returns a callable ``run(out_dir, progress) -> dict``.
+    ``factory(**params)`` returns a callable ``run(out_dir, progress) -> dict``. ``params`` may also be a
+    function returning the list, called only when the parameters are first needed (so a suite whose
+    defaults live in a torch-importing module keeps ``ugd list`` fast).
     """
 
 

@@ -41,12 +41,21 @@ class Entry:
     name: str
     factory: Callable[..., Any] | None
     description: str
-    params: list[Param] = field(default_factory=list)
+    declared_params: list[Param] | Callable[[], Iterable[Param]] = field(default_factory=list)
     differentiable: bool = True
     plugin: str = ""
     settings: dict[str, Any] = field(default_factory=dict)  # presets: the knob values
     source: str = ""  # presets: where the values come from
     default_preset: str = ""  # backbones: the preset used when guides are given without --preset
+
+    @property
+    def params(self) -> list[Param]:
+        """The parameters. A plugin may declare them as a function (when their defaults live in a module that
+        imports torch): it is called here, on first use, so listing plugins never runs it."""
+        if callable(self.declared_params):
+            owner = f"plugin {self.plugin!r}, {self.kind} {self.name!r}"
+            self.declared_params = [checked_param(p, owner) for p in self.declared_params()]
+        return self.declared_params
 
 
 @dataclass
@@ -116,7 +125,7 @@ class Registry:
             name: str,
             factory: Any = None,
             description: str = "",
-            params: Iterable[Param] = (),
+            params: Iterable[Param] | Callable[[], Iterable[Param]] = (),
             differentiable: bool = True,
             source: str = "",
             default_preset: str = "",
@@ -125,8 +134,8 @@ class Registry:
             if not isinstance(name, str) or not name or any(c in name for c in "=,\"' :"):
                 self._reject(plugin, f"{kind} name {name!r} must be a non-empty string without spaces, ':', '=', ',' or quotes")
                 return
-            try:
-                checked = [checked_param(p, owner) for p in params]
+            try:  # parameters declared as a function are checked when first read (Entry.params)
+                checked = params if callable(params) else [checked_param(p, owner) for p in params]
             except UgdError as exc:
                 self._reject(plugin, str(exc))
                 return

@@ -15,6 +15,8 @@ from .configs import README, RELEASES, URL
 
 _MODELS = [r for r in RELEASES.values() if r.kind == "model"]
 _CLASSIFIERS = [r for r in RELEASES.values() if r.kind == "classifier"]
+DEFAULT_MODEL = RELEASES["256-uncond"].files[0]  # as backbone.DEFAULT_MODEL (that module imports torch)
+DEFAULT_CLASSIFIER = RELEASES["256-classifier"].files[0]  # as classifier.DEFAULT_CLASSIFIER
 
 
 def _listing(releases: list[Any]) -> str:
@@ -39,13 +41,23 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 
 
+def _load_adm(**kwargs: Any) -> Any:
+    from .backbone import load_adm
+
+    return load_adm(**kwargs)
+
+
+def _classifier_guide(**kwargs: Any) -> Any:
+    from .classifier import classifier_guide
+
+    return classifier_guide(**kwargs)
+
+
 @hookimpl
 def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
-    from .backbone import DEFAULT_MODEL, load_adm
-
     register(
         "adm",
-        load_adm,
+        _load_adm,
         description=(
             "OpenAI guided-diffusion (ADM, Dhariwal & Nichol 2021) pixel UNet, exact release flags ("
             + README + "). Checkpoints: " + _listing(_MODELS) + f". Download: {URL}<file>. "
@@ -61,11 +73,9 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def ugd_register_guides(register):  # type: ignore[no-untyped-def]
-    from .classifier import DEFAULT_CLASSIFIER, classifier_guide
-
     register(
         "classifier",
-        classifier_guide,
+        _classifier_guide,
         description=(
             "Classifier guidance (Dhariwal & Nichol 2021) with a released noise-aware ImageNet classifier on z_t "
             "(timestep-aware; use --preset classifier-guidance). Checkpoints: " + _listing(_CLASSIFIERS)

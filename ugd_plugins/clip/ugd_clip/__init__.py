@@ -5,6 +5,16 @@ text embedding (``prompt=``) or the embedding of a reference image (``image=``);
 the loss is ``1 - cosine``.
 """
 
-from .guide import DEFAULT_MODEL, ClipGuide, build_clip_guide, load_clip, load_image
+from typing import TYPE_CHECKING
+
+from ugd_core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .guide import DEFAULT_MODEL, ClipGuide, build_clip_guide, load_clip, load_image
+
+# each name loads its module on first use, so discovering the plugin does not import torch
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(["DEFAULT_MODEL", "ClipGuide", "build_clip_guide", "load_clip", "load_image"], "guide"),
+})
 
 __all__ = ["DEFAULT_MODEL", "ClipGuide", "build_clip_guide", "load_clip", "load_image"]

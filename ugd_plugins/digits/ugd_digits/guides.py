@@ -4,7 +4,8 @@ Each factory loads its frozen network from ``ugd_digits/weights/<net>.safetensor
 (or ``weights=PATH``) when it is called, never at import. Guides take images
 NCHW float in [-1, 1], shape [N, 1, 32, 32] (3 channels are averaged, other
 sizes resized) and return one loss per sample, shape [N]; lower is better.
-``REGISTRATIONS`` lists every guide for the plugin's ``ugd_register_guides`` hook.
+``REGISTRATIONS`` (declared in :mod:`ugd_digits.registrations`, without torch) lists every guide for the
+plugin's ``ugd_register_guides`` hook.
 
 Digits analogues of the paper's experiments: ``digit`` (label / CLIP-like
 semantic guidance), ``digit-mask`` (segmentation), ``digit-box`` (object
@@ -23,14 +24,14 @@ from torch import Tensor, nn
 
 from ugd_core.errors import UgdError
 from ugd_core.guidance import Guide
-from ugd_core.params import Param
 
 from .data import CANVAS, foreground_mask
+from .registrations import GUIDES as REGISTRATIONS  # noqa: F401  (names, params, lazy factories: no torch there)
+from .registrations import STYLE_LAYERS
 from .targets import REGIONS, half_mask, load_mask, parse_box, ref_canvas, reference_image
 from .train_guides import load_network
 
 N_CLASSES = 10
-STYLE_LAYERS = "1,2,3,4"  # ConvNet conv blocks (1..6) whose Gram matrices define style by default
 
 
 class DigitGuide(Guide):
@@ -266,83 +267,3 @@ def inpaint_guide(ref: int | None = None, image: str | None = None, region: str 
         return ((x - target["image"]).pow(2) * k).sum(dim=(1, 2, 3)) / k.sum()
 
     return _guide("inpaint", lambda x: x, loss, target, (), device=device)
-
-
-# ----------------------------------------------------------------------------------------------- registration
-
-_WEIGHTS = "path of a {net} .safetensors file (default: the plugin's trained weights)"
-_REF = Param("ref", "int", None, "held-out digit index 0..999, placed at its seeded random placement")
-_IMAGE = Param("image", "path", None, "reference image file (PNG, bright ink on dark; resized to 32x32)")
-
-
-def _label_params(network: str) -> list[Param]:
-    """The params of a label guide: the target class and the weights of its ``network``."""
-    return [Param("label", "int", None, "target digit class 0..9", required=True),
-            Param("weights", "path", None, _WEIGHTS.format(net=network))]
-
-
-REGISTRATIONS: list[dict[str, Any]] = [
-    dict(
-        name="digit",
-        factory=digit_guide,
-        description="Digits: label guidance, cross-entropy of a small ConvNet classifier to the target class",
-        params=_label_params("digit_classifier"),
-        differentiable=True,
-    ),
-    dict(
-        name="digit-robust",
-        factory=digit_robust_guide,
-        description="Digits: label guidance with a classifier trained on noisy canvases (its gradients follow strokes more than pixels)",
-        params=_label_params("digit_classifier_robust"),
-        differentiable=True,
-    ),
-    dict(
-        name="digit-mask",
-        factory=digit_mask_guide,
-        description="Digits: segmentation guidance, per-pixel cross-entropy of a small SegNet to a target ink mask",
-        params=[Param("mask", "path", None, "target mask PNG (ink bright), resized to 32x32"), _REF,
-                Param("weights", "path", None, _WEIGHTS.format(net="digit_segmenter"))],
-        differentiable=True,
-    ),
-    dict(
-        name="digit-box",
-        factory=digit_box_guide,
-        description="Digits: object-location guidance, L1 + GIoU of a small box detector to a target box (+ class CE)",
-        params=[Param("box", "str", None, 'target box "x0,y0,x1,y1" in canvas pixels 0..32', required=True),
-                Param("label", "int", None, "optional digit class 0..9 the detector should also see"),
-                Param("weights", "path", None, _WEIGHTS.format(net="digit_detector"))],
-        differentiable=True,
-    ),
-    dict(
-        name="digit-id",
-        factory=digit_id_guide,
-        description="Digits: identity guidance (face-recognition analogue), 1 - cosine of instance embeddings",
-        params=[_REF, _IMAGE, Param("weights", "path", None, _WEIGHTS.format(net="digit_id"))],
-        differentiable=True,
-    ),
-    dict(
-        name="digit-style",
-        factory=digit_style_guide,
-        description="Digits: style guidance, Gram-matrix distance on the digit classifier's conv feature maps",
-        params=[_REF, _IMAGE,
-                Param("layers", "str", STYLE_LAYERS, "comma-separated conv blocks 1..6 whose Gram matrices count"),
-                Param("weights", "path", None, _WEIGHTS.format(net="digit_classifier"))],
-        differentiable=True,
-    ),
-    dict(
-        name="inpaint",
-        factory=inpaint_guide,
-        description="Model-free inpainting: squared error to a reference on the known pixels (compose with other guides)",
-        params=[_REF, _IMAGE,
-                Param("region", "str", None, "the KNOWN half of the canvas", choices=REGIONS),
-                Param("mask", "path", None, "known-pixel mask PNG (known = bright), instead of region")],
-        differentiable=True,
-    ),
-    dict(
-        name="digit-hard",
-        factory=digit_hard_guide,
-        description="Digits: non-differentiable label guide (argmax hit + probability, no autograd) for the zeroth-order path",
-        params=_label_params("digit_classifier"),
-        differentiable=False,
-    ),
-]

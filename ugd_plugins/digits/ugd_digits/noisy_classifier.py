@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ugd_core.errors import UgdError
-from ugd_core.params import Param
+
+from .registrations import CLASSIFIER_SCALE, NOISY_GUIDE, NOISY_PRESET as PRESET  # noqa: F401
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "noisy_classifier.safetensors"
 TRAIN_COMMAND = "cd ugd_plugins/digits && python -m ugd_digits.train_noisy_classifier"
@@ -111,23 +112,4 @@ def digit_noisy_guide(label: int, weights: str | None = None, device: str = "cpu
     return make_guide("digit-noisy", f, loss, target, preprocess, modules=(net,), timestep_aware=True)
 
 
-REGISTRATION: dict[str, Any] = dict(
-    name="digit-noisy",
-    factory=digit_noisy_guide,
-    description="Digits: classifier guidance (Dhariwal & Nichol 2021) with a noise-aware classifier p(y | z_t, t) "
-    "trained on noised train digits; timestep-aware, use --preset digits-classifier-guidance",
-    params=[
-        Param("label", "int", None, "target digit class 0..9", required=True),
-        Param("weights", "path", None, "noisy_classifier .safetensors (default: the plugin's trained weights)"),
-    ],
-    differentiable=True,
-)
-
-# s of eq. 14, picked on pilot seeds 500+ by the guide's own classifier at t = 0 (compare_classifier_guidance --pilot).
-CLASSIFIER_SCALE = 10.0
-PRESET: tuple[str, dict[str, Any], str] = (
-    "Digits classifier guidance (Dhariwal & Nichol 2021): the noise-aware digit-noisy guide on z_t, "
-    f"eps - s sqrt(1-a_t) grad log p(y|z_t,t), s={CLASSIFIER_SCALE:g}, DDIM (eta=0), no backward guidance or recurrence",
-    dict(forward_strength=CLASSIFIER_SCALE, forward_schedule="sqrt_1m_abar", forward_input="zt"),
-    "Dhariwal & Nichol 2021 eq. 14 / Alg. 2; s chosen on pilot seeds 500+ by the guide's own classifier at t=0",
-)
+REGISTRATION = NOISY_GUIDE  # declared in ugd_digits.registrations (no torch there), with PRESET

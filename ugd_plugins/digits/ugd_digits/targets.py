@@ -17,10 +17,10 @@ from ugd_core.errors import UgdError
 from ugd_kit.images import load_image as read_image
 
 from .data import CANVAS, Digits, load_digits, place, random_placement, to_model_space
+from .registrations import REGIONS  # the known halves of inpaint:region= (declared without torch)
 
 HELDOUT_SEED = 1234  # placements of the held-out evaluation canvases (every reported held-out number)
 REF_SEED = 10_000  # ref=INT places held-out digit INT with torch.Generator().manual_seed(REF_SEED + INT)
-REGIONS = ("left", "right", "top", "bottom")
 
 
 @lru_cache(maxsize=2)

@@ -6,8 +6,23 @@ code's mean absolute difference). :func:`rerank` orders finished samples by the 
 identity score, as the paper's top-k selection.
 """
 
-from .guide import DEFAULT_BOX, FaceGuide, build_face_guide, load_arcface, parse_box, rerank
-from .iresnet import IResNet, iresnet18, iresnet34, iresnet50, iresnet100, iresnet200
+from typing import TYPE_CHECKING
+
+from ugd_core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .guide import DEFAULT_BOX, FaceGuide, build_face_guide, load_arcface, parse_box, rerank
+    from .iresnet import IResNet, iresnet18, iresnet34, iresnet50, iresnet100, iresnet200
+
+# each name loads its module on first use, so discovering the plugin does not import torch
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys([
+        "DEFAULT_BOX", "FaceGuide", "build_face_guide", "load_arcface", "parse_box", "rerank",
+    ], "guide"),
+    **dict.fromkeys([
+        "IResNet", "iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200",
+    ], "iresnet"),
+})
 
 __all__ = [
     "DEFAULT_BOX",
