@@ -8,6 +8,7 @@ and splitting off learned-variance channels, happen in :func:`to_epsilon` and no
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
@@ -15,7 +16,7 @@ from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from .errors import UgdError
+from .errors import UgdError, UgdWarning
 from .guidance import freeze
 
 
@@ -216,8 +217,15 @@ class DiffusersPixelBackbone(BackboneBase):
     is_latent = False
 
     def __init__(self, unet: nn.Module, scheduler: Any = None, device: torch.device | str | None = None):
+        """``scheduler``: the noise schedule the UNet was trained with; without one, a linear DDPM schedule
+        with epsilon prediction is assumed, with a :class:`~ugd_core.errors.UgdWarning` that says so."""
         self.unet = unet
-        self.scheduler = scheduler if scheduler is not None else default_scheduler(unet.config.get("num_train_timesteps") or 1000)
+        if scheduler is None:
+            n = unet.config.get("num_train_timesteps") or 1000
+            warnings.warn(f"DiffusersPixelBackbone: no scheduler given; assuming a linear DDPM schedule ({n} steps, "
+                          "epsilon prediction); pass the scheduler the UNet was trained with", UgdWarning, stacklevel=2)
+            scheduler = default_scheduler(n)
+        self.scheduler = scheduler
         self.prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
         self.device = torch.device(device) if device is not None else next(unet.parameters()).device
         self._freeze_and_place()
@@ -240,10 +248,16 @@ class DiffusersPixelBackbone(BackboneBase):
 
         with loading_weights(path):
             unet = UNet2DModel.from_pretrained(path, subfolder=subfolder or ("unet" if (Path(path) / "unet").is_dir() else None))
+        scheduler = None
+        for sub in ("scheduler", None):  # a pipeline's scheduler/ folder, or a scheduler_config.json beside the UNet
             try:
-                scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler")
+                scheduler = DDIMScheduler.from_pretrained(path, subfolder=sub)
+                break
             except (OSError, ValueError):
-                scheduler = None
+                continue
+        if scheduler is None:  # guessing the noise schedule would give wrong images without a word
+            raise UgdError(f"diffusers-pixel: {path!r} has no scheduler config (scheduler/scheduler_config.json); ugd does not "
+                           "guess the noise schedule: use the pipeline folder the UNet came with, or add its scheduler folder")
         return cls(unet, scheduler, device)
 
     def condition(self, prompt: Any, negative_prompt: Any, batch_size: int, cfg_scale: float) -> Any:

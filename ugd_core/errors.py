@@ -12,3 +12,11 @@ class UgdError(Exception):
 
         raise UgdError(f"brightness: level={level} is outside [-1, 1]; e.g. brightness:level=0.5")
     """
+
+
+class UgdWarning(RuntimeWarning):
+    """A fallback the user should know about: ugd chose a value the user did not give.
+
+    The message names the fallback, what it chose and how to choose otherwise; the CLI prints it as
+    ``warning: ...``. A fallback that would silently change results is a :class:`UgdError` instead.
+    """

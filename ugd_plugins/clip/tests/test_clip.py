@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 import torch
@@ -63,9 +64,26 @@ def test_loads_a_local_folder_through_the_factory(tmp_path) -> None:  # type: ig
     model.save_pretrained(tmp_path / "clip")
     tok.save_pretrained(tmp_path / "clip")
     CLIPImageProcessor(crop_size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.25] * 3).save_pretrained(tmp_path / "clip")
-    guide = build_clip_guide(prompt="a rocket", model=str(tmp_path / "clip"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a folder with its image processor: no fallback warning
+        guide = build_clip_guide(prompt="a rocket", model=str(tmp_path / "clip"))
     assert guide.image_size == 32 and guide.std.flatten().tolist() == [0.25] * 3
     assert guide_loss(guide, photos(32)).shape == (2,)
+
+
+def test_a_folder_without_an_image_processor_warns_and_names_the_statistics_it_uses(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No preprocessor_config.json: OpenAI CLIP's mean/std, with a UgdWarning that says so (never silently)."""
+    from ugd_clip import build_clip_guide
+    from ugd_clip.guide import CLIP_MEAN, CLIP_STD
+    from ugd_core.errors import UgdWarning
+
+    model, tok = tiny_clip()
+    model.save_pretrained(tmp_path / "clip")
+    tok.save_pretrained(tmp_path / "clip")
+    with pytest.warns(UgdWarning, match=r"clip: no image processor config for .*OpenAI CLIP's pixel statistics"):
+        guide = build_clip_guide(prompt="a rocket", model=str(tmp_path / "clip"))
+    assert guide.mean.flatten().tolist() == pytest.approx(list(CLIP_MEAN))
+    assert guide.std.flatten().tolist() == pytest.approx(list(CLIP_STD))
 
 
 def test_missing_weights_offline_is_a_ugd_error(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ logit scale is 100). The network is any Hugging Face ``CLIPModel``; the default
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ugd_core.backbones import missing_weights_message
-from ugd_core.errors import UgdError
+from ugd_core.errors import UgdError, UgdWarning
 from ugd_kit.images import load_image
 from ugd_core.guidance import freeze
 
@@ -144,13 +145,17 @@ def load_clip(model_id: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
     except (OSError, ValueError):
         raise UgdError(missing_weights_message(model_id, _looked_in(model_id), option)) from None
     mean, std, size = CLIP_MEAN, CLIP_STD, int(model.config.vision_config.image_size)
-    try:
-        from transformers import CLIPImageProcessor
+    from transformers import CLIPImageProcessor
 
+    try:
         proc = CLIPImageProcessor.from_pretrained(model_id)
+    except (OSError, ValueError) as exc:  # no (readable) preprocessor config: say so, and which statistics are used
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(f"clip: no image processor config for {model_id!r} ({detail}); normalising with OpenAI CLIP's pixel "
+                      f"statistics mean={CLIP_MEAN}, std={CLIP_STD}; add the model's preprocessor_config.json if it was "
+                      "trained with others", UgdWarning, stacklevel=2)
+    else:
         mean, std = tuple(proc.image_mean), tuple(proc.image_std)
-    except Exception:  # no preprocessor config: OpenAI's statistics
-        pass
     model.to(device)
     return dict(model=model, tokenizer=tokenizer, mean=mean, std=std, image_size=size)
 

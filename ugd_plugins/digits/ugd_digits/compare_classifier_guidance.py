@@ -1,7 +1,7 @@
 """Label task: classifier guidance with a noise-aware classifier beside universal guidance, same seeds.
 
     cd ugd_plugins/digits && OMP_NUM_THREADS=1 nice -n 10 ../../.venv/bin/python -m ugd_digits.compare_classifier_guidance \
-        --seeds 0,1 --samples 2 --steps 50 --out /tmp/cg
+        --seeds 1000,1001 --samples 2 --steps 50 --out /tmp/cg
 
 Rows (every row draws the digits benchmark's label cases and per-image seeds, ``bench.DigitsBench.generate``):
 
@@ -15,7 +15,7 @@ Rows (every row draws the digits benchmark's label cases and per-image seeds, ``
   not used to pick the preset's scale).
 
 Judges: the benchmark's evaluator (``eval_classifier`` argmax: target accuracy; acc@p>=0.9 with its
-probabilities) and, when present, the nearest-neighbour judge of ``judges.py`` (k-NN vote on normalised
+probabilities) and the nearest-neighbour judge of ``judges.py`` (k-NN vote on normalised
 pixels, non-digits counted wrong). ``--pilot`` instead picks the preset's scale on seeds 500+ (never
 reported) by the *guide's own* noise-aware classifier at t = 0, never by a judge.
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .bench import DigitsBench, METHODS
+from .bench import METHODS, REPORTED_SEEDS, DigitsBench
 from .noisy_classifier import CLASSIFIER_SCALE, PRESET
 
 UNIVERSAL = dict(METHODS["forward+backward+recurrence"])  # = the digits-full preset
@@ -47,14 +47,12 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
 
 
 def _nn_judge() -> Any:
-    try:
-        from .judges import NearestNeighbourJudge
-    except ImportError:
-        return None
+    from .judges import NearestNeighbourJudge
+
     return NearestNeighbourJudge()
 
 
-def compare(seeds: tuple[int, ...] = (0, 1), samples: int = 2, steps: int = 50, rows: tuple[str, ...] = tuple(ROWS)) -> list[dict[str, Any]]:
+def compare(seeds: tuple[int, ...] = REPORTED_SEEDS[:2], samples: int = 2, steps: int = 50, rows: tuple[str, ...] = tuple(ROWS)) -> list[dict[str, Any]]:
     """One result per (row, seed): evaluator and NN-judge accuracies, FID, cost."""
     nn_judge = _nn_judge()
     out = []
@@ -70,10 +68,9 @@ def compare(seeds: tuple[int, ...] = (0, 1), samples: int = 2, steps: int = 50, 
             r = dict(row=name, seed=seed, n=len(images), target_accuracy=scores["class_accuracy"],
                      accuracy_at_0_9=scores["accuracy_at_0.9"], confident=scores["confident"], fid=scores["fid"], **cost,
                      wall_seconds=time.perf_counter() - t0)
-            if nn_judge is not None:
-                verdict = nn_judge.judge(images)
-                r["nn_accuracy"] = float(verdict.correct(labels).float().mean())
-                r["nn_nondigit"] = float((~verdict.is_digit).float().mean())
+            verdict = nn_judge.judge(images)
+            r["nn_accuracy"] = float(verdict.correct(labels).float().mean())
+            r["nn_nondigit"] = float((~verdict.is_digit).float().mean())
             out.append(r)
             print(json.dumps(r), flush=True)
     return out
@@ -120,7 +117,7 @@ def pilot(scales: tuple[float, ...], seed: int = 500, samples: int = 2, steps: i
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Classifier guidance (noise-aware) vs universal guidance on the digits label task.")
-    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--seeds", default=",".join(map(str, REPORTED_SEEDS[:2])), help="reported seeds (1000-1999)")
     p.add_argument("--samples", type=int, default=2, help="samples per class per seed")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--rows", default=",".join(ROWS))
