@@ -241,13 +241,16 @@ def resolve_config(spec: RunSpec, registry: Registry, backbone: str | None = Non
         return SamplerConfig.from_dict(check_settings(dict(spec.sampler), "spec file sampler setting")), spec.preset
     settings: dict[str, Any] = {}
     preset = spec.preset
-    if preset is None and spec.guides:  # the backbone's own default preset, else the paper's
-        preset = registry.get("backbone", backbone or parse_spec(spec.backbone)[0]).default_preset or "ugd"
+    entry = registry.get("backbone", backbone or parse_spec(spec.backbone)[0])
+    if preset is None and spec.guides:  # the backbone's own default preset, else the scale-free default
+        preset = entry.default_preset or "auto"
     name = preset
     if preset is not None:
         name, settings = resolve_preset(preset, registry)
         check_settings(settings, f"preset {name!r} setting")
     settings.update(check_settings(spec.overrides))
+    if entry.default_steps and "num_steps" not in settings:  # the backbone's own step count
+        settings["num_steps"] = entry.default_steps
     return SamplerConfig.from_dict(settings), name
 
 

@@ -43,10 +43,19 @@ class SamplerConfig:
     # so the same at any step count (0 = off)
     forward_min_abar: float = 0.0
 
+    # scale-free guidance: each guide's loss divided by the per-sample RMS of its own gradient (held constant)
+    # before the weighted sum, so a loss multiplied by any c > 0 guides identically and ``weight`` is a
+    # guide's share of the step: none | grad
+    guide_normalize: str = "none"
+
     # backward guidance: m optimiser steps on delta minimising loss(x0_hat + delta)   (TFG's mu, N_iter)
     backward_steps: int = 0
     backward_lr: float = 0.1
     backward_optimizer: str = "sgd"  # sgd | adam
+    backward_normalize: str = "none"  # none | grad: unit-RMS gradient per sample, lr in x0 units per step
+    # > 0: each backward step is line-searched per sample, kept only where the loss falls, else halved up to
+    # this many times (a sample whose loss stops falling stops); needs backward_optimizer=sgd (0 = off)
+    backward_backtrack: int = 0
     backward_schedule: ScheduleLike = "constant"
     backward_window: tuple[float, float] = (0.0, 1.0)
     # where delta lands: eps (eps re-derived at fixed z_t so that x0(z_t, eps) = x0_hat + delta: universal
@@ -87,13 +96,15 @@ class SamplerConfig:
 
     def validate(self) -> None:
         """Raise UgdError for values the sampler cannot use."""
-        minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "forward_min_abar": (0.0, "")}
+        minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "forward_min_abar": (0.0, ""), "backward_backtrack": (0, " (0 = no line search)")}
         for name, (low, note) in minimums.items():
             if getattr(self, name) < low:
                 raise UgdError(f"{name} must be >= {low}{note}, got {getattr(self, name)}")
         choices = {
             **dict.fromkeys(("forward_schedule", "backward_schedule", "smoothing_schedule"), SCHEDULES),  # or a callable
             "forward_normalize": ("none", "grad", "loss"),
+            "guide_normalize": ("none", "grad"),
+            "backward_normalize": ("none", "grad"),
             "forward_input": ("x0", "zt"),
             "forward_on": ("eps", "z_prev", "z_t"),
             "backward_on": ("eps", "x0"),
@@ -105,6 +116,8 @@ class SamplerConfig:
             value = getattr(self, name)
             if not callable(value) and value not in allowed:
                 raise UgdError(f"{name}={str(value)!r} is not one of {', '.join(allowed)}{closest(str(value), list(allowed))}")
+        if self.backward_backtrack > 0 and self.backward_optimizer != "sgd":
+            raise UgdError("backward_backtrack > 0 line-searches plain gradient steps: set backward_optimizer=sgd, or backward_backtrack=0 for Adam")
         if self.scheduler != "ddim":
             scheduler_class(self.scheduler)
             for name, value in (("forward_on", self.forward_on), ("backward_on", self.backward_on)):

@@ -61,11 +61,13 @@ class GuidanceStats:
 class Smoothing:
     """Gaussian smoothing of the guide's input: probes x + n_j, n_j ~ N(0, std^2 I), j < probes, reduced by
     ``mean`` (mean of the losses) or ``log_mean_exp`` (-log mean_j exp(-loss_j): the log of the Monte-Carlo
-    mean of the likelihoods, LGD and TFG). ``offsets`` are probes the caller drew to share between calls."""
+    mean of the likelihoods, LGD and TFG). With ``shared`` the first draw (in the shape of the image the
+    guide sees) is kept and reused by every later call of the step (TFG's shared probes)."""
 
     std: float = 0.0
     probes: int = 1
     reduce: str = "mean"
+    shared: bool = False
     offsets: list[Tensor | None] | None = None
 
     def draw(self, like: Tensor, generators: Sequence[torch.Generator]) -> list[Tensor | None]:
@@ -74,7 +76,19 @@ class Smoothing:
             return list(self.offsets)
         if self.std <= 0:
             return [None]
-        return [self.std * randn(like.shape[1:], generators, like.device, like.dtype) for _ in range(self.probes)]
+        offsets: list[Tensor | None] = [self.std * randn(like.shape[1:], generators, like.device, like.dtype) for _ in range(self.probes)]
+        if self.shared:
+            self.offsets = offsets
+        return list(offsets)
+
+
+def per_sample_rms(g: Tensor) -> Tensor:
+    """sqrt(mean(g^2)) over every axis but the first, [N], kept above the dtype's smallest normal number."""
+    return g.flatten(1).double().pow(2).mean(1).sqrt().clamp(min=torch.finfo(g.dtype).tiny).to(g.dtype)
+
+
+def _bcast(v: Tensor, like: Tensor) -> Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 def loss_and_grad(
@@ -86,12 +100,18 @@ def loss_and_grad(
     zo_probes: int = 8,
     zo_std: float = 0.05,
     t: Tensor | None = None,
+    normalize: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Weighted loss per sample [N] and its gradient with respect to ``images``.
 
     ``images`` is treated as a leaf (detached); callers chain the gradient back to
     z_t or delta with ``torch.autograd.grad(images, wrt, grad)``. ``t`` is the
     backbone's training timestep [N], passed to timestep-aware guides.
+
+    With ``normalize`` (``SamplerConfig.guide_normalize="grad"``) each guide's loss is divided by the
+    per-sample RMS r_i of its own gradient (r_i held constant), before the weighted sum: the gradient of
+    l_i / r_i is unit-RMS, l_i / r_i does not change when l_i is multiplied by any c > 0, and a guide's
+    ``weight`` is its share of the step whatever its loss's units.
     """
     x = images.detach()
     total_loss = torch.zeros(x.shape[0], device=x.device)
@@ -103,7 +123,14 @@ def loss_and_grad(
         leaf = x.clone().requires_grad_(True)
         with torch.enable_grad():
             inputs = [leaf if off is None else leaf + off for off in offsets]
-            per_guide = [torch.stack([item.weight * guide_loss(item.guide, inp, t) for inp in inputs]) for item in diff]
+            weights = [1.0 if normalize else item.weight for item in diff]  # with normalize, weights apply after it
+            per_guide = [torch.stack([w * guide_loss(item.guide, inp, t) for inp in inputs]) for w, item in zip(weights, diff)]
+            if normalize:  # l_i / r_i, r_i the RMS of grad l_i (of the probes' mean), held constant
+                rms = [
+                    per_sample_rms(torch.autograd.grad(losses.mean(0).sum(), leaf, retain_graph=True)[0]).detach()
+                    for losses in per_guide
+                ]
+                per_guide = [item.weight * losses / r for item, losses, r in zip(diff, per_guide, rms)]
             if smoothing.reduce == "log_mean_exp":  # not additive over guides: one gradient of the composition
                 parts = [(None, math.log(len(offsets)) - torch.logsumexp(-sum(per_guide), dim=0))]
             else:  # additive: one gradient per guide (the same backward work), so a guide that breaks is skipped alone
@@ -118,7 +145,7 @@ def loss_and_grad(
                 total_loss = total_loss + loss.detach()
                 total_grad = total_grad + grad.to(x.dtype)
         stats.guide_forward += len(diff) * len(offsets)
-        stats.guide_backward += len(diff) * len(offsets)
+        stats.guide_backward += len(diff) * len(offsets) * (2 if normalize else 1)
     for item in guides.items:
         if item.guide.differentiable:
             continue
@@ -130,10 +157,14 @@ def loss_and_grad(
                 u = randn(x.shape[1:], generators, x.device, x.dtype)
                 lp = guide_loss(item.guide, x + zo_std * u, t)
                 lm = guide_loss(item.guide, x - zo_std * u, t)
-                g = g + ((lp - lm) / (2 * zo_std)).view(-1, *([1] * (x.dim() - 1))).to(x.dtype) * u
+                g = g + _bcast((lp - lm) / (2 * zo_std), x).to(x.dtype) * u
             stats.guide_forward += 1 + 2 * zo_probes
-        total_loss = total_loss + item.weight * base
-        total_grad = total_grad + item.weight * g / zo_probes
+        if normalize:
+            r = per_sample_rms(g / zo_probes)
+            base, g = base / r, g / _bcast(r * zo_probes, g)
+            total_loss, total_grad = total_loss + item.weight * base, total_grad + item.weight * g
+        else:
+            total_loss, total_grad = total_loss + item.weight * base, total_grad + item.weight * g / zo_probes
     bad = ~torch.isfinite(total_loss)
     return total_loss, keep_finite(total_grad, torch.zeros_like(total_grad), stats, bad)
 

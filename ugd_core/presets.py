@@ -9,7 +9,29 @@ from __future__ import annotations
 
 from typing import Any
 
+# The default of every backbone: scale-free guidance (docs/algorithm.md, "Scale-free guidance"). Each guide's
+# gradient is unit-RMS before the weighted sum (guide_normalize), the forward step is unit-RMS on eps
+# (strength in units of eps), backward guidance takes unit-RMS steps of x0 that are kept only where the
+# guides' loss falls (halved up to 3 times). Multiplying any guide's loss by c > 0 leaves every step
+# unchanged, and no step can make the loss rise. Values picked on pilot seeds (benchmarks/auto_pilot.py).
+AUTO: dict[str, Any] = dict(
+    guide_normalize="grad",
+    forward_strength=0.1,
+    forward_schedule="constant",
+    forward_normalize="grad",
+    backward_steps=3,
+    backward_lr=0.1,
+    backward_normalize="grad",
+    backward_backtrack=3,
+)
+
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "auto": (
+        "The default: scale-free guidance (per-guide unit-RMS gradients, forward 0.1 on eps, backward m=3 line-searched steps); any loss scale, no tuning",
+        AUTO,
+        "ugd (docs/algorithm.md, 'Scale-free guidance'); forward and backward guidance per Bansal et al. 2023, Algorithm 1; "
+        "backtracking per Nocedal & Wright, Numerical Optimization, Alg. 3.1; values from benchmarks/auto_pilot.py on pilot seeds",
+    ),
     "ugd": (
         "Universal guidance: forward s=1 (s(t) = s sqrt(1 - a_t), on eps) + backward Adam m=1 lr 0.01 on clamped x0 + recurrence k=3",
         dict(

@@ -47,6 +47,8 @@ class Entry:
     settings: dict[str, Any] = field(default_factory=dict)  # presets: the knob values
     source: str = ""  # presets: where the values come from
     default_preset: str = ""  # backbones: the preset used when guides are given without --preset
+    default_steps: int = 0  # backbones: the step count when neither the preset nor --steps sets one (0 = SamplerConfig's)
+    example: str = ""  # the arguments of `ugd generate` (benchmarks: `ugd bench NAME`) that run it, shown by `ugd info`
 
     @property
     def params(self) -> list[Param]:
@@ -129,6 +131,8 @@ class Registry:
             differentiable: bool = True,
             source: str = "",
             default_preset: str = "",
+            example: str = "",
+            default_steps: int = 0,
         ) -> None:
             owner = f"plugin {plugin!r}, {kind} {name!r}"
             if not isinstance(name, str) or not name or any(c in name for c in "=,\"' :"):
@@ -141,7 +145,8 @@ class Registry:
                 return
             settings = dict(factory) if kind == "preset" else {}
             fn = None if kind == "preset" else factory
-            entry = Entry(kind, name, fn, description, checked, differentiable, plugin, settings, source, default_preset)
+            entry = Entry(kind, name, fn, description, checked, differentiable, plugin, settings, source, default_preset,
+                          default_steps=default_steps, example=example)
             self.by_plugin[kind][f"{plugin}:{name}"] = entry
             table = self.entries[kind]
             if name not in table:

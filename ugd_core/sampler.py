@@ -29,7 +29,8 @@ from torch import Tensor
 
 from .backbones import Backbone
 from .config import SamplerConfig
-from .gradients import GuidanceStats, Smoothing, keep_finite, loss_and_grad
+from .errors import UgdError
+from .gradients import GuidanceStats, Smoothing, keep_finite, loss_and_grad, per_sample_rms
 from .guidance import GuideSet, as_guide_set
 from .noise import make_generators, randn
 from .schedules import in_window, schedule_values, scheduler_class
@@ -52,6 +53,9 @@ class NoiseSchedule:
         one). With ``linspace``/``trailing`` spacing t - T // n is not always the next listed timestep:
         diffusers' DDIM steps there, and so does ugd.
         """
+        own = getattr(scheduler, "noise_schedule", None)
+        if callable(own):  # a chain that is no alphas_cumprod table (flow models: sigmas)
+            return own(num_steps)
         acp = scheduler.alphas_cumprod.double()
         scheduler.set_timesteps(num_steps)
         jump = len(acp) // num_steps
@@ -146,12 +150,24 @@ class UniversalGuidance:
 
     def _loss_grad(self, images: Tensor, t: Tensor, smoothing: Smoothing) -> tuple[Tensor, Tensor]:
         c = self.config
-        return loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t)
+        normalize = c.guide_normalize == "grad"
+        return loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t, normalize)
 
     def denoise(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
         """eps(z_t, t, c) in z_t's dtype (one denoiser pass)."""
         self.stats.denoiser_forward += 1
         return self.backbone.eps(z_t, t, cond).to(z_t.dtype)
+
+    def x0(self, z_t: Tensor, eps: Tensor, a_t: float, t: Tensor, cond: Any) -> Tensor:
+        """x0_hat(z_t, eps). At a_t = 0 (pure noise: a flow's sigma = 1) eps = z_t carries no x0; the backbone's
+        ``x0_at_pure_noise(z_t, t, cond)`` (its own prediction from the same pass) gives it."""
+        if a_t > 0:
+            return predict_x0(z_t, eps, a_t)
+        own = getattr(self.backbone, "x0_at_pure_noise", None)
+        if own is None:
+            raise UgdError(f"the chain starts at a_t = 0 (pure noise), where eps holds no x0 and {type(self.backbone).__name__} "
+                           "has no x0_at_pure_noise; use a schedule with a_t > 0 at its first step")
+        return own(z_t, t, cond).to(z_t.dtype)
 
     def forward_guidance(self, z_t: Tensor, t: Tensor, a_t: float, cond: Any, k: StepKnobs, smoothing: Smoothing) -> tuple[Tensor, Tensor | None]:
         """eps(z_t) and the forward step s(t) * N(grad_{z_t} l(f(D(x0(z_t, eps))))) (None when off).
@@ -166,7 +182,7 @@ class UniversalGuidance:
         with torch.enable_grad():
             z = z_t.detach().requires_grad_(True)
             eps = self.denoise(z.detach() if on_zt else z, t, cond)
-            images = self.backbone.decode(z if on_zt else predict_x0(z, eps, a_t))
+            images = self.backbone.decode(z if on_zt else self.x0(z, eps, a_t, t, cond))
             loss, g_img = self._loss_grad(images, t, smoothing)
             (g_z,) = torch.autograd.grad(images, z, g_img)  # chain rule through D (and the denoiser)
         self.stats.denoiser_backward += 0 if on_zt else 1
@@ -176,31 +192,76 @@ class UniversalGuidance:
     def _normalize(self, g: Tensor, loss: Tensor) -> Tensor:
         mode = self.config.forward_normalize
         if mode == "grad":  # unit RMS per sample: strength measured in units of eps
-            return g / _bcast(g.flatten(1).pow(2).mean(1).sqrt().clamp(min=1e-12), g)
+            return g / _bcast(per_sample_rms(g), g)
         if mode == "loss":  # DPS (Chung et al. 2023, Alg. 1): zeta_t = zeta / ||y - A(x0_hat)|| = zeta / sqrt(l)
             return g / _bcast(loss.clamp(min=1e-12).sqrt(), g)
         return g
+
+    def _delta_loss_grad(self, x0_hat: Tensor, delta: Tensor, t: Tensor, smoothing: Smoothing) -> tuple[Tensor, Tensor]:
+        """l(f(D(x0_hat + delta))) [N] and its gradient with respect to delta (the guide and D only)."""
+        with torch.enable_grad():
+            d = delta.detach().requires_grad_(True)
+            images = self.backbone.decode(x0_hat + d)
+            loss, g_img = self._loss_grad(images, t, smoothing)
+            (g_delta,) = torch.autograd.grad(images, d, g_img)
+        return loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance)
 
     def backward_guidance(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing) -> Tensor:
         """delta* = argmin_delta l(f(D(x0_hat + delta))): m optimiser steps from delta = 0.
 
         With ``clip_x0`` the iterate x0_hat + delta is projected onto [-1, 1] before each step and
-        at the end (official code, Guided_Diffusion_Imagenet gaussian_diffusion.py:744,795).
+        at the end (official code, Guided_Diffusion_Imagenet gaussian_diffusion.py:744,795). With
+        ``backward_normalize="grad"`` each step's gradient is unit-RMS per sample (lr in x0 units), and
+        with ``backward_backtrack`` > 0 the steps are line-searched (:meth:`backward_line_search`).
         Only the guide (and decoder) is differentiated; the denoiser is never re-run.
         """
+        if self.config.backward_backtrack > 0:
+            return self.backward_line_search(x0_hat, t, k, smoothing)
         delta = torch.zeros_like(x0_hat, requires_grad=True)
         optimizer = torch.optim.Adam if self.config.backward_optimizer == "adam" else torch.optim.SGD
         opt = optimizer([delta], lr=k.backward_lr)
         for _ in range(k.backward_steps):
             self._project(x0_hat, delta)
-            with torch.enable_grad():
-                images = self.backbone.decode(x0_hat + delta)
-            _, g_img = self._loss_grad(images, t, smoothing)
-            (g_delta,) = torch.autograd.grad(images, delta, g_img)
-            delta.grad = keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance)
+            _, g_delta = self._delta_loss_grad(x0_hat, delta, t, smoothing)
+            delta.grad = self._backward_direction(g_delta)
             opt.step()
         self._project(x0_hat, delta)
         return keep_finite(delta.detach(), torch.zeros_like(x0_hat), self.stats.guidance)
+
+    def _backward_direction(self, g: Tensor) -> Tensor:
+        return g / _bcast(per_sample_rms(g), g) if self.config.backward_normalize == "grad" else g
+
+    def backward_line_search(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing) -> Tensor:
+        """m gradient steps on delta, each backtracked per sample (Armijo-style with a zero slope term,
+        Nocedal & Wright Alg. 3.1): a trial delta - lr N(g) is kept for a sample only if its loss falls
+        below the current one; otherwise its step is halved, at most ``backward_backtrack`` times, and a
+        sample whose loss stops falling keeps its delta. The loss only ever decreases, so a step cannot
+        diverge, and positive rescaling of the loss leaves every comparison (and, with normalised
+        gradients, every step) unchanged.
+        """
+        n = x0_hat.shape[0]
+        delta = torch.zeros_like(x0_hat)
+        if self.config.clip_x0:
+            delta = torch.maximum(torch.minimum(delta, 1 - x0_hat), -1 - x0_hat)
+        loss, g = self._delta_loss_grad(x0_hat, delta, t, smoothing)
+        for _ in range(k.backward_steps):
+            lr = torch.full((n,), k.backward_lr, device=x0_hat.device, dtype=x0_hat.dtype)
+            direction = self._backward_direction(g)
+            pending = torch.ones(n, dtype=torch.bool, device=x0_hat.device)
+            for _ in range(self.config.backward_backtrack + 1):
+                trial = delta - _bcast(lr, delta) * direction
+                if self.config.clip_x0:
+                    trial = torch.maximum(torch.minimum(trial, 1 - x0_hat), -1 - x0_hat)
+                new_loss, new_g = self._delta_loss_grad(x0_hat, trial, t, smoothing)
+                ok = pending & (new_loss < loss)  # a non-finite trial loss is never < : rejected
+                keep = ok.view(-1, *([1] * (delta.dim() - 1)))
+                delta, g = torch.where(keep, trial, delta), torch.where(keep, new_g, g)
+                loss = torch.where(ok, new_loss, loss)
+                pending = pending & ~ok
+                if not bool(pending.any()):  # a data-dependent stop: one host read per trial
+                    break
+                lr = torch.where(pending, lr / 2, lr)
+        return keep_finite(delta, torch.zeros_like(x0_hat), self.stats.guidance)
 
     def _project(self, x0_hat: Tensor, delta: Tensor) -> None:
         if self.config.clip_x0:
@@ -211,13 +272,12 @@ class UniversalGuidance:
         """eps and x0_hat after forward and backward guidance at z_t, and the forward step when it lands
         on z_{t-1} or z_t rather than on eps (``forward_on``)."""
         c, stats = self.config, self.stats.guidance
-        smoothing = Smoothing(k.smoothing_std, c.smoothing_probes, c.smoothing_reduce)
-        if c.smoothing_shared and k.smoothing_std > 0:  # one set of probes for this step (TFG tfg.py:99)
-            smoothing.offsets = smoothing.draw(z_t, self.gens)
+        # with smoothing_shared, one set of probes for this step, drawn in the guide's image shape (TFG tfg.py:99)
+        smoothing = Smoothing(k.smoothing_std, c.smoothing_probes, c.smoothing_reduce, shared=c.smoothing_shared)
         eps, step = self.forward_guidance(z_t, t, a_t, cond, k, smoothing)
         if step is not None and c.forward_on == "eps":
             eps, step = keep_finite(eps + step, eps, stats), None  # eps_hat = eps + s(t) grad
-        x0 = predict_x0(z_t, eps, a_t)
+        x0 = self.x0(z_t, eps, a_t, t, cond)
         if k.backward_steps > 0:
             delta = self.backward_guidance(x0, t, k, smoothing)
             if c.backward_on == "eps":  # eps_tilde = eps_hat - sqrt(a_t / (1 - a_t)) delta, so x0(z_t, eps_tilde) = x0 + delta
@@ -381,7 +441,7 @@ def sample(
     z = solver.start(z)
     cond = backbone.condition(prompt, negative_prompt, num_images, config.cfg_scale)
     for i, t_int in enumerate(chain.timesteps):
-        t = torch.full((num_images,), t_int, device=dev, dtype=torch.long)
+        t = torch.full((num_images,), t_int, device=dev, dtype=torch.long if isinstance(t_int, int) else torch.float32)
         k = knobs[i]
         solver.snapshot()
         for n in range(k.recurrence):

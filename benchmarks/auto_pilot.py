@@ -1,0 +1,182 @@
+"""Pilot for the scale-free default preset (``auto``): candidate knob sets on every digits task, judged
+only by what choosing may use — each guide's own loss on the final images and a *development*
+nearest-neighbour judge whose references are train digits (never the held-out evaluators or judges).
+
+    OMP_NUM_THREADS=1 python benchmarks/auto_pilot.py --seeds 500,501 --samples 4 --steps 50
+    OMP_NUM_THREADS=1 python benchmarks/auto_pilot.py --only "auto,digits-full" --tasks label,box --loss-scale 0.01
+
+Every guide runs at weight 1 (no per-task weights), for every candidate. Columns per (candidate, task):
+relative guide loss (the mean over samples of the sum of the task's guides' raw losses on the final
+images, divided by the same for unguided samples of the same seeds: lower is better), dev-NN target
+accuracy (tasks with a class), dev-NN non-digit share, non-finite samples, seconds per sample.
+``--loss-scale c`` multiplies every guide's loss by c (a loss in other units).
+
+Selection rule, fixed before the run (docs/benchmarks.md, "One default"): among candidates with zero
+non-finite samples and a mean dev-NN non-digit share <= 0.10, the lowest mean over tasks of
+log(relative guide loss) minus the mean dev-NN accuracy over the class tasks; a tie within 0.02
+goes to the cheaper candidate (denoiser passes per sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+
+import torch  # noqa: E402
+
+from ugd_core import SamplerConfig, sample  # noqa: E402
+from ugd_core.guidance import GuideSet, guide_loss  # noqa: E402
+from ugd_core.registry import get_registry  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from digits_label_pilot import dev_judge  # noqa: E402
+
+TASKS = ("label", "mask", "box", "identity", "style", "inpaint", "brightness")
+CLASS_TASKS = ("label", "box", "inpaint")
+SCALE_FREE: dict[str, Any] = dict(guide_normalize="grad", forward_normalize="grad", backward_normalize="grad",
+                                  backward_optimizer="sgd", backward_backtrack=3)
+# Candidates: registered presets by name, or knob sets (all general sampler knobs).
+CANDIDATES: dict[str, dict[str, Any] | str] = {
+    "digits-full": "digits-full",
+    "fwd 0.1": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="constant"),
+    "fwd 0.3": dict(SCALE_FREE, forward_strength=0.3, forward_schedule="constant"),
+    "bwd m=3 lr 0.1": dict(SCALE_FREE, backward_steps=3, backward_lr=0.1),
+    "bwd m=3 lr 0.3": dict(SCALE_FREE, backward_steps=3, backward_lr=0.3),
+    "fwd 0.1 + bwd 0.1": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="constant", backward_steps=3, backward_lr=0.1),
+    "fwd 0.3 + bwd 0.3": dict(SCALE_FREE, forward_strength=0.3, forward_schedule="constant", backward_steps=3, backward_lr=0.3),
+    "fwd 0.1 + bwd 0.1 + k3 mid": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="constant", backward_steps=3,
+                                       backward_lr=0.1, recurrence=3, recurrence_window=(0.2, 0.6)),
+}
+
+
+def unit_weight(spec: str) -> str:
+    """A bench guide spec with its weight set to 1."""
+    return re.sub(r"weight=[0-9.eE+-]+", "weight=1", spec)
+
+
+def task_specs(task: str, seed: int, cases: int) -> list[tuple[list[str], int | None]]:
+    """(guide specs at weight 1, target class) per case of a task on a pilot seed."""
+    from ugd_digits.bench import task_cases
+
+    if task == "brightness":
+        return [([f"brightness:level={lvl}"], None) for lvl in (0.8, -0.2)][:cases]
+    found = task_cases(task, seed, cases)
+    if task == "label":  # 2 x cases classes per seed, rotating with the seed
+        found = [found[(seed * 3 + j) % 10] for j in range(2 * cases)]
+    return [([unit_weight(s) for s in c.guides], c.label) for c in found]
+
+
+def build(specs: list[str], reg: Any, scale: float) -> list[Any]:
+    """The guides of one case, each guide's loss multiplied by ``scale``."""
+    from cli.run import build_guide
+
+    items = [build_guide(s, reg, "cpu")[0] for s in specs]
+    if scale == 1.0:
+        return items
+    return [type(it)(replace(it.guide, loss_fn=lambda o, t, f=it.guide.loss_fn: scale * f(o, t)), it.weight) for it in items]
+
+
+def raw_loss(items: list[Any], images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return sum(guide_loss(it.guide, images) for it in items)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="500,501", help="pilot seeds (500-599)")
+    p.add_argument("--samples", type=int, default=4, help="samples per case per seed")
+    p.add_argument("--cases", type=int, default=2, help="cases per task per seed (label: the classes 0..cases-1 x 5)")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
+    p.add_argument("--loss-scale", type=float, default=1.0)
+    p.add_argument("--set", default="", help="extra knobs for every candidate, k=v,k=v (numbers)")
+    a = p.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    if not all(500 <= s < 600 for s in seeds):
+        sys.exit("error: pilot seeds are 500-599; e.g. --seeds 500,501")
+    names = [n for n in a.only.split(",") if n] or list(CANDIDATES)
+    extra = {k: float(v) for k, v in (kv.split("=") for kv in a.set.split(",") if kv)}
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "example-plugin"))
+    import ugd_example_brightness.plugin as brightness_plugin
+
+    reg = get_registry()
+    reg.add_plugin(brightness_plugin, "ugd-example-brightness")
+    backbone = reg.build("backbone", "digits", {}, device="cpu")
+    judge = dev_judge()
+    tasks = [t for t in a.tasks.split(",") if t]
+    unguided: dict[tuple[str, int, int], torch.Tensor] = {}
+    print("| candidate | task | rel. guide loss | dev-NN acc | dev-NN non-digit | non-finite | s/sample | passes/sample |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    summary = []
+    for name in ["unguided", *names]:
+        c = CANDIDATES.get(name)
+        settings = None if name == "unguided" else dict(reg.get("preset", c).settings) if isinstance(c, str) else dict(c)
+        if settings is not None:
+            settings.update(extra)
+        logs, accs, nondig, nonfin, passes = [], [], [], 0, 0.0
+        for task in tasks:
+            rel, hits, nd, nf, secs, n_img = [], [], [], 0, 0.0, 0
+            for seed in seeds:
+                for ci, (specs, label) in enumerate(task_specs(task, seed, a.cases)):
+                    items = build(specs, reg, a.loss_scale)
+                    cfg = SamplerConfig.from_dict(dict(settings or {}, num_steps=a.steps))
+                    sd = [seed * 100_000 + ci * 1000 + j for j in range(a.samples)]
+                    t0 = time.perf_counter()
+                    out = sample(backbone, GuideSet(items) if settings else [], cfg, num_images=a.samples, seed=sd)
+                    secs += time.perf_counter() - t0
+                    n_img += a.samples
+                    img = out.images
+                    fin = torch.isfinite(img).flatten(1).all(1)
+                    nf += int((~fin).sum())
+                    loss = raw_loss(build(specs, reg, 1.0), torch.nan_to_num(img, nan=0.0))
+                    loss = torch.where(fin, loss, torch.full_like(loss, float("inf")))
+                    key = (task, seed, ci)
+                    if name == "unguided":
+                        unguided[key] = loss
+                    rel.append(loss.mean() / unguided[key].mean())
+                    v = judge.judge(torch.nan_to_num(img, nan=-1.0))
+                    nd.append((~v.is_digit | ~fin).double().mean())
+                    if label is not None:
+                        hits.append((v.correct(torch.full((a.samples,), label)) & fin).double().mean())
+                    passes = out.stats.denoiser_forward + out.stats.denoiser_backward
+            r = float(torch.stack(rel).mean())
+            acc = float(torch.stack(hits).mean()) if hits else float("nan")
+            ndv = float(torch.stack(nd).mean())
+            logs.append(math.log(max(r, 1e-12)))
+            if task in CLASS_TASKS:
+                accs.append(acc)
+            nondig.append(ndv)
+            nonfin += nf
+            print(f"| {name} | {task} | {r:.3f} | {acc:.3f} | {ndv:.3f} | {nf} | {secs / n_img:.2f} | {passes} |", flush=True)
+        if name != "unguided":
+            score = sum(logs) / len(logs) - (sum(accs) / len(accs) if accs else 0.0)
+            summary.append(dict(name=name, score=score, nondigit=sum(nondig) / len(nondig), nonfinite=nonfin, passes=passes))
+    print("\n| candidate | score (lower is better) | mean dev non-digit | non-finite | passes/sample |\n|---|---|---|---|---|")
+    for s in summary:
+        print(f"| {s['name']} | {s['score']:.3f} | {s['nondigit']:.3f} | {s['nonfinite']} | {s['passes']} |")
+    ok = [s for s in summary if s["nonfinite"] == 0 and s["nondigit"] <= 0.10]
+    if ok:
+        best = min(s["score"] for s in ok)
+        tied = [s for s in ok if s["score"] <= best + 0.02]
+        print(f"\nselected by the fixed rule: {min(tied, key=lambda s: s['passes'])['name']}")
+    else:
+        print("\nselected by the fixed rule: none (every candidate diverged or exceeded 0.10 non-digits)")
+    print(f"pilot seeds {seeds}, {a.samples} samples x {a.cases} cases per task and seed, {a.steps} steps, loss x {a.loss_scale:g}")
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"({time.perf_counter() - t0:.0f} s)")

@@ -1,0 +1,109 @@
+"""Scale-free guidance (docs/algorithm.md, "Scale-free guidance"): per-guide unit-RMS gradients, unit-RMS
+forward and backward steps, and backward steps line-searched so that the guides' loss never rises.
+
+The claims: multiplying a guide's loss by any c > 0 leaves the default preset's samples unchanged (to 1e-4),
+a guide's ``weight`` is its share of the step whatever its loss's units, and a backtracked backward step
+never increases the loss, however large the step size."""
+
+import pytest
+import torch
+
+from ugd_core import SamplerConfig, make_guide, sample
+from ugd_core import testing
+from ugd_core.backbones import default_scheduler
+from ugd_core.errors import UgdError
+from ugd_core.gradients import GuidanceStats, loss_and_grad, per_sample_rms
+from ugd_core.guidance import as_guide_set
+from ugd_core.presets import PRESETS
+
+AUTO = PRESETS["auto"][1]
+
+
+def quad(target: float, scale: float = 1.0, name: str = "quad"):
+    return make_guide(name, f=lambda x: x, loss=lambda out, y: scale * (out - y).pow(2).flatten(1).sum(1), target=target)
+
+
+def cubic(scale: float = 1.0):
+    """A non-quadratic loss whose gradient direction differs from quad's."""
+    return make_guide("cubic", f=lambda x: x, loss=lambda out, y: scale * (out - y).abs().pow(3).flatten(1).sum(1), target=0.7)
+
+
+def backbone():
+    return testing.gaussian_backbone(0.5, 0.6, (8, 2, 2), default_scheduler())
+
+
+def run(guides, n=4, **knobs):
+    cfg = SamplerConfig(**dict(AUTO, num_steps=10, **knobs))
+    return sample(backbone(), guides, cfg, num_images=n, seed=3).images
+
+
+def grads(guides, normalize: bool):
+    x = torch.randn(3, 8, 2, 2, generator=torch.Generator().manual_seed(1))
+    return loss_and_grad(as_guide_set(guides), x, [torch.Generator()] * 3, GuidanceStats(), normalize=normalize)
+
+
+@pytest.mark.parametrize("c", [1e-3, 1e-1, 10.0, 1e3])
+def test_a_guides_loss_scale_leaves_the_normalised_gradient_and_loss_unchanged(c):
+    loss1, g1 = grads([quad(-1.0)], normalize=True)
+    loss_c, g_c = grads([quad(-1.0, scale=c)], normalize=True)
+    assert torch.allclose(g_c, g1, rtol=1e-5, atol=1e-7) and torch.allclose(loss_c, loss1, rtol=1e-5)
+    assert torch.allclose(per_sample_rms(g1), torch.ones(3), atol=1e-5)  # unit RMS per sample
+    _, raw = grads([quad(-1.0, scale=c)], normalize=False)
+    assert not torch.allclose(raw, g1, rtol=1e-2)  # without the knob the scale is in the gradient
+
+
+def test_weights_are_shares_of_the_step_whatever_the_losses_units():
+    """--guide a --guide b:weight=2 gives unit(g_a) + 2 unit(g_b), whichever raw loss is larger."""
+    one = [quad(-1.0, scale=1e3), (cubic(scale=1e-3), 2.0)]
+    other = [quad(-1.0, scale=1e-3), (cubic(scale=1e3), 2.0)]
+    _, g_one = grads(one, normalize=True)
+    _, g_other = grads(other, normalize=True)
+    _, g_a = grads([quad(-1.0)], normalize=True)
+    _, g_b = grads([cubic()], normalize=True)
+    assert torch.allclose(g_one, g_other, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(g_one, g_a + 2 * g_b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("c", [1e-3, 1e3])
+def test_the_default_presets_samples_do_not_depend_on_the_loss_scale(c):
+    ref = run([quad(-1.0), cubic()])
+    scaled = run([quad(-1.0, scale=c), cubic(scale=1 / c)])
+    assert (scaled - ref).abs().max() <= 1e-4
+    assert (run([quad(-1.0)]) - ref).abs().max() > 1e-2  # the second guide does matter
+
+
+def test_without_the_knobs_the_loss_scale_changes_the_samples():
+    knobs = dict(guide_normalize="none", forward_normalize="none", backward_normalize="none", backward_backtrack=0)
+    assert (run([quad(-1.0, scale=1e-3)], **knobs) - run([quad(-1.0)], **knobs)).abs().max() > 1e-2
+
+
+def test_a_backtracked_backward_step_never_raises_the_loss_however_large_the_step():
+    """lr = 100 overshoots the quadratic's minimum by far; halving finds a step that lowers the loss, and a
+    plain SGD step of the same size raises it."""
+    from ugd_core.sampler import StepKnobs, UniversalGuidance
+    from ugd_core.gradients import Smoothing
+
+    guide = as_guide_set([quad(-1.0)])
+    x0 = torch.randn(4, 8, 2, 2, generator=torch.Generator().manual_seed(0))
+    before = guide.items[0].guide.loss(x0, -1.0)
+    knobs = StepKnobs(forward_strength=0.0, backward_steps=1, backward_lr=100.0, recurrence=1, smoothing_std=0.0)
+    t = torch.zeros(4, dtype=torch.long)
+    for backtrack, rises in ((6, False), (0, True)):
+        cfg = SamplerConfig(backward_steps=2, backward_normalize="grad", backward_backtrack=backtrack)
+        run_ = UniversalGuidance(backbone(), guide, cfg, [torch.Generator()] * 4)
+        delta = run_.backward_guidance(x0, t, knobs, Smoothing())
+        after = guide.items[0].guide.loss(x0 + delta, -1.0)
+        assert bool((after > before).all()) == rises
+        if not rises:
+            assert bool((after < before).all())
+
+
+def test_backtracking_needs_plain_gradient_steps():
+    with pytest.raises(UgdError, match="backward_optimizer=sgd"):
+        SamplerConfig(backward_steps=1, backward_optimizer="adam", backward_backtrack=2)
+
+
+def test_no_divergence_with_a_loss_that_explodes():
+    """A loss in huge units (1e30) overflows raw-gradient presets; the default's steps stay unit-RMS."""
+    out = sample(backbone(), [quad(-1.0, scale=1e30)], SamplerConfig(**dict(AUTO, num_steps=10)), num_images=4, seed=0)
+    assert torch.isfinite(out.images).all() and out.stats.guidance.nonfinite_skipped == 0

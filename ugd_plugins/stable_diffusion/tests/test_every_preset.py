@@ -1,0 +1,49 @@
+"""Every registered preset (every installed plugin's) runs finite on the tiny Stable Diffusion and SDXL
+pipelines, a few steps, and the default preset's samples do not depend on the guide's loss scale there.
+
+Latent backbones decode z into images of another shape (4 latent channels at 8 px -> 3 channels at
+16 px): a preset whose probes or steps were drawn in z_t's shape instead of the image's fails here
+(``tfg``'s shared smoothing probes once did)."""
+
+import pytest
+import torch
+
+from ugd_core import SamplerConfig, make_guide, sample
+from ugd_core.registry import load_registry
+from ugd_sd.testing import tiny_stable_diffusion
+
+REGISTRY = load_registry()  # ugd's own presets and every installed plugin's
+PRESET_NAMES = sorted(REGISTRY.entries["preset"])
+
+
+def bright(level: float = 0.3, scale: float = 1.0):
+    return make_guide("bright", f=lambda x: x.mean(dim=(1, 2, 3)), loss=lambda m, c: scale * (m - c) ** 2, target=level)
+
+
+def test_the_preset_list_covers_the_peers_and_the_default():
+    assert {"auto", "ugd", "dps", "freedom", "mpgd", "lgd", "tfg"} <= set(PRESET_NAMES)
+
+
+@pytest.fixture(scope="module", params=["sd", "sdxl"])
+def backbone(request):
+    return tiny_stable_diffusion(kind=request.param)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_every_preset_is_finite_on_a_latent_backbone(backbone, name):
+    settings = dict(REGISTRY.get("preset", name).settings, num_steps=2)
+    if settings.get("recurrence", 1) > 2:
+        settings["recurrence"] = 2  # the same code path at less cost
+    out = sample(backbone, bright(), SamplerConfig(**settings), num_images=1, seed=0, prompt="a cat")
+    assert torch.isfinite(out.images).all() and torch.isfinite(out.latents).all()
+    assert out.images.shape[1] == 3
+
+
+@pytest.mark.parametrize("c", [1e-3, 1e3])
+def test_the_default_is_loss_scale_free_on_stable_diffusion(c):
+    cfg = SamplerConfig(**dict(REGISTRY.get("preset", "auto").settings, num_steps=3))
+    ref = sample(tiny_stable_diffusion(), bright(), cfg, num_images=2, seed=1, prompt="a cat").images
+    scaled = sample(tiny_stable_diffusion(), bright(scale=c), cfg, num_images=2, seed=1, prompt="a cat").images
+    unguided = sample(tiny_stable_diffusion(), None, cfg, num_images=2, seed=1, prompt="a cat").images
+    assert (scaled - ref).abs().max() <= 1e-4
+    assert (unguided - ref).abs().max() > 1e-3  # guidance acted
