@@ -74,9 +74,10 @@ class TunableSuite(Protocol):
 
 
 def mean_spread(mean: float, std: float, seeds: int, digits: int = 3) -> str:
-    """``mean ± std`` over seeds for a table cell; with one seed the spread is "n/a (1 seed)"."""
+    """``mean ± std`` over seeds for a table cell; with one seed the spread is "n/a (1 seed)"; a non-finite
+    mean (a diverged sample's worst value, or a nan FID) is written as such, never as a blank."""
     if not math.isfinite(mean):
-        return "–"
+        return "nan" if math.isnan(mean) else ("inf" if mean > 0 else "-inf")
     if seeds < 2:
         return f"{mean:.{digits}f} ± n/a (1 seed)"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"

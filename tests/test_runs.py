@@ -288,6 +288,7 @@ def test_a_local_run_parses_each_text_once(tmp_path, monkeypatch):
 def test_bench_tables_say_one_seed_has_no_spread_and_grids_carry_labels(tmp_path):
     assert mean_spread(0.8, 0.0, 1) == "0.800 ± n/a (1 seed)"
     assert mean_spread(0.8, 0.01, 3) == "0.800 ± 0.010"
+    assert (mean_spread(float("nan"), 0.0, 3), mean_spread(float("inf"), 0.0, 3)) == ("nan", "inf")  # never a blank
     from PIL import Image
 
     images = torch.zeros(4, 1, 8, 8)  # black tiles: anything dark in the margins is a label

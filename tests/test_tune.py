@@ -32,6 +32,9 @@ class GaussSuite:
         "unguided": None,  # like digits: None = sample without guides
         "ugd": dict(num_steps=10, forward_strength=0.3, backward_steps=1, backward_lr=0.05, recurrence=1),
         "tfg": dict(num_steps=10, forward_strength=0.25, backward_steps=1, backward_lr=0.25, smoothing_std=0.001),
+        # a start too weak to pull anything (metric 0 on seeds 0-1; strength >= 1 reaches 1): a search that
+        # works must leave it, so "better than the start" is a claim that can fail
+        "weak": dict(num_steps=10, forward_strength=0.01),
     }
 
     def __init__(self) -> None:
@@ -90,18 +93,27 @@ def _same_seed_metric(suite, settings, seeds, n):
     return sum(suite.evaluate("pull", settings, s, n)["metric"] for s in seeds) / len(seeds)
 
 
+def _assert_best_is_the_best_searched_point(result):
+    """The chosen point is the highest metric among the complete feasible guided points (recomputed here),
+    it is a point the search proposed (not the start), and it beats the start on the same seeds."""
+    pts = [e for e in result.evaluations if e.complete and not e.error and e.feasible and e.label != "unguided"]
+    assert result.best.metric == max(e.metric for e in pts)
+    assert result.best is not result.base and result.best.changes  # found by the search, not the start
+    assert result.best.metric > result.base.metric
+
+
 def test_ray_tune_random_search_with_asha_beats_or_matches_the_starting_preset(cluster, tmp_path):
     suite = GaussSuite()
     seeds, n = [0, 1], 24
     result = tune_suite(
-        suite, "pull", strategy="random", base="ugd", trials=4, samples=n, seeds=seeds, quality_factor=3.0,
+        suite, "pull", strategy="random", base="weak", trials=4, samples=n, seeds=seeds, quality_factor=3.0,
         knobs="forward_strength,backward_steps,windows", out_dir=tmp_path, search_seed=1,
     )
     assert len(result.evaluations) == 6  # unguided, the preset, 4 trials
     best = result.best
     assert best.complete and best.feasible and best.quality <= result.quality_limit
-    base_metric = _same_seed_metric(suite, suite.methods["ugd"], seeds, n)
-    assert best.metric >= base_metric  # never worse than where it started, on the same seeds
+    assert result.base.metric == pytest.approx(_same_seed_metric(suite, suite.methods["weak"], seeds, n)) == 0.0
+    _assert_best_is_the_best_searched_point(result)
     assert best.metric > result.unguided.metric
     # the written preset is what `ugd generate --preset FILE` reads, and reproduces the metric
     name, settings = load_preset_file(tmp_path / "best-preset.json")
@@ -119,13 +131,14 @@ def test_optuna_strategy_runs_tpe_on_ray_and_never_loses_to_its_start(cluster, t
     pytest.importorskip("optuna")
     suite = GaussSuite()
     seeds, n = [0], 16
-    result = tune_suite(suite, "pull", strategy="optuna", base="ugd", trials=3, samples=n, seeds=seeds, quality_factor=3.0,
+    result = tune_suite(suite, "pull", strategy="optuna", base="weak", trials=3, samples=n, seeds=seeds, quality_factor=3.0,
                         knobs="forward_strength,backward_lr", out_dir=tmp_path, search_seed=0)
     trials = [e for e in result.evaluations if e.label.startswith("trial")]
     assert len(trials) == 3 and all(e.complete for e in trials)
     # TPE proposes from the declared space: strengths and step sizes inside their ranges
     assert all(0.01 <= e.settings["forward_strength"] <= 10 and 0.01 <= e.settings["backward_lr"] <= 2 for e in trials)
-    assert result.best.metric >= _same_seed_metric(suite, suite.methods["ugd"], seeds, n)
+    assert result.base.metric == pytest.approx(_same_seed_metric(suite, suite.methods["weak"], seeds, n))
+    _assert_best_is_the_best_searched_point(result)
     assert json.loads((tmp_path / "trials.json").read_text())["strategy"] == "optuna"
 
 
@@ -157,7 +170,17 @@ def test_beam_search_follows_tfg_and_needs_no_ray(tmp_path, monkeypatch):
     )
     round2 = [e for e in result.evaluations if e.label.startswith("beam 2.")]
     assert 1 <= len(round2) <= 6  # two kept, three children each, minus duplicates
-    assert result.best.metric >= result.base.metric
+
+
+def test_beam_search_improves_on_a_weak_start_by_doubling_the_strength(monkeypatch):
+    """From the weak start, TFG's start values and two rounds of doubling reach strength 1, where the
+    metric saturates: the best point is a doubled strength, strictly better than the start."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    suite = GaussSuite()
+    result = tune_suite(suite, "pull", strategy="beam", base="weak", rounds=2, trials=20, samples=16, seeds=[0], quality_factor=3.0)
+    assert result.base.metric == 0.0
+    _assert_best_is_the_best_searched_point(result)
+    assert result.best.settings["forward_strength"] in (0.5, 1.0)  # 0.25 x 2 or x 4
 
 
 def test_pareto_front_keeps_only_non_dominated_points():
