@@ -30,6 +30,7 @@ from ugd_core.errors import UgdError
 from ugd_core.registry import Registry, get_registry
 from ugd_core.sampler import sample
 
+from .best_of import candidate_seeds, pick
 from .outputs import (
     SHEET_NAME,
     OutputPlan,
@@ -71,7 +72,7 @@ from .spec import (
 
 __all__ = [
     # runs to folders
-    "Executor", "GeneratedImage", "LocalExecutor", "RunInterrupted", "RunSummary", "generate", "generate_batch",
+    "Executor", "GeneratedImage", "LocalExecutor", "RunInterrupted", "RunSummary", "StepHook", "StepView", "generate", "generate_batch",
     "generate_to_dir", "spec_to_dict", "torch_threads",
     # cli.spec
     "DEFAULT_BACKBONE", "Built", "CheckedSpec", "Part", "RunSpec", "build", "build_guide", "check_settings", "resolve_config", "resolve_device",
@@ -85,6 +86,24 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
+
+
+@dataclass
+class StepView:
+    """The end of one sampler step of one batch, for live views (``LocalExecutor(on_step=...)``).
+
+    ``x0`` is the step's x0_hat in the backbone's latent space (``built.backbone.decode`` gives
+    images); ``step`` counts from 1. A hook that raises KeyboardInterrupt stops the run as Ctrl-C does.
+    """
+
+    seeds: list[int]
+    step: int
+    timestep: int
+    x0: torch.Tensor
+    built: "Built"
+
+
+StepHook = Callable[[StepView], None]
 
 
 @dataclass
@@ -114,20 +133,34 @@ def generate_batch(
     built: Built | None = None,
     registry: Registry | None = None,
     progress: Progress | None = None,
+    on_step: StepHook | None = None,
 ) -> list[GeneratedImage]:
     """Sample the images of one batch of seeds (the unit of work of every executor).
 
-    ``progress(step, steps)`` is the sampler's per-step callback.
+    ``progress(step, steps)`` is the sampler's per-step callback; ``on_step`` sees each step's x0_hat.
     """
     reg = registry or get_registry()
     b = built or build(spec, reg)
+
+    def hook(i: int, t: int, tensors: dict[str, torch.Tensor]) -> None:
+        assert on_step is not None
+        on_step(StepView(seeds, i + 1, t, tensors["x0"], b))
+
+    n = spec.best_of if b.guides else 1
+    run_seeds = candidate_seeds(seeds, n) if n > 1 else seeds
     result = sample(
-        b.backbone, b.guides, b.config, num_images=len(seeds), seed=seeds,
+        b.backbone, b.guides, b.config, num_images=len(run_seeds), seed=run_seeds,
         prompt=spec.prompt, negative_prompt=spec.negative_prompt, progress=progress,
+        callback_on_step_end=hook if on_step is not None else None,
     )
     common = image_record(spec, b, seeds, reg)
     stats = result.stats.to_dict()
-    return [GeneratedImage(result.images[i].cpu(), dict(common, seed=s), stats) for i, s in enumerate(seeds)]
+    if n == 1:
+        return [GeneratedImage(result.images[i].cpu(), dict(common, seed=s), stats) for i, s in enumerate(seeds)]
+    best, candidates = pick(result.images, b.guides, seeds, n)
+    return [GeneratedImage(result.images[best[i] * len(seeds) + i].cpu(),
+                           dict(common, seed=s, best_of=dict(n=n, kept=best[i], candidates=candidates[i])), stats)
+            for i, s in enumerate(seeds)]
 
 
 def generate(spec: RunSpec, registry: Registry | None = None, progress: Progress | None = None) -> list[GeneratedImage]:
@@ -167,10 +200,12 @@ class LocalExecutor:
 
     Progress units are sampler steps over the whole run. Sampler warnings (e.g.
     non-finite gradients skipped) are ordinary Python ``RuntimeWarning``\\ s.
+    ``on_step`` (optional) sees every step's x0_hat (:class:`StepView`; the browser UI's previews).
     """
 
-    def __init__(self, registry: Registry | None = None) -> None:
+    def __init__(self, registry: Registry | None = None, on_step: StepHook | None = None) -> None:
         self._registry = registry
+        self._on_step = on_step
 
     def registry(self) -> Registry:
         """The given registry, else the installed plugins'."""
@@ -189,7 +224,7 @@ class LocalExecutor:
                 def step(i: int, n: int, k: int = k) -> None:
                     progress(k * n + i, len(batches) * n)
 
-                on_batch(generate_batch(spec, seeds, built, reg, step))
+                on_batch(generate_batch(spec, seeds, built, reg, step, self._on_step))
 
 
 # -- runs to a folder ------------------------------------------------------------------------

@@ -30,7 +30,8 @@ class RunSpec:
 
     ``sampler`` holds complete settings (from an image record) and bypasses preset and
     overrides. ``threads`` pins the torch thread count while sampling (None: leave it as
-    it is); the same seed gives the same pixels only at the same thread count.
+    it is); the same seed gives the same pixels only at the same thread count. ``best_of`` > 1
+    samples that many candidates per image and keeps the one the guides' losses prefer.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -45,6 +46,7 @@ class RunSpec:
     device: str = "cpu"
     sampler: dict[str, Any] | None = None
     threads: int | None = None
+    best_of: int = 1  # candidates per image, the one with the lowest guide loss kept (cli.best_of)
 
     def seeds(self) -> list[int]:
         """Image i gets seed + i."""
