@@ -1,4 +1,4 @@
-"""Registers the ``stable-diffusion`` and ``stable-diffusion-xl`` backbones (nothing heavy is imported here:
+"""Registers the ``stable-diffusion``, ``stable-diffusion-xl``, ``stable-diffusion-3`` and ``flux`` backbones (nothing heavy is imported here:
 diffusers loads when a backbone is built)."""
 
 from __future__ import annotations
@@ -15,6 +15,16 @@ def _stable_diffusion(model: str, height: int = 0, width: int = 0, device: str =
 
     cls = StableDiffusionXLBackbone if xl else StableDiffusionBackbone
     return cls.from_pretrained(model, height=height or None, width=width or None, device=device)
+
+
+def _flow(model: str, height: int = 0, width: int = 0, device: str = "cpu", kind: str = "flux", guidance: float = 3.5,
+          t5: bool = True, max_sequence_length: int = 0) -> Any:
+    from .flow import FluxBackbone, StableDiffusion3Backbone
+
+    sizes = dict(height=height or None, width=width or None, device=device, max_sequence_length=max_sequence_length or None)
+    if kind == "flux":
+        return FluxBackbone.from_pretrained(model, guidance=guidance, **sizes)
+    return StableDiffusion3Backbone.from_pretrained(model, t5=t5, **sizes)
 
 
 def _params(default_model: str) -> list[Param]:
@@ -39,4 +49,22 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         partial(_stable_diffusion, xl=True),
         description="Stable Diffusion XL (two text encoders, pooled embeddings, size conditioning; 1024 px by default)",
         params=_params("stabilityai/stable-diffusion-xl-base-1.0"),
+    )
+    register(
+        "stable-diffusion-3",
+        partial(_flow, kind="sd3"),
+        description="Stable Diffusion 3/3.5 (rectified-flow MMDiT as an eps backbone; three text encoders, T5 optional; "
+        "classifier-free guidance in one batched pass)",
+        params=[*_params("stabilityai/stable-diffusion-3.5-medium"),
+                Param("t5", "bool", True, "load the T5 text encoder (false: zeros in its place, as diffusers)"),
+                Param("max_sequence_length", "int", 0, "T5 tokens (0 = the pipeline's default, 256)")],
+    )
+    register(
+        "flux",
+        partial(_flow, kind="flux"),
+        description="FLUX.1 dev/schnell (rectified-flow transformer as an eps backbone; packed latents, shift mu from "
+        "the image size; dev's distilled guidance embedding instead of a CFG batch)",
+        params=[*_params("black-forest-labs/FLUX.1-dev"),
+                Param("guidance", "float", 3.5, "FLUX.1-dev's guidance embedding (schnell has none; cfg_scale is not used)"),
+                Param("max_sequence_length", "int", 0, "T5 tokens (0 = the pipeline's default, 512)")],
     )

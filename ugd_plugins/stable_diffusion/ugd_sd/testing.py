@@ -143,3 +143,78 @@ def save_tiny_stable_diffusion(path: str | Path, seed: int = 0, kind: str = "sd"
     """Write the tiny SD (kind sd, sd2 or sdxl) as a diffusers pipeline folder."""
     tiny_stable_diffusion_pipeline(seed, kind).save_pretrained(str(path))
     return Path(path)
+
+
+# ----------------------------------------------------------------------------------------- flow transformers
+
+
+def _tiny_t5(tokenizer: Any, d_model: int) -> Any:
+    """A 1-layer T5 encoder from its config (the tokenizer is the byte-level CLIP one: no T5 vocabulary ships offline)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=len(tokenizer.get_vocab()), d_model=d_model, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
+                      relative_attention_num_buckets=8, pad_token_id=tokenizer.pad_token_id)
+    return T5EncoderModel(config)
+
+
+def _flow_scheduler(**extra: Any) -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(**extra)
+
+
+def tiny_sd3_pipeline(seed: int = 0, t5: bool = True, dynamic_shift: bool = False) -> Any:
+    """A ~0.3M-parameter ``StableDiffusion3Pipeline`` (16x16 images): an MMDiT with one joint block, two CLIP
+    encoders with projection and (``t5``) a T5 encoder, a VAE with SD3's scaling and shift factors; the
+    scheduler shifts by 3.0 (SD3) or, with ``dynamic_shift``, by mu from the sequence length (SD3.5-style)."""
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    tok, tok2, tok3 = tiny_clip_tokenizer(), tiny_clip_tokenizer(), tiny_clip_tokenizer()
+    transformer = SD3Transformer2DModel(sample_size=8, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
+                                        num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32,
+                                        pooled_projection_dim=64, out_channels=4, pos_embed_max_size=16)
+    sched = _flow_scheduler(shift=3.0, use_dynamic_shifting=dynamic_shift, base_image_seq_len=16, max_image_seq_len=256) if dynamic_shift else _flow_scheduler(shift=3.0)
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=sched,
+        vae=_tiny_vae(scaling_factor=1.5035, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False),
+        text_encoder=_tiny_text_encoder(tok, with_projection=True),
+        tokenizer=tok,
+        text_encoder_2=_tiny_text_encoder(tok2, with_projection=True),
+        tokenizer_2=tok2,
+        text_encoder_3=_tiny_t5(tok3, 64) if t5 else None,
+        tokenizer_3=tok3 if t5 else None,
+    )
+
+
+def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True) -> Any:
+    """A ~0.2M-parameter ``FluxPipeline`` (16x16 images, 4x4 packed tokens): one double and one single block,
+    CLIP (pooled) + T5 text, FLUX's VAE factors; ``guidance_embeds`` True = FLUX.1-dev, False = schnell."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    tok, tok2 = tiny_clip_tokenizer(), tiny_clip_tokenizer()
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                                         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+                                         guidance_embeds=guidance_embeds, axes_dims_rope=(4, 4, 8))
+    sched = _flow_scheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=64, base_shift=0.5, max_shift=1.15)
+    return FluxPipeline(
+        transformer=transformer,
+        scheduler=sched,
+        vae=_tiny_vae(scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False),
+        text_encoder=_tiny_text_encoder(tok),
+        tokenizer=tok,
+        text_encoder_2=_tiny_t5(tok2, 32),
+        tokenizer_2=tok2,
+    )
+
+
+def save_tiny_flow_pipeline(path: str | Path, kind: str = "flux", seed: int = 0) -> Path:
+    """Write a tiny flow pipeline folder: kind flux (FLUX.1-dev-like), flux-schnell, sd3 or sd3-no-t5."""
+    makers = {"flux": lambda: tiny_flux_pipeline(seed), "flux-schnell": lambda: tiny_flux_pipeline(seed, guidance_embeds=False),
+              "sd3": lambda: tiny_sd3_pipeline(seed), "sd3-no-t5": lambda: tiny_sd3_pipeline(seed, t5=False)}
+    if kind not in makers:
+        raise ValueError(f"kind={kind!r}: use {', '.join(makers)}")
+    makers[kind]().save_pretrained(str(path))
+    return Path(path)
