@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shlex
 import sys
 import warnings
@@ -19,17 +20,50 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from cli.bench import SEED_RANGES
-from cli.progress import progress_bar
 from ugd_core.config import knob_names
 from ugd_core.errors import UgdError
 from ugd_core.params import Param
-from ugd_core.registry import KINDS, get_registry
+from ugd_core.registry import KINDS, Entry, get_registry
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Universal guidance for frozen diffusion models.")
+DEFAULT_BACKBONE = "digits"  # as cli.spec.DEFAULT_BACKBONE (that module imports torch)
+
+try:  # typer >= 0.2x vendors click as typer._click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
+
+# Start-up: this module imports no torch (nor does the registry): `ugd list`, `ugd info` and `ugd --help` stay
+# fast, and the commands that sample import cli.run and the kernel's sampler inside their functions.
+
 console = Console()
 err_console = Console(stderr=True)
+
+
+class OneLineErrors(TyperGroup):
+    """The command group: Typer's own usage errors (``-n 0``, an unknown option, a value of the wrong type)
+    end in the same one line as every other bad input, ``error: ...; see `ugd CMD --help```, exit status 2."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)  # returns typer.Exit's code, or None
+        except ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ugd`: the help text, as Typer prints it
+                exc.show()
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "ugd"
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            err_console.print(f"[bold red]error:[/] {escape(message)}; see `{escape(where)} --help`", highlight=False, soft_wrap=True)
+            sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, help="Universal guidance for frozen diffusion models.")
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -54,14 +88,45 @@ _PLACEHOLDERS = {"int": "3", "float": "0.5", "bool": "true", "path": "image.png"
 
 def example_spec(name: str, params: list[Param]) -> str:
     """``NAME:key=value,...`` with every required parameter given an example value
-    (its ``example``, first choice or a placeholder of its type), quoted when it holds a comma."""
+    (its ``example``, first choice or a placeholder of its type) and every optional one that has an
+    ``example``, quoted when it holds a comma."""
     fields = []
     for p in params:
-        if not p.required:
+        if not p.required and not p.example:
             continue
         value = p.example or (p.choices[0] if p.choices else _PLACEHOLDERS.get(p.type, "text"))
         fields.append(f'{p.name}="{value}"' if "," in value else f"{p.name}={value}")
     return f"{name}:{','.join(fields)}" if fields else name
+
+
+def example_command(e: Entry, name: str) -> str:
+    """The command ``ugd info NAME`` shows; it runs (tests/test_info_examples.py runs every registered one).
+
+    Guides: ``--guide NAME:<required params>`` on the default backbone, or the plugin's ``example``
+    arguments; backbones: ``--backbone NAME`` plus its ``example`` (e.g. a prompt, guides); presets:
+    ``--preset NAME`` plus its ``example``, else the default backbone's; benchmarks: ``ugd bench NAME``."""
+    spec = example_spec(name, e.params)
+    if e.kind == "guide":
+        return "ugd generate " + (e.example or f"--guide {shlex.quote(spec)}")
+    if e.kind == "backbone":
+        return f"ugd generate --backbone {shlex.quote(spec)}" + (f" {e.example}" if e.example else "")
+    if e.kind == "preset":
+        default = get_registry().entries["backbone"].get(DEFAULT_BACKBONE)
+        return f"ugd generate --preset {shlex.quote(name)} " + (e.example or (default.example if default else "") or "--guide NAME")
+    quick = " --quick" if any(p.name == "quick" for p in e.params) else ""
+    fields = [f for f in spec.partition(":")[2].split(",") if f]
+    return f"ugd bench {name}{quick}" + "".join(f" --param {shlex.quote(f)}" for f in fields)
+
+
+def first_sentence(text: str) -> str:
+    """A description's first sentence (up to a '. ' or '; ' outside parentheses): what `ugd list` shows on
+    its one line per item (`ugd info` shows all of it)."""
+    text, depth = " ".join(text.split()), 0
+    for i, ch in enumerate(text):
+        depth += (ch in "([") - (ch in ")]")
+        if ch in ".;" and depth == 0 and text[i + 1 : i + 2] == " ":
+            return text[:i]
+    return text.rstrip(".")
 
 
 @app.command("list")
@@ -87,15 +152,18 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="machine-readab
     for kind in KINDS:
         if not reg.entries[kind]:
             continue
-        t = Table(title=f"{kind}s", title_justify="left")
-        for col in ("name", "plugin", "description"):
-            t.add_column(col)
+        t = Table(title=f"{kind}s (one line each; all of it, with sources: ugd info NAME)", title_justify="left")
+        rows = [e for name, first in reg.entries[kind].items() for e in reg.clashes[kind].get(name, [first])]
+        widths = [max(len(e.name) for e in rows), max(len(e.plugin) for e in rows)]
+        t.add_column("name", no_wrap=True, min_width=widths[0])
+        t.add_column("plugin", no_wrap=True, min_width=widths[1])
+        t.add_column("description", no_wrap=True, overflow="ellipsis", max_width=max(20, console.width - sum(widths) - 10))
         for name, first in reg.entries[kind].items():
             for e in reg.clashes[kind].get(name, [first]):
-                extra = "" if e.differentiable or kind != "guide" else " [yellow](non-differentiable: zero-order gradient)[/]"
+                notes = "" if e.differentiable or kind != "guide" else "[yellow](non-differentiable: zero-order gradient)[/] "
                 if name in reg.clashes[kind]:
-                    extra += f" [yellow](name clash: use {e.plugin}:{name})[/]"
-                t.add_row(e.name, e.plugin, escape(e.description) + extra)
+                    notes += f"[yellow](name clash: use {e.plugin}:{name})[/] "
+                t.add_row(e.name, e.plugin, notes + escape(first_sentence(e.description)))
         console.print(t)
     for problem in reg.problems:
         err_console.print(f"[yellow]warning:[/] {escape(problem)}")
@@ -104,8 +172,18 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="machine-readab
 @app.command()
 @user_errors
 def info(name: str = typer.Argument(..., help="a guide, backbone, preset or benchmark name (or PLUGIN:NAME)")) -> None:
-    """Describe one guide, backbone, preset or benchmark: description, parameters, defaults, an example."""
-    e = get_registry().find(name)
+    """Describe one guide, backbone, preset or benchmark: description, parameters, defaults, an example.
+    A name that several kinds share (the digits backbone, preset and benchmark) shows each of them."""
+    reg = get_registry()
+    entries = [reg.get(kind, name) for kind in KINDS if name in reg.entries[kind] or name in reg.by_plugin[kind]]
+    for i, e in enumerate(entries or [reg.find(name)]):  # find(): the error naming the closest names
+        if i:
+            console.print()
+        _describe(e, name)
+
+
+def _describe(e: Entry, name: str) -> None:
+    """One entry's `ugd info` page."""
     console.print(f"[bold]{e.name}[/] ({e.kind}, plugin {e.plugin})\n{escape(e.description)}")
     if e.kind == "guide":
         console.print("differentiable: " + ("yes" if e.differentiable else "no (the sampler estimates its gradient without autograd)"))
@@ -116,7 +194,7 @@ def info(name: str = typer.Argument(..., help="a guide, backbone, preset or benc
         for k, v in e.settings.items():
             t.add_row(k, escape(repr(v)))
         console.print(t)
-        console.print(f"example: ugd generate --preset {shlex.quote(name)} --guide NAME", highlight=False, markup=False)
+        console.print(f"example: {example_command(e, name)}", highlight=False, markup=False, soft_wrap=True)
         return
     if not e.params:
         console.print("parameters: none")
@@ -129,13 +207,7 @@ def info(name: str = typer.Argument(..., help="a guide, backbone, preset or benc
         if e.kind == "guide":
             t.add_row("weight", "float", "1.0", "weight of this guide in the sum of guides")
         console.print(t)
-    spec = example_spec(name, e.params)
-    example = {
-        "guide": f"ugd generate --guide {shlex.quote(spec)}",
-        "backbone": f"ugd generate --backbone {shlex.quote(spec)} --guide NAME",
-        "benchmark": f"ugd bench {name}" + "".join(f" --param {shlex.quote(f.partition('=')[0] + '=' + f.partition('=')[2])}" for f in spec.partition(":")[2].split(",") if f),
-    }[e.kind]
-    console.print(f"example: {example}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"example: {example_command(e, name)}", highlight=False, markup=False, soft_wrap=True)
     if any(p.type in ("str", "path") for p in e.params):
         console.print("""quote values holding commas: 'NAME:key="a,b"'""", highlight=False, markup=False)
 
@@ -150,6 +222,8 @@ def _bar_on_first_update(description: str, note: str = "") -> Iterator[Callable[
     def update(done: int, total: int) -> None:
         nonlocal bar, task
         if bar is None:
+            from cli.progress import progress_bar
+
             if note:
                 err_console.print(note, highlight=False, markup=False, soft_wrap=True)
             bar = progress_bar(err_console)
@@ -290,6 +364,8 @@ def bench(
         out.mkdir(parents=True, exist_ok=True)
         result = run_bench_on_ray(suite, out, address=ray, suite_factory=suite_factory_for(name, given), console=err_console)
     else:
+        from cli.progress import progress_bar
+
         out.mkdir(parents=True, exist_ok=True)
         with progress_bar(err_console) as progress:
             result = suite(out, progress)

@@ -42,5 +42,5 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         "diffusers-pixel",
         _diffusers_pixel,
         description="Any diffusers pixel-space UNet2DModel (DDPM/DDIM pipeline folder or Hub id), e.g. an ImageNet model",
-        params=[Param("model", "str", required=True, help="pipeline / UNet folder or Hugging Face id")],
+        params=[Param("model", "str", required=True, help="pipeline / UNet folder or Hugging Face id", example="google/ddpm-cifar10-32")],
     )

@@ -45,7 +45,13 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
 
 @hookspec
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
-    """Add sampler presets: ``register(name, settings_dict, description=..., source=...)``."""
+    """Add sampler presets: ``register(name, settings_dict, description=..., source=..., example=...)``.
+
+    ``example``: the other arguments of a ``ugd generate --preset NAME ...`` that runs the preset, e.g.
+    ``'--backbone stable-diffusion --prompt "a portrait" --guide face:image=face.jpg'`` (default: the
+    default backbone's example). Backbones and guides take ``example=`` too (backbones: what to add to
+    ``--backbone NAME``; guides: the whole arguments instead of ``--guide NAME:<required params>``).
+    """
 
 
 @hookspec
@@ -58,7 +64,14 @@ def ugd_register_benchmarks(register):  # type: ignore[no-untyped-def]
     """
 
 
-def register_preset_table(register: Callable[..., None], table: dict[str, tuple[str, dict[str, Any], str]]) -> None:
-    """Register ``{name: (description, settings, source)}`` from a ``ugd_register_presets`` hook."""
+def register_preset_table(
+    register: Callable[..., None], table: dict[str, tuple[str, dict[str, Any], str]], examples: str | dict[str, str] = ""
+) -> None:
+    """Register ``{name: (description, settings, source)}`` from a ``ugd_register_presets`` hook.
+
+    ``examples``: the other arguments of a ``ugd generate --preset NAME ...`` that runs each preset
+    (backbone, prompt, guides), one text for the whole table or one per name; ``ugd info`` shows it.
+    """
     for name, (description, settings, source) in table.items():
-        register(name, settings, description=description, source=source)
+        example = examples if isinstance(examples, str) else examples.get(name, "")
+        register(name, settings, description=description, source=source, example=example)

@@ -76,6 +76,7 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
     register(
         "classifier",
         _classifier_guide,
+        example="--backbone adm --guide classifier:label=207 --preset classifier-guidance-fast",
         description=(
             "Classifier guidance (Dhariwal & Nichol 2021) with a released noise-aware ImageNet classifier on z_t "
             "(timestep-aware; use --preset classifier-guidance). Checkpoints: " + _listing(_CLASSIFIERS)
@@ -93,4 +94,4 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
-    register_preset_table(register, PRESETS)
+    register_preset_table(register, PRESETS, examples="--backbone adm --guide classifier:label=207")

@@ -83,6 +83,7 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
     register(
         "clip",
         _build,
+        example="--backbone stable-diffusion --guide 'clip:prompt=a photo of a dog' --preset sd-clip-fast",
         description="CLIP guidance: 1 - cos between the image's CLIP embedding and a prompt's or a reference image's",
         params=[
             Param("prompt", "str", "", "text the image should match (give prompt or image)"),
@@ -95,4 +96,6 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
-    register_preset_table(register, PRESETS)
+    examples = {name: f"--backbone {'adm' if name.startswith('imagenet') else 'stable-diffusion'} --guide 'clip:prompt=a photo of a dog'"
+                for name in PRESETS}
+    register_preset_table(register, PRESETS, examples)

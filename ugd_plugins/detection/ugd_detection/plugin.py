@@ -39,6 +39,7 @@ IMAGENET_DETECTION: dict[str, Any] = dict(
     clip_x0=True,  # IN gaussian_diffusion.py:744: the backward iterate is clamped to [-1, 1] before each step
 )
 FAST = "fewer steps for previews: not in the official code, not tuned"
+BOXES = "'detection:boxes=\"0.2,0.3,0.7,0.9\",labels=dog'"  # an example target: one dog in the lower middle
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "sd-detection": (
@@ -83,6 +84,7 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
     register(
         "detection",
         _build,
+        example=f"--backbone stable-diffusion --prompt 'a dog on a beach' --guide {BOXES} --preset sd-detection-fast",
         description="Object location: a detector's own training loss (Faster R-CNN or YOLO) against target boxes and labels",
         params=[
             Param("boxes", "str", "", 'target boxes "x0,y0,x1,y1;..." (quote it): fractions if all <= 1, else pixels'),
@@ -103,4 +105,6 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
-    register_preset_table(register, PRESETS)
+    sd = f"--backbone stable-diffusion --prompt 'a dog on a beach' --guide {BOXES}"
+    examples = {name: "--backbone adm --guide detection:ref=dog.jpg" if name.startswith("imagenet") else sd for name in PRESETS}
+    register_preset_table(register, PRESETS, examples)

@@ -20,6 +20,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         description="32x32 DDPM of real MNIST digits at random scale and position (ships with the plugin, offline, CPU)",
         params=[Param("weights", "path", "", "safetensors file (default: the shipped weights)")],
         default_preset="digits-full",
+        example="--guide digit-robust:label=7",  # also the example of presets that name no backbone
     )
 
 

@@ -29,7 +29,7 @@ def lazy(module: str, name: str) -> Callable[..., Any]:
 
 
 _WEIGHTS = "path of a {net} .safetensors file (default: the plugin's trained weights)"
-_REF = Param("ref", "int", None, "held-out digit index 0..999, placed at its seeded random placement")
+_REF = Param("ref", "int", None, "held-out digit index 0..999, placed at its seeded random placement", example="5")
 _IMAGE = Param("image", "path", None, "reference image file (PNG, bright ink on dark; resized to 32x32)")
 
 
@@ -66,7 +66,8 @@ GUIDES: list[dict[str, Any]] = [
         name="digit-box",
         factory=lazy("guides", "digit_box_guide"),
         description="Digits: object-location guidance, L1 + GIoU of a small box detector to a target box (+ class CE)",
-        params=[Param("box", "str", None, 'target box "x0,y0,x1,y1" in canvas pixels 0..32', required=True),
+        params=[Param("box", "str", None, 'target box "x0,y0,x1,y1" in canvas pixels 0..32', required=True,
+                      example="4,4,20,28"),
                 Param("label", "int", None, "optional digit class 0..9 the detector should also see"),
                 Param("weights", "path", None, _WEIGHTS.format(net="digit_detector"))],
         differentiable=True,
@@ -92,7 +93,7 @@ GUIDES: list[dict[str, Any]] = [
         factory=lazy("guides", "inpaint_guide"),
         description="Model-free inpainting: squared error to a reference on the known pixels (compose with other guides)",
         params=[_REF, _IMAGE,
-                Param("region", "str", None, "the KNOWN half of the canvas", choices=REGIONS),
+                Param("region", "str", None, "the KNOWN half of the canvas", choices=REGIONS, example="left"),
                 Param("mask", "path", None, "known-pixel mask PNG (known = bright), instead of region")],
         differentiable=True,
     ),
@@ -108,6 +109,7 @@ GUIDES: list[dict[str, Any]] = [
 # classifier guidance (ugd_digits.noisy_classifier): registered after GUIDES
 NOISY_GUIDE: dict[str, Any] = dict(
     name="digit-noisy",
+    example="--guide digit-noisy:label=3 --preset digits-classifier-guidance",
     factory=lazy("noisy_classifier", "digit_noisy_guide"),
     description="Digits: classifier guidance (Dhariwal & Nichol 2021) with a noise-aware classifier p(y | z_t, t) "
     "trained on noised train digits; timestep-aware, use --preset digits-classifier-guidance",

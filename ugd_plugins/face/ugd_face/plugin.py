@@ -55,6 +55,7 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
     register(
         "face",
         _build,
+        example="--backbone stable-diffusion --prompt 'a headshot of a person' --guide face:image=face.jpg --preset sd-face-fast",
         description="Face identity: 1 - cos between ArcFace embeddings of a fixed crop and of a reference face",
         params=[
             Param("image", "path", required=True, help="reference face photo"),
@@ -70,4 +71,4 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
-    register_preset_table(register, PRESETS)
+    register_preset_table(register, PRESETS, examples="--backbone stable-diffusion --prompt 'a headshot of a person' --guide face:image=face.jpg")

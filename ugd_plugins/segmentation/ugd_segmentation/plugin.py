@@ -91,6 +91,7 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
     register(
         "segmentation",
         _segmentation,
+        example="--backbone stable-diffusion --prompt 'a dog' --guide segmentation:ref=dog.jpg --preset sd-segmentation-fast",
         description="Segmentation-map guidance: per-pixel cross-entropy of DeepLabV3 / LR-ASPP / YOLO-seg against a class map",
         params=[
             Param("target", "path", "", "class-index map: grayscale / palette PNG (255 = ignore) or VOC-coloured RGB"),
@@ -106,6 +107,7 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
     register(
         "seg-inpaint",
         _inpaint,
+        example="--backbone adm --guide segmentation:ref=dog.jpg --guide seg-inpaint:image=dog.jpg --preset imagenet-inpaint-fast",
         description="Masked reconstruction: mean squared error on the known pixels of a reference image",
         params=[
             Param("image", "path", required=True, help="reference image whose known pixels are kept"),
@@ -120,4 +122,6 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
-    register_preset_table(register, PRESETS)
+    inpaint = "--backbone adm --guide segmentation:ref=dog.jpg --guide seg-inpaint:image=dog.jpg"
+    sd = "--backbone stable-diffusion --prompt 'a dog' --guide segmentation:ref=dog.jpg"
+    register_preset_table(register, PRESETS, {name: inpaint if name.startswith("imagenet") else sd for name in PRESETS})

@@ -43,12 +43,14 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         description="Stable Diffusion 1.x/2.x/XL (latent, text, classifier-free guidance, differentiable VAE decode); "
         "the pipeline class is read from the folder's model_index.json",
         params=_params("stable-diffusion-v1-5/stable-diffusion-v1-5"),
+        example="--prompt 'a photo of a cat'",
     )
     register(
         "stable-diffusion-xl",
         partial(_stable_diffusion, xl=True),
         description="Stable Diffusion XL (two text encoders, pooled embeddings, size conditioning; 1024 px by default)",
         params=_params("stabilityai/stable-diffusion-xl-base-1.0"),
+        example="--prompt 'a photo of a cat'",
     )
     register(
         "stable-diffusion-3",

@@ -54,6 +54,7 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
     register(
         "style",
         _build,
+        example="--backbone stable-diffusion --prompt 'a house' --guide style:image=style.jpg,variant=clip --preset sd-style-fast",
         description="Style of a reference image: VGG Gram-matrix loss (variant=gram) or CLIP image-embedding 1 - cos (variant=clip)",
         params=[
             Param("image", "path", required=True, help="style reference image"),
@@ -70,4 +71,4 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def ugd_register_presets(register):  # type: ignore[no-untyped-def]
-    register_preset_table(register, PRESETS)
+    register_preset_table(register, PRESETS, examples="--backbone stable-diffusion --prompt 'a house' --guide style:image=style.jpg,variant=clip")
