@@ -1,0 +1,50 @@
+"""Start-up: `ugd list`, `ugd info` and `ugd --help` import no torch-heavy module (behaviour, not timing:
+torch alone takes seconds to import on a busy laptop), and Typer's own usage errors are one line, exit 2."""
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+HEAVY = ("torch", "diffusers", "transformers", "torchvision", "ultralytics")
+PROBE = """
+import sys
+from typer.testing import CliRunner
+from cli.main import app
+res = CliRunner().invoke(app, {args!r})
+assert res.exit_code == 0, res.output
+print(",".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("args", [["list"], ["list", "--json"], ["info", "digit-box"], ["info", "digits-full"], ["info", "sd-face"],
+                                  ["info", "stable-diffusion"], ["--help"]])
+def test_listing_and_describing_import_no_torch(args):
+    """In a fresh process (every installed plugin discovered through its entry point), as `ugd` runs them.
+    (`ugd info digits` also shows the digits benchmark, whose parameters come from the bench module, which
+    imports torch.)"""
+    code = PROBE.format(args=args, heavy=HEAVY)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"ugd {' '.join(args)} imported {done.stdout.strip()}"
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args, names", [
+    (["generate", "-n", "0"], "--num-images"),
+    (["generate", "--batch-size", "0"], "--batch-size"),
+    (["generate", "--steps", "many"], "--steps"),
+    (["generate", "--no-such-option"], "--no-such-option"),
+    (["info"], "'name'"),
+    (["no-such-command"], "no-such-command"),
+])
+def test_typer_usage_errors_are_one_line_exit_2(args, names):
+    res = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: ") and res.output.strip().count("\n") == 0, res.output
+    assert names in res.output and "--help`" in res.output
