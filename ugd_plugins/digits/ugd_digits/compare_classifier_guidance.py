@@ -109,6 +109,7 @@ def pilot(scales: tuple[float, ...], seed: int = 500, samples: int = 2, steps: i
         labels = torch.tensor([c.label for c in cases for _ in range(samples)])
         with torch.no_grad():
             pred = own(images, torch.zeros(len(images), dtype=torch.long)).argmax(1)
+        pred = torch.where(torch.isfinite(images).flatten(1).all(1), pred, -1)  # NaN logits argmax to 0: never a class
         rows.append(dict(scale=s, own_accuracy=float((pred == labels).float().mean()),
                          finite=float(torch.isfinite(images).flatten(1).all(1).float().mean())))
         print(json.dumps(rows[-1]), flush=True)
