@@ -415,6 +415,20 @@ def tune(
     console.print(f"wrote {result.files['preset']} (use: ugd generate --preset {result.files['preset']} ...)", soft_wrap=True, markup=False, highlight=False)
 
 
+@app.command()
+@user_errors
+def ui(
+    host: str = typer.Option("127.0.0.1", help="address to serve on (127.0.0.1: this machine only)"),
+    port: int = typer.Option(7860, help="port to serve on"),
+    share: bool = typer.Option(False, "--share/--no-share", help="also open a public gradio.live link (needs the internet; off by default)"),
+) -> None:
+    """Serve the browser UI: compose guides, watch guidance as it happens, get the same PNGs as `generate`."""
+    from cli.ui import serve
+
+    console.print(f"ugd ui on http://{host}:{port}/ (Ctrl-C stops)", highlight=False, markup=False)
+    serve(host=host, port=port, share=share)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="ugd")
