@@ -162,6 +162,11 @@ def run_folders(root: Path) -> list[Path]:
     return sorted(p for p in (root / "outputs").glob("*/*") if p.is_dir() and p.parent.name != "uploads")
 
 
+def written(root: Path) -> list[Path]:
+    """Every file and run folder under outputs/ (a day's folder alone is no output)."""
+    return sorted({p for p in (root / "outputs").rglob("*") if p.is_file()} | set(run_folders(root)))
+
+
 def generate(d, until=("finished",), timeout=240.0) -> tuple[list[str], dict[str, str]]:
     """Click Generate; the distinct preview images seen, and the final status."""
     before = status(d).get("text")
@@ -244,9 +249,9 @@ def test_compose_watch_results_restore_regenerate(browser, server, workdir):
     load(d, server)
     el(d, "ugd-restore", "input[type=file]").send_keys(str(pngs[2]))
     wait(d, lambda d: shown_text(d, "ugd-restored"), 30, "the restore note")
-    restored = {k: value_of(d, f"ugd-{k}") for k in ("backbone", "preset", "seed", "num-images", "batch-size", "steps", "scheduler", "threads", "device")}
+    restored = {k: value_of(d, f"ugd-{k}") for k in ("backbone", "preset", "seed", "num-images", "batch-size", "steps", "scheduler", "threads", "device", "best-of")}
     assert restored == {"backbone": "digits · digits", "preset": "digits", "seed": "0", "num-images": "4", "batch-size": "4", "steps": "4",
-                        "scheduler": "ddim", "threads": str(records[2]["torch_threads"]), "device": "cpu"}
+                        "scheduler": "ddim", "threads": str(records[2]["torch_threads"]), "device": "cpu", "best-of": "1"}
     assert value_of(d, "ugd-g0-name") == "digit-robust · digits" and value_of(d, "ugd-g0-r0-number") == "3"
     assert value_of(d, "ugd-g1-name") == "digit-box · digits" and value_of(d, "ugd-g1-r0-text") == BOX
     assert value_of(d, "ugd-g0-weight") == "1" and value_of(d, "ugd-g1-weight") == "1"
@@ -272,11 +277,11 @@ def test_bad_input_shows_the_cli_line_beside_its_field_and_writes_nothing(browse
     load(d, server)
     compose(d)
     type_into(d, "ugd-g0-r0-number", "11")
-    before = sorted(p for p in (workdir / "outputs").rglob("*"))
+    before = written(workdir)
     _, st = generate(d, until=("error", "idle"))
     line = wait(d, lambda d: shown_text(d, "ugd-err-guide-0"), 60, "the guide's error")
     assert "label=11 is not a digit class; use an integer 0..9" in line and "\n" not in line.strip()
-    assert sorted(p for p in (workdir / "outputs").rglob("*")) == before
+    assert written(workdir) == before
 
     type_into(d, "ugd-g0-r0-number", "3")
     choose(d, "ugd-g1-name", "digit-box")  # clears the row, so the box is missing
@@ -284,7 +289,7 @@ def test_bad_input_shows_the_cli_line_beside_its_field_and_writes_nothing(browse
     msg = wait(d, lambda d: shown_text(d, "ugd-err-guide-1"), 30, "a missing box")
     assert "digit-box: missing required parameter 'box'" in msg
     assert not shown_text(d, "ugd-err-guide-0")
-    assert sorted(p for p in (workdir / "outputs").rglob("*")) == before
+    assert written(workdir) == before
 
 
 def test_a_third_party_plugin_gets_its_own_form(browser, server):

@@ -174,6 +174,7 @@ class Page:
             self.fields["batch_size"] = gr.Number(16, precision=0, label="Batch size (images sampled together)", elem_id="ugd-batch-size")
             self.fields["device"] = gr.Dropdown(["cpu", "auto", "cuda", "mps"], value="cpu", allow_custom_value=True, label="Device", elem_id="ugd-device")
             self.fields["threads"] = gr.Number(0, precision=0, minimum=0, label="Torch threads (0: as is)", elem_id="ugd-threads")
+            self.fields["best_of"] = gr.Number(1, precision=0, label="Best of N (keep the lowest-loss candidate)", elem_id="ugd-best-of")
         with gr.Accordion("Preset knobs (the --set settings; the preset's values shown)", open=False, elem_id="ugd-knobs"):
             with gr.Row():
                 for k in self.knobs:
@@ -329,7 +330,7 @@ class Page:
         upd: dict[str, Any] = {
             "backbone": gr.update(value=form.backbone), "preset": gr.update(value=form.preset or "", choices=self._preset_choices(form.backbone)),
             "prompt": form.prompt or "", "negative_prompt": form.negative_prompt or "", "seed": form.seed,
-            "num_images": form.num_images, "batch_size": form.batch_size, "device": gr.update(value=form.device), "threads": form.threads or 0,
+            "num_images": form.num_images, "batch_size": form.batch_size, "device": gr.update(value=form.device), "threads": form.threads or 0, "best_of": form.best_of,
             **self._row_updates("bb", self.rows_b, bparams, form.backbone_values),
         }
         base = preset_settings(effective_preset(form.preset, form.backbone, True, reg), reg) if form.preset else preset_settings(None, reg)
@@ -364,6 +365,7 @@ class Page:
             backbone=backbone, backbone_values=part_values("bb", bparams), guides=guides, preset=v["preset"] or None,
             knobs={k[5:]: val for k, val in v.items() if k.startswith("knob.")}, prompt=v["prompt"], negative_prompt=v["negative_prompt"],
             seed=v["seed"], num_images=v["num_images"], batch_size=v["batch_size"], device=v["device"], threads=v["threads"],
+            best_of=v["best_of"],
         )
 
     def _generate(self, v: dict[str, Any], request: gr.Request, slots: list[str]) -> Iterator[list[Any]]:

@@ -229,6 +229,7 @@ class Form:
     batch_size: Any = 16
     device: str = "cpu"
     threads: Any = None
+    best_of: Any = 1
 
 
 class FieldError(UgdError):
@@ -277,7 +278,12 @@ def to_spec(form: Form, registry: Registry) -> RunSpec:
         prompt=(form.prompt or None), negative_prompt=(form.negative_prompt or None),
         seed=_int_or(form.seed, 0), num_images=_int_or(form.num_images, 1), batch_size=_int_or(form.batch_size, 16),
         device=form.device or "cpu", threads=_int_or(form.threads, None) or None,  # 0: as is
+        **({"best_of": _int_or(form.best_of, 1)} if _has_best_of() else {}),
     )
+
+
+def _has_best_of() -> bool:
+    return "best_of" in {f.name for f in fields(RunSpec)}
 
 
 def where_of(message: str, form: Form) -> str:
@@ -353,5 +359,5 @@ def from_record(record: dict[str, Any], registry: Registry, source: str = "image
         knobs={k: knob_to_widget(by_name[k], v) for k, v in sampler.items()},
         prompt=record.get("prompt"), negative_prompt=record.get("negative_prompt"),
         seed=batch[0], num_images=len(batch), batch_size=len(batch), device=record.get("device", "cpu"),
-        threads=record.get("torch_threads"),
+        threads=record.get("torch_threads"), best_of=int((record.get("best_of") or {}).get("n", 1)),
     )

@@ -72,6 +72,7 @@ class Run:
         self._stop = threading.Event()
         self._steps = steps
         self._every = preview_every(steps)
+        self._batch = 0  # batches begun (a batch's first step starts the next)
         self._thread = threading.Thread(target=self._run, name="ugd-ui-run", daemon=True)
 
     def start(self) -> "Run":
@@ -115,10 +116,12 @@ class Run:
                 losses = {name: float(v.mean()) for name, v in view.built.guides.losses(images.to(view.x0.device)).items()}
             except Exception:  # a guide that cannot score a decoded x0_hat (e.g. one on z_t) is left off the chart
                 losses = {}
-        grid = labelled_grid([[to_pil(im) for im in images]], captions=[[f"seed {s}" for s in view.seeds]], tile=96)
+        captions = [[f"seed {s}" for s in view.seeds]] if len(view.seeds) == len(images) else None
+        grid = labelled_grid([[to_pil(im) for im in images]], captions=captions, tile=96)
         w = self.watch
         with self.lock:
-            batch = w.spec.batches().index(view.seeds) if view.seeds in w.spec.batches() else 0
+            self._batch += view.step == 1
+            batch = self._batch - 1
             w.preview = Preview(list(view.seeds), view.step, grid, losses)
             w.previews += 1
             if w.first_preview_s is None:
