@@ -22,6 +22,14 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         default_preset="digits-full",
         example="--guide digit-robust:label=7",  # also the example of presets that name no backbone
     )
+    register(
+        "digits-flow",
+        lazy("backbone_flow", "load_flow_backbone"),
+        description="32x32 rectified flow (flow-matching loss, v = eps - x0) of the same digits and network as 'digits', "
+        "sampled through the flow adapter (ships with the plugin, offline, CPU)",
+        params=[Param("weights", "path", "", "safetensors file (default: the shipped weights)")],
+        default_preset="digits-full",
+    )
 
 
 @hookimpl

@@ -10,6 +10,11 @@ x_sigma = (1 - sigma) x0 + sigma eps, the network predicts v = eps - x0 at times
 ``timesteps`` are ``sigmas * num_train_timesteps``), and the loss is ||v_hat - v||^2 with sigma
 drawn logit-normal(0, 1) (Esser et al. 2024, section 3.1, "rf/lognorm(0.00, 1.00)").
 
+``--init ddpm`` starts from the shipped ``digits`` DDPM's weights instead of a random network (a warm
+start: the same architecture, re-trained on the flow objective; its time input changes meaning from the DDPM's
+t to 1000 sigma and its output from eps to v). The shipped ``digits-flow`` weights say which in their
+metadata (``init``) and in the log's first line.
+
 Every ``--save-every`` steps the EMA weights go to ``weights/flow_backbone.safetensors`` (what
 ships) and the whole state to ``training/flow_state.pt`` (not committed; a later run on the
 same machine resumes from it). The log is ``training/flow_log.jsonl``.
@@ -57,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="ignore an existing training state")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--init", choices=("random", "ddpm"), default="random",
+                   help="start from a random network or from the shipped digits DDPM's weights (warm start)")
     args = p.parse_args(argv)
 
     from diffusers.training_utils import EMAModel
@@ -66,7 +73,14 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     digits = load_digits("train")
     torch.manual_seed(args.seed)
-    unet = backbone_unet().to(device)
+    unet = backbone_unet()
+    if args.init == "ddpm":
+        from safetensors.torch import load_file
+
+        from .backbone import WEIGHTS as DDPM_WEIGHTS
+
+        unet.load_state_dict(load_file(str(DDPM_WEIGHTS)))
+    unet = unet.to(device)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
     ema = EMAModel(unet.parameters(), decay=0.9995, use_ema_warmup=True, power=2 / 3)
     step, seconds = 0, 0.0
@@ -78,15 +92,20 @@ def main(argv: list[str] | None = None) -> None:
         step, seconds = state["step"], state["seconds"]
         print(f"resumed at step {step} ({seconds / 60:.1f} min trained)", flush=True)
         _truncate_log(step)
+        args.init = state.get("init", args.init)
+    else:
+        LOG.parent.mkdir(parents=True, exist_ok=True)
+        LOG.write_text(json.dumps(dict(step=0, init=args.init, batch=args.batch, lr=args.lr, decay_start=args.decay_start,
+                                       max_steps=args.max_steps, seed=args.seed)) + "\n")
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
 
     def checkpoint() -> None:
         STATE.parent.mkdir(parents=True, exist_ok=True)
         WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-        state = dict(model=unet.state_dict(), optimizer=opt.state_dict(), ema=ema.state_dict(), step=step, seconds=seconds)
+        state = dict(model=unet.state_dict(), optimizer=opt.state_dict(), ema=ema.state_dict(), step=step, seconds=seconds, init=args.init)
         _atomic_save(lambda f: torch.save(state, f), STATE)
         shadow = {k: v.detach().clone().contiguous().cpu() for k, v in zip(unet.state_dict().keys(), _ema_tensors(unet, ema))}
-        meta = {"step": str(step), "train_minutes": f"{seconds / 60:.1f}", "recipe": "rectified flow, v = eps - x0, lognorm(0,1), ema"}
+        meta = {"step": str(step), "train_minutes": f"{seconds / 60:.1f}", "recipe": "rectified flow, v = eps - x0, lognorm(0,1), ema", "init": args.init}
         _atomic_save(lambda f: save_file(shadow, str(f), metadata=meta), WEIGHTS)
 
     stop = []  # SIGTERM/SIGINT end the run at the next step boundary, after a checkpoint
@@ -123,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
 def _truncate_log(step: int) -> None:
     """Drop log lines past the resumed step (written after the last checkpoint of a killed run)."""
     if LOG.exists():
-        lines = [ln for ln in LOG.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        lines = [ln for ln in LOG.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]  # the header is step 0
         LOG.write_text("".join(ln + "\n" for ln in lines))
 
 

@@ -1,0 +1,59 @@
+"""The ``digits-flow`` backbone: a rectified flow trained on the digits world (``train_flow``), the same
+``UNet2DModel`` as the ``digits`` DDPM, sampled through ugd's flow adapter (``ugd_kit.flow``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ugd_core.backbones import module_dtype
+from ugd_core.errors import UgdError
+from ugd_core.guidance import freeze
+from ugd_kit.flow import FlowBackbone, FlowSchedule
+
+from .models import backbone_unet
+
+WEIGHTS = Path(__file__).resolve().parent / "weights" / "flow_backbone.safetensors"
+TRAIN_COMMAND = "python -m ugd_digits.train_flow --minutes 150"
+
+
+def flow_scheduler():
+    """diffusers' Euler scheduler of rectified flows, unshifted (32x32 pixels): sigmas linspace(1, 1/1000, n)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+
+
+class DigitsFlowBackbone(FlowBackbone):
+    """The velocity UNet v(x, 1000 sigma) of ``train_flow`` as an eps backbone."""
+
+    def __init__(self, unet: nn.Module, device: str | torch.device = "cpu"):
+        self.unet = unet
+        super().__init__(None, FlowSchedule(flow_scheduler()), (1, 32, 32), device=device)
+        unet.to(self.device)
+        freeze(unet)
+        self._attn_processors = {}
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {"denoiser": self.unet}
+
+    def velocity(self, x: Tensor, t: Tensor, cond: object) -> Tensor:
+        dtype = module_dtype(self.unet)
+        return self.unet(x.to(dtype), t.to(self.device, dtype), return_dict=False)[0]
+
+
+def load_flow_backbone(weights: str = "", device: str = "cpu") -> DigitsFlowBackbone:
+    """Build the UNet from its config and load the shipped (or given) flow weights."""
+    from safetensors.torch import load_file
+
+    path = Path(weights) if weights else WEIGHTS
+    if not path.is_file():
+        raise UgdError(f"digits-flow weights not found at {path}; train them with `{TRAIN_COMMAND}` or pass --backbone digits-flow:weights=PATH")
+    unet = backbone_unet()
+    try:
+        unet.load_state_dict(load_file(str(path)))
+    except Exception as exc:
+        raise UgdError(f"cannot load digits-flow weights from {path} ({type(exc).__name__}); retrain with `{TRAIN_COMMAND}`") from None
+    return DigitsFlowBackbone(unet, device=device)
