@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples-per-digit", type=int, default=2, help="images per digit 0-9 per seed")
     p.add_argument("--steps", default=DEFAULT_STEPS, help="comma-separated step counts")
     p.add_argument("--solvers", default=DEFAULT_SOLVERS, help="comma-separated: ddim or diffusers scheduler names/aliases")
-    p.add_argument("--seeds", default="0", help="comma-separated bench seeds (image seed = seed*100000 + digit*1000 + j)")
+    p.add_argument("--seeds", default="", help="comma-separated bench seeds (image seed = seed*100000 + digit*1000 + j); "
+                   "default: the first pilot seed (500) with --pilot, else the first reported seed (1000)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--preset", default="", help="preset name or JSON file (default: the digits backbone's default preset)")
     p.add_argument("--label-guide", default=DEFAULT_LABEL_GUIDE, choices=LABEL_GUIDES,
@@ -107,7 +108,10 @@ def plan(args: argparse.Namespace, registry: Any) -> tuple[str, dict[str, Any], 
     if args.threads < 1:
         raise UgdError(f"--threads must be >= 1, got {args.threads}")
     args.step_list = _ints(args.steps, "steps", 1)
-    args.seed_list = _ints(args.seeds, "seeds", 0)
+    from cli.bench import SEED_RANGES
+
+    default_seed = SEED_RANGES["pilot" if args.pilot else "reported"][0]  # never the old, overlooked seeds 0-9
+    args.seed_list = _ints(args.seeds or str(default_seed), "seeds", 0)
     preset = args.preset or registry.get("backbone", BACKBONE).default_preset
     name, settings = resolve_preset(preset, registry)
     rows: list[dict[str, Any]] = []

@@ -61,7 +61,7 @@ def test_tiny_run_writes_table_json_and_counts_passes(tmp_path):
     cell = data["cells"][0]
     assert sorted(cell["labels"]) == list(range(10)) and len(cell["guide_loss"]) == 10
     assert data["rows_settings"]["dpm++"]["scheduler"] == "dpm++"
-    assert data["machine"]["threads"] == 1 and data["seeds"] == [0]
+    assert data["machine"]["threads"] == 1 and data["seeds"] == [1000]  # the first reported seed by default
     # an interrupted run is summarised from its cells.json: the same table, no sampling
     again = tmp_path / "again"
     assert mod.main(["--summarize", str(out / "cells.json"), "--out", str(again)]) == 0
