@@ -19,7 +19,7 @@ The task targets come from their own set of held-out digits (``data.DIGIT_SETS["
 the train digits and from the judges' references and calibration digits. The default seeds are the first
 reported seeds (``cli.bench.SEED_RANGES``); ``--quick`` runs on a pilot seed. A sample with a non-finite
 pixel counts as wrong in every judge and metric, and each table has a non-finite column.
-``evaluate`` (what ``ugd tune`` optimises) never calls a held-out judge unless ``objective=evaluator``:
+``evaluate`` (what ``ugd tune`` optimises) never calls a reported judge unless ``objective=evaluator``:
 by default it scores the development NN judge on train digits (label) or the task's guide loss (the rest).
 """
 
@@ -336,8 +336,8 @@ class DigitsBench:
     def evaluate(self, task: str, settings: dict[str, Any] | None, seed: int, n: int) -> dict[str, float]:
         """Objective for tuning: 'metric' (higher is better), 'quality' (FID, lower is better), 'seconds_per_sample'.
 
-        With ``objective`` "development" (the default) or "guide-loss" no held-out digit and no evaluator is
-        read: the metric is the development NN judge's accuracy (label, development) or minus the task's
+        With ``objective`` "development" (the default) or "guide-loss" no judge's digit (reference, calibration)
+        and no evaluator is read, only train digits, the guides and the task's targets: the metric is the development NN judge's accuracy (label, development) or minus the task's
         weighted guide loss, and the quality is the FID in the clean guide classifier's features against
         train digits. A non-finite sample scores as wrong: never a digit, loss +inf.
         """
