@@ -89,7 +89,9 @@ class FlowSchedule:
     def sigma(self, t: Tensor) -> Tensor:
         """sigma of the float timesteps t [N] (float64): the chain's own where t is one of its timesteps,
         else t / num_train_timesteps. Tensor operations only (no host sync)."""
-        ts, sig = (x.to(t.device) for x in self.table)
+        if self.table[0].device != t.device:  # copied once per run: a host-to-device copy every step would stall the GPU queue
+            self.table = tuple(x.to(t.device) for x in self.table)
+        ts, sig = self.table
         t32 = t.to(torch.float32)
         hit = t32[:, None] == ts[None, :]
         own = (hit.to(torch.float64) * sig[None, :]).sum(1)
