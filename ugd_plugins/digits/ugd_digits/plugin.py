@@ -29,6 +29,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         "sampled through the flow adapter (ships with the plugin, offline, CPU)",
         params=[Param("weights", "path", "", "safetensors file (default: the shipped weights)")],
         default_preset="digits-full",
+        example="--guide digit-robust:label=7",
     )
 
 
