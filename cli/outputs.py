@@ -49,6 +49,24 @@ def check_out_dir(out: Path | str) -> None:
         raise UgdError(f"--out {p} cannot be written ({parent} is not writable); choose a folder you can write to")
 
 
+def make_out_dir(path: Path) -> None:
+    """Create ``path`` (and its parents) or raise a one-line UgdError: a folder that passes
+    :func:`check_out_dir` may still refuse (``/sys``, a read-only mount, a full disk)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UgdError(f"--out {path} cannot be created ({exc.strerror or exc}); choose a folder you can write to") from None
+
+
+def sheet_name(seeds: Sequence[int], own_folder: bool) -> str:
+    """The contact sheet's file name: ``contact-sheet.png`` in a run's own folder (the default, a new
+    folder per run); under ``--out``, which runs with other seeds may share, one per run named for its
+    seeds, ``contact-sheet-0-15.png``, so concurrent runs into one folder never replace each other's."""
+    if own_folder or not seeds:
+        return SHEET_NAME
+    return f"contact-sheet-{seeds[0]}.png" if len(seeds) == 1 else f"contact-sheet-{seeds[0]}-{seeds[-1]}.png"
+
+
 def guide_slug(guides: Sequence[str], limit: int = 40) -> str:
     """A short folder-name form of the guide specs: ``digit:label=7`` -> ``digit-label-7``."""
     text = "+".join(guides) or "unguided"
@@ -64,7 +82,7 @@ def default_out_dir(spec: RunSpec, root: Path | str = "outputs") -> Path:
     """
     day = Path(root) / dt.date.today().isoformat()
     check_out_dir(day)
-    day.mkdir(parents=True, exist_ok=True)
+    make_out_dir(day)
     slug = guide_slug(spec.guides)
     for _ in range(10_000):
         taken = [int(p.name[:4]) for p in day.iterdir() if p.name[:4].isdigit()]
@@ -123,7 +141,9 @@ def save_image(item: Any, out_dir: Path, overwrite: bool = False) -> tuple[Path,
 
 def remove_temporaries(out_dir: Path, seeds: Iterable[int]) -> int:
     """Delete the half-written files this run may have left (``*.png.tmp``, the sheet's); returns how many."""
-    names = [f"{image_name(s)}.png{TMP_SUFFIX}" for s in seeds] + [f"{SHEET_NAME}.{os.getpid()}{TMP_SUFFIX}"]
+    seeds = list(seeds)
+    sheets = {sheet_name(seeds, own) for own in (True, False)}
+    names = [f"{image_name(s)}.png{TMP_SUFFIX}" for s in seeds] + [f"{name}.{os.getpid()}{TMP_SUFFIX}" for name in sheets]
     removed = 0
     for name in names:
         try:
@@ -302,11 +322,12 @@ def labelled_grid(
     return sheet
 
 
-def write_contact_sheet(out_dir: Path, spec: RunSpec, preset: str | None = None) -> Path | None:
-    """Draw the run's images (its first SHEET_MAX_IMAGES that exist) into ``out_dir/contact-sheet.png``.
+def write_contact_sheet(out_dir: Path, spec: RunSpec, preset: str | None = None, name: str = SHEET_NAME) -> Path | None:
+    """Draw the run's images (its first SHEET_MAX_IMAGES that exist) into ``out_dir/NAME``
+    (``contact-sheet.png``; :func:`sheet_name` gives a run under ``--out`` its own).
 
     Titled with the guide specs, backbone, preset and seeds; each tile captioned with its
-    seed. Replaces an earlier sheet (it is a view of the folder, not an output of its own).
+    seed. Replaces an earlier sheet of that name (a rerun of the same seeds, ``--resume``).
     Returns its path, or None when no image of the run exists.
     """
     from PIL import Image
@@ -329,8 +350,8 @@ def write_contact_sheet(out_dir: Path, spec: RunSpec, preset: str | None = None)
         (f"seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}") + (f" (first {len(shown)} of {len(pngs)} shown)" if len(pngs) > len(shown) else ""),
     ]
     sheet = labelled_grid(rows, captions=captions, title=title)
-    path = out_dir / SHEET_NAME
-    tmp = out_dir / f"{SHEET_NAME}.{os.getpid()}{TMP_SUFFIX}"
+    path = out_dir / name
+    tmp = out_dir / f"{name}.{os.getpid()}{TMP_SUFFIX}"
     sheet.save(tmp, format="PNG")
     tmp.replace(path)
     return path

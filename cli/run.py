@@ -39,11 +39,13 @@ from .outputs import (
     default_out_dir,
     image_name,
     labelled_grid,
+    make_out_dir,
     output_paths,
     plan_outputs,
     remove_temporaries,
     save_image,
     save_planned,
+    sheet_name,
     to_pil,
     write_contact_sheet,
 )
@@ -289,7 +291,8 @@ def generate_to_dir(
     Before any sampling, raises a one-line :class:`UgdError` for any bad input: the spec
     (:func:`validate_spec`), the executor's checks, the folder (:func:`check_out_dir`),
     existing outputs. Each image is a PNG with its record plus a JSON sidecar; at the end
-    ``contact-sheet.png`` shows the run's images. On Ctrl-C the temporary files are
+    ``contact-sheet.png`` shows the run's images (with ``out``, a folder other runs may share, the
+    sheet is the run's own: ``contact-sheet-FIRST-LAST.png``, by :func:`sheet_name`). On Ctrl-C the temporary files are
     removed and :class:`RunInterrupted` (a KeyboardInterrupt) carries the summary.
     """
     executor = executor if executor is not None else LocalExecutor()
@@ -324,9 +327,9 @@ def generate_to_dir(
 
     try:
         if plan.batches:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_out_dir(folder)  # a folder that refuses (/sys, read-only) is one line, before any model is built
             executor.run(checked, plan.batches, on_batch, progress or (lambda done, total: None))
-        summary.contact_sheet = write_contact_sheet(folder, spec, preset)
+        summary.contact_sheet = write_contact_sheet(folder, spec, preset, sheet_name(spec.seeds(), own_folder=out is None))
     except KeyboardInterrupt:
         remove_temporaries(folder, spec.seeds())
         summary.interrupted, summary.seconds = True, time.perf_counter() - start

@@ -21,7 +21,7 @@ ray = pytest.importorskip("ray")
 import test_runs  # noqa: E402
 from cli.distributed import RayExecutor, generate_on_ray  # noqa: E402
 from cli.outputs import plan_outputs  # noqa: E402
-from cli.run import SHEET_NAME, LocalExecutor, RunInterrupted, RunSpec, generate, generate_to_dir, to_pil  # noqa: E402
+from cli.run import LocalExecutor, RunInterrupted, RunSpec, generate, generate_to_dir, to_pil  # noqa: E402
 from test_runs import tiny_registry, tiny_spec as _spec  # noqa: E402
 
 
@@ -76,12 +76,12 @@ def _assert_same_as_reference(out: Path, reference: Path) -> None:
 
 
 def _stat(out: Path) -> dict[str, tuple[int, int]]:
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir() if p.name != SHEET_NAME}
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir() if not p.name.startswith("contact-sheet")}
 
 
 def test_ray_run_reproduces_the_in_process_images(cluster, reference, tmp_path):
     summary = generate_to_dir(_spec(), tmp_path, RayExecutor("local", 2, registry_factory=tiny_registry))
-    assert (summary.written, summary.contact_sheet) == (6, tmp_path / SHEET_NAME)
+    assert (summary.written, summary.contact_sheet) == (6, tmp_path / "contact-sheet-100-105.png")  # the run's own, under --out
     _assert_same_as_reference(tmp_path, reference)  # images, records (thread count included) and contact sheet
     paths = generate_on_ray(_spec(), tmp_path / "again", registry_factory=tiny_registry, num_workers=1)
     assert [p.name for p, _ in paths] == [f"ugd-{s:06d}.png" for s in range(100, 106)]  # the older call still works

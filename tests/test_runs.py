@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import dataclasses
+from dataclasses import replace
 import os
 import types
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from cli.bench import mean_spread, save_labelled_grid
-from cli.outputs import default_out_dir
+from cli.outputs import default_out_dir, sheet_name
 from cli.run import (
     SHEET_NAME,
     LocalExecutor,
@@ -95,21 +96,33 @@ def test_a_run_writes_images_records_a_contact_sheet_and_a_summary(tmp_path):
     out = tmp_path / "run"
     summary = generate_to_dir(tiny_spec(n=4), out, local())
     names = [f"ugd-{s:06d}" for s in range(100, 104)]
-    assert _files(out) == sorted([SHEET_NAME] + [n + ".json" for n in names] + [n + ".png" for n in names])
+    sheet = "contact-sheet-100-103.png"  # under --out the sheet is the run's own, named for its seeds
+    assert _files(out) == sorted([sheet] + [n + ".json" for n in names] + [n + ".png" for n in names])
     assert (summary.out, summary.written, summary.skipped, summary.interrupted) == (out, 4, 0, False)
-    assert summary.contact_sheet == out / SHEET_NAME
+    assert summary.contact_sheet == out / sheet
     line = summary.line()
-    assert line.startswith("4 images (preset ugd) in ") and line.endswith(f"-> {out}; contact sheet {SHEET_NAME}")
+    assert line.startswith("4 images (preset ugd) in ") and line.endswith(f"-> {out}; contact sheet {sheet}")
     record = json.loads((out / "ugd-000101.json").read_text())
     # the record names the plugin behind each name, and the thread count the pixels depend on
     assert record["guides"][0]["plugin"] == "tiny" and record["backbone"]["plugin"] == "tiny"
     assert record["torch_threads"] == torch.get_num_threads() and record["batch_seeds"] == [100, 101]
     from PIL import Image
 
-    with Image.open(out / SHEET_NAME) as sheet:  # 4 tiles of >= 96 px, a title with the guide spec
-        assert sheet.width >= 2 * 96 and sheet.height >= 2 * 96
-        top = sheet.convert("L").crop((0, 0, sheet.width, 14))
+    with Image.open(out / sheet) as im:  # 4 tiles of >= 96 px, a title with the guide spec
+        assert im.width >= 2 * 96 and im.height >= 2 * 96
+        top = im.convert("L").crop((0, 0, im.width, 14))
         assert min(top.getdata()) < 128  # text was drawn in the title band
+
+
+def test_two_runs_with_other_seeds_into_one_out_keep_their_own_contact_sheets(tmp_path):
+    """Runs of different seeds may share an --out (they write different images, even at once): each draws
+    its own sheet, named for its seeds, so neither replaces the other's."""
+    out = tmp_path / "shared"
+    first = generate_to_dir(tiny_spec(n=2), out, local())
+    second = generate_to_dir(replace(tiny_spec(n=2), seed=200), out, local())
+    assert first.contact_sheet == out / "contact-sheet-100-101.png" and second.contact_sheet == out / "contact-sheet-200-201.png"
+    assert first.contact_sheet.exists() and second.contact_sheet.exists()
+    assert sheet_name([7], own_folder=False) == "contact-sheet-7.png" and sheet_name([0, 1], own_folder=True) == SHEET_NAME
 
 
 def test_two_identical_runs_without_out_get_two_folders(tmp_path, monkeypatch):
