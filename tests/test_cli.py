@@ -380,3 +380,10 @@ def test_named_knob_options_equal_set(tmp_path, option, knob, value):
     assert (a.exit_code, last[0]) == (b.exit_code, last[1])
     if a.exit_code == 0:
         assert json.loads((tmp_path / "a" / "ugd-000000.json").read_text())["sampler"][knob] == value
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/sys/kernel"), reason="needs Linux sysfs, where mkdir is refused even to root")
+def test_an_out_the_system_refuses_is_one_line_before_sampling():
+    res = gen("--guide", "toy-ctrl-c", "--out", "/sys/ugdtest")  # toy-ctrl-c would raise if it sampled
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: --out /sys/ugdtest cannot be created") and res.output.strip().count("\n") == 0
