@@ -56,6 +56,10 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     "fwd 0.3 + bwd 0.3": dict(SCALE_FREE, forward_strength=0.3, forward_schedule="constant", backward_steps=3, backward_lr=0.3),
     "fwd 0.1 + bwd 0.1 + k3 mid": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="constant", backward_steps=3,
                                        backward_lr=0.1, recurrence=3, recurrence_window=(0.2, 0.6)),
+    # round 2 (after round 1: forward 0.3 made non-digits, 0.1 left style unmoved)
+    "fwd 0.05 + bwd 0.1": dict(SCALE_FREE, forward_strength=0.05, forward_schedule="constant", backward_steps=3, backward_lr=0.1),
+    "fwd 0.1 sqrt(1-a) + bwd 0.1": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="sqrt_1m_abar", backward_steps=3, backward_lr=0.1),
+    "fwd 0.1 + bwd 0.2": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="constant", backward_steps=3, backward_lr=0.2),
 }
 
 

@@ -10,15 +10,15 @@ from .params import Param
 from .presets import PRESETS
 
 
-# Memory knobs on top of universal guidance (Algorithm 1): checkpointing and slicing change where
+# Memory knobs on top of the default preset (auto): checkpointing and slicing change where
 # activations live, not the result beyond rounding; tiling blends overlapping tiles, and only for
 # images larger than the VAE's own sample size. Any preset takes them too:
 # `--set grad_checkpointing=true --set vae_slicing=true` (see docs/backbones/stable-diffusion.md).
 LOW_MEMORY = {
     "low-memory": (
-        "Universal guidance (as ugd) with the memory knobs on: checkpointed denoiser and VAE decoder in guided passes, "
+        "The default (auto) with the memory knobs on: checkpointed denoiser and VAE decoder in guided passes, "
         "sliced and tiled VAE decode; pair with --dtype fp16/bf16 on GPUs",
-        dict(PRESETS["ugd"][1], grad_checkpointing=True, vae_slicing=True, vae_tiling=True),
+        dict(PRESETS["auto"][1], grad_checkpointing=True, vae_slicing=True, vae_tiling=True),
         "Bansal et al. 2023, Algorithm 1; diffusers enable_gradient_checkpointing / enable_slicing / enable_tiling",
     ),
 }

@@ -49,7 +49,7 @@ from .presets import ABLATIONS
 from .targets import heldout_canvases, ref_canvas, ref_label
 from .train_guides import WEIGHTS_DIR
 
-TASKS = ("label", "mask", "box", "identity", "style", "inpaint")
+TASKS = ("label", "mask", "box", "identity", "style", "inpaint", "mask+label")
 
 # Guide weights per task: bring each guide's loss to a comparable gradient scale.
 # Set once from the guides' own losses (a pilot on seeds outside the reported ones),
@@ -59,7 +59,7 @@ TASKS = ("label", "mask", "box", "identity", "style", "inpaint")
 # The box task composes two guides, digit-box for the location and digit for the class: with the class
 # inside digit-box its cross-entropy swamped the box terms. Box weight 20 was chosen among 1/5/20/100/400
 # by the guide detector's own IoU to the target on pilot seeds 500-501 (0.35/0.43/0.50/0.40/0.28).
-TASK_WEIGHTS = {"label": 1.0, "mask": 100.0, "box": 20.0, "identity": 12.0, "style": 8.0, "inpaint": 300.0}
+TASK_WEIGHTS = {"label": 1.0, "mask": 100.0, "box": 20.0, "identity": 12.0, "style": 8.0, "inpaint": 300.0, "mask+label": 100.0}
 
 # The guide of the class term (label task; the class that box and inpaint compose). The noise-trained
 # classifier is the default: on the pilot seeds it beat the clean one by the development judge
@@ -73,7 +73,7 @@ METHODS: dict[str, dict[str, Any] | None] = {"unguided": None, **ABLATIONS}
 PEER_PRESETS = ("dps", "freedom", "mpgd", "lgd", "tfg", "ugd")
 DEFAULT_METHODS = (*METHODS, *PEER_PRESETS)
 DEFAULT_SETTINGS = ABLATIONS["forward+backward"]  # the 'digits' preset's settings
-CLASS_TASKS = ("label", "box", "inpaint")  # tasks with a target class: both judges report on them
+CLASS_TASKS = ("label", "box", "inpaint", "mask+label")  # tasks with a target class: both judges report on them
 REPORTED_SEEDS = tuple(SEED_RANGES["reported"][:3])  # the bench's default seeds: 1000, 1001, 1002
 QUICK_SEED = SEED_RANGES["pilot"][0]  # a smoke run's numbers are looked at often: never a reported seed
 # What ``evaluate`` (the objective of ``ugd tune``) scores: "development" = the development NN judge on train
@@ -81,10 +81,11 @@ QUICK_SEED = SEED_RANGES["pilot"][0]  # a smoke run's numbers are looked at ofte
 # loss for every task; "evaluator" = the held-out evaluator's task metric and FID (a report, not for tuning).
 OBJECTIVES = ("development", "guide-loss", "evaluator")
 SCORING = 2  # bump when scoring changes (2: non-finite samples wrong everywhere), so no cached cell is reused
-HIGHER_IS_BETTER = {"label": True, "mask": True, "box": True, "identity": True, "style": False, "inpaint": False}
+HIGHER_IS_BETTER = {"label": True, "mask": True, "box": True, "identity": True, "style": False, "inpaint": False, "mask+label": True}
 METRIC_NAME = {
     "label": "target accuracy",
     "mask": "mask IoU",
+    "mask+label": "mask IoU",
     "box": "box IoU",
     "identity": "identity cosine",
     "style": "style distance",
@@ -102,11 +103,14 @@ class Case:
 
 
 def task_cases(task: str, seed: int, n_cases: int, label_guide: str = DEFAULT_LABEL_GUIDE,
-               label_weights: str = "") -> list[Case]:
+               label_weights: str = "", unit_weights: bool = False) -> list[Case]:
     """Targets of a task for one seed (held-out references chosen by the seed); ``label_guide`` is the guide
     of the class term (the label task's, and the class that box and inpaint compose), ``label_weights`` an
-    optional weights file for it (a retrained variant; "" = the shipped weights)."""
-    w = TASK_WEIGHTS[task]
+    optional weights file for it (a retrained variant; "" = the shipped weights). ``unit_weights``: every
+    guide at weight 1 instead of ``TASK_WEIGHTS`` (for methods that normalise each guide's gradient, where a
+    weight is a share of the step, not a unit conversion)."""
+    weights = {k: 1.0 for k in TASK_WEIGHTS} if unit_weights else TASK_WEIGHTS
+    w = weights[task]
 
     def class_term(label: int, weight: float) -> str:
         extra = f',weights="{label_weights}"' if label_weights else ""
@@ -122,13 +126,15 @@ def task_cases(task: str, seed: int, n_cases: int, label_guide: str = DEFAULT_LA
             cases.append(Case([f"digit-mask:ref={r},weight={w}"], lab, r))
         elif task == "box":
             b = tight_boxes(foreground_mask(ref_canvas(r)))[0].int().tolist()
-            cases.append(Case([f'digit-box:box="{b[0]},{b[1]},{b[2]},{b[3]}",weight={w}', class_term(lab, TASK_WEIGHTS["label"])], lab, r))
+            cases.append(Case([f'digit-box:box="{b[0]},{b[1]},{b[2]},{b[3]}",weight={w}', class_term(lab, weights["label"])], lab, r))
+        elif task == "mask+label":
+            cases.append(Case([f"digit-mask:ref={r},weight={w}", class_term(lab, weights["label"])], lab, r))
         elif task == "identity":
             cases.append(Case([f"digit-id:ref={r},weight={w}"], lab, r))
         elif task == "style":
             cases.append(Case([f"digit-style:ref={r},weight={w}"], lab, r))
         elif task == "inpaint":
-            cases.append(Case([f"inpaint:ref={r},region=left,weight={w}", class_term(lab, TASK_WEIGHTS["label"])], lab, r))
+            cases.append(Case([f"inpaint:ref={r},region=left,weight={w}", class_term(lab, weights["label"])], lab, r))
     return cases
 
 
@@ -234,7 +240,8 @@ class DigitsBench:
                  steps: int | None = None) -> tuple[list[Case], torch.Tensor, dict[str, Any]]:
         """Samples for every case of a task: (cases, images [cases*n, 1, 32, 32], cost)."""
         n = n or self.samples
-        cases = task_cases(task, seed, self.n_cases, self.label_guide, self.label_weights)
+        unit = (settings or {}).get("guide_normalize", "none") == "grad"  # weights are shares, not unit conversions
+        cases = task_cases(task, seed, self.n_cases, self.label_guide, self.label_weights, unit_weights=unit)
         cfg = self.config(settings, steps)
         images, secs, fwd, bwd = [], 0.0, 0, 0
         if task == "label" and settings is not None:  # the cases differ only in the class: one batch
@@ -302,7 +309,7 @@ class DigitsBench:
         refs = torch.cat([ref_canvas(c.ref) for c in cases for _ in range(n)]) if cases[0].ref is not None else None
         if task == "label":
             out["metric"] = out["class_accuracy"]
-        elif task == "mask":
+        elif task in ("mask", "mask+label"):
             out["metric"] = float(ev.mask_iou(images, foreground_mask(refs)).mean())
         elif task == "box":
             out["metric"] = float(ev.box_metrics(images, tight_boxes(foreground_mask(refs)))["iou"].mean())

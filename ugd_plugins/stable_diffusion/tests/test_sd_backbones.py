@@ -170,8 +170,8 @@ def test_registered_defaults_and_low_memory_preset():
     assert defaults["stable-diffusion"]["model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert defaults["stable-diffusion-xl"]["model"] == "stabilityai/stable-diffusion-xl-base-1.0"
     low = reg.get("preset", "low-memory").settings
-    ugd = reg.get("preset", "ugd").settings
-    assert {k: low[k] for k in ugd} == ugd and low["grad_checkpointing"] and low["vae_slicing"]
+    auto = reg.get("preset", "auto").settings
+    assert {k: low[k] for k in auto} == auto and low["grad_checkpointing"] and low["vae_slicing"]
     SamplerConfig(**low)  # a valid knob set
 
 
