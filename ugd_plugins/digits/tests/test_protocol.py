@@ -73,6 +73,24 @@ def test_every_task_target_the_bench_can_draw_lies_in_the_target_set():
         target_refs(0, 251)
 
 
+def test_fid_real_digits_are_the_judges_never_a_target():
+    from ugd_digits.bench import FID_REAL
+
+    assert set(range(*FID_REAL)) == _held_out_range("judge_reference") | _held_out_range("judge_calibration")
+    suite = make_suite(tasks="label")
+
+    class Echo:  # features = the pixels, so the real set can be compared with the target canvases
+        def features(self, images: torch.Tensor) -> torch.Tensor:
+            return images.flatten(1)
+
+    suite._evaluators = Echo()
+    x, _ = heldout_canvases(1000)
+    lo, hi = DIGIT_SETS["target"][1:]
+    for classes in (None, tuple(range(10))):
+        real = suite.real_features(classes)
+        assert len(real) <= 750 and torch.cdist(real, x[lo:hi].flatten(1)).min() > 0.1  # no target among them
+
+
 def test_the_bench_defaults_to_reported_seeds_and_quick_to_a_pilot_seed():
     assert REPORTED_SEEDS == (1000, 1001, 1002)
     assert make_suite().seeds == REPORTED_SEEDS

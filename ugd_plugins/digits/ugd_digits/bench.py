@@ -12,8 +12,8 @@ FID features, the classifier calibrated by temperature scaling on the held-out c
 beside it, for every task with a target class, a nearest-neighbour judge in normalised pixel space
 against the held-out reference split, which counts a sample farther than its non-digit threshold
 as wrong. Mask and box IoU are model-free (ink > 0 and its tight box). FID is computed in the
-evaluator classifier's 64-d pooled feature space against held-out real digits (of the same classes
-for the label task), and is comparable only between rows with equal sample counts.
+evaluator classifier's 64-d pooled feature space against the judges' 750 held-out real digits (never a
+task target; class-balanced for the label task), and is comparable only between rows with equal sample counts.
 
 The task targets come from their own set of held-out digits (``data.DIGIT_SETS["target"]``), disjoint from
 the train digits and from the judges' references and calibration digits. The default seeds are the first
@@ -80,7 +80,9 @@ QUICK_SEED = SEED_RANGES["pilot"][0]  # a smoke run's numbers are looked at ofte
 # digits for the label task and the task's own weighted guide loss for the others; "guide-loss" = the guide
 # loss for every task; "evaluator" = the held-out evaluator's task metric and FID (a report, not for tuning).
 OBJECTIVES = ("development", "guide-loss", "evaluator")
-SCORING = 2  # bump when scoring changes (2: non-finite samples wrong everywhere), so no cached cell is reused
+SCORING = 3  # bump when scoring changes (2: non-finite samples wrong everywhere; 3: FID_REAL), so no cached cell is reused
+# FID's real digits: the judges' held-out digits (references and calibration, 0-749), never a task target
+FID_REAL = (DIGIT_SETS["judge_reference"][1], DIGIT_SETS["judge_calibration"][2])
 HIGHER_IS_BETTER = {"label": True, "mask": True, "box": True, "identity": True, "style": False, "inpaint": False, "mask+label": True}
 METRIC_NAME = {
     "label": "target accuracy",
@@ -212,10 +214,12 @@ class DigitsBench:
         return self._nn_judge
 
     def real_features(self, classes: tuple[int, ...] | None = None) -> torch.Tensor:
-        """Evaluator features of held-out real digits (class-balanced when ``classes`` is given)."""
+        """Evaluator features of the judges' real held-out digits, never a task target (``FID_REAL``;
+        class-balanced when ``classes`` is given)."""
         key = "all" if classes is None else ",".join(map(str, classes))
         if key not in self._real:
             images, labels = heldout_canvases(1000)
+            images, labels = images[FID_REAL[0] : FID_REAL[1]], labels[FID_REAL[0] : FID_REAL[1]]
             if classes is not None:
                 per = min(int((labels == c).sum()) for c in classes)
                 idx = torch.cat([torch.nonzero(labels == c).flatten()[:per] for c in classes])
