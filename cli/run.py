@@ -157,11 +157,17 @@ def generate_batch(
     )
     common = image_record(spec, b, seeds, reg)
     stats = result.stats.to_dict()
+    skipped = stats.pop("skipped_every_step", None) or [False] * len(run_seeds)
+
+    def image_stats(j: int) -> dict[str, Any]:  # guidance skipped (non-finite) at every guided step: a failed image
+        return dict(stats, guidance_failed=skipped[j])
+
     if n == 1:
-        return [GeneratedImage(result.images[i].cpu(), dict(common, seed=s), stats) for i, s in enumerate(seeds)]
+        return [GeneratedImage(result.images[i].cpu(), dict(common, seed=s), image_stats(i)) for i, s in enumerate(seeds)]
     best, candidates = pick(result.images, b.guides, seeds, n)
     return [GeneratedImage(result.images[best[i] * len(seeds) + i].cpu(),
-                           dict(common, seed=s, best_of=dict(n=n, kept=best[i], candidates=candidates[i])), stats)
+                           dict(common, seed=s, best_of=dict(n=n, kept=best[i], candidates=candidates[i])),
+                           image_stats(best[i] * len(seeds) + i))
             for i, s in enumerate(seeds)]
 
 
@@ -245,15 +251,21 @@ class RunSummary:
     preset: str | None
     contact_sheet: Path | None
     interrupted: bool = False
+    failed: int = 0  # images whose guidance was skipped (non-finite) at every guided step: the run has failed
 
     def line(self) -> str:
-        """The one-line summary, e.g. ``16 images (preset digits-full) in 48.2 s -> outputs/...; contact sheet contact-sheet.png``."""
+        """The one-line summary, e.g. ``16 images (preset digits-full) in 48.2 s -> outputs/...; contact sheet contact-sheet.png``;
+        a failed run (:attr:`failed`) starts with ``failed:`` and says why."""
         if self.interrupted:
             return f"interrupted: {self.written} image{'s' * (self.written != 1)} written to {self.out}; rerun with --resume"
         kept = f", {self.skipped} already there" if self.skipped else ""
         preset = f" (preset {self.preset})" if self.preset else ""
         sheet = f"; contact sheet {self.contact_sheet.name}" if self.contact_sheet is not None else ""
-        return f"{self.written} image{'s' * (self.written != 1)}{kept}{preset} in {self.seconds:.1f} s -> {self.out}{sheet}"
+        line = f"{self.written} image{'s' * (self.written != 1)}{kept}{preset} in {self.seconds:.1f} s -> {self.out}{sheet}"
+        if self.failed:
+            return (f"failed: guidance was skipped at every step (non-finite gradients) for {self.failed} of {self.written} "
+                    f"images, so they are unguided or blank; lower the guidance strength or check the guide ({line})")
+        return line
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -322,6 +334,7 @@ def generate_to_dir(
                 todo.discard(seed)
                 paths = save_planned(item, folder, plan, overwrite)
                 summary.written += 1
+                summary.failed += bool(item.stats.get("guidance_failed"))
                 if on_image is not None:
                     on_image(*paths)
 

@@ -262,10 +262,14 @@ def test_bad_backbone_and_unreadable_image(tmp_path):
 
 def test_nan_gradients_skip_guidance_and_never_reach_the_image(tmp_path):
     res = gen("--guide", "toy-nan", "-n", "2", "--out", str(tmp_path))
-    assert res.exit_code == 0, res.output
+    # guidance skipped at every step: the run has failed (exit 1), says so in its last line and in each record
+    assert res.exit_code == 1, res.output
     assert "non-finite guidance gradient" in res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("failed: guidance was skipped at every step (non-finite gradients) for 2 of 2 images"), last
     record = json.loads((tmp_path / "ugd-000000.json").read_text())
-    assert record["stats"]["nonfinite_skipped"] > 0
+    assert record["stats"]["nonfinite_skipped"] > 0 and record["stats"]["guidance_failed"] is True
+    assert record["stats"]["guided_steps"] == record["sampler"]["num_steps"]
     import numpy as np
     from PIL import Image
 
@@ -277,6 +281,13 @@ def test_nan_gradients_skip_guidance_and_never_reach_the_image(tmp_path):
         guided = np.asarray(Image.open(tmp_path / f"ugd-00000{i}.png"))
         plain = np.asarray(Image.open(unguided / f"ugd-00000{i}.png"))
         assert guided.std() > 5 and np.array_equal(guided, plain)
+
+
+def test_guidance_that_works_is_not_a_failure(tmp_path):
+    res = gen("--guide", "toy-bright:level=0.3", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    stats = json.loads((tmp_path / "ugd-000000.json").read_text())["stats"]
+    assert stats["guidance_failed"] is False and stats["nonfinite_skipped"] == 0 and stats["guided_steps"] > 0
 
 
 def test_missing_weights_offline(tmp_path, monkeypatch):

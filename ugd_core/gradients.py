@@ -30,19 +30,36 @@ class GuidanceStats:
     guide_backward: int = 0
     zero_order_guides: set[str] = field(default_factory=set)
     nonfinite_skipped: int = 0  # sample-steps whose guidance was skipped for NaN/inf (set by finish())
+    guided_steps: int = 0  # sampler steps with guidance on (counted by end_step())
+    skipped_every_step: list[bool] = field(default_factory=list)  # per sample: some guidance skipped at every guided step (finish())
     _pending: Tensor | None = None  # that count, summed on the device: reading it would sync the host
     _by_guide: dict[str, Tensor] = field(default_factory=dict)  # the same, per guide of a composition
+    _step: Tensor | None = None  # [N] samples with a skip since the last end_step(), on the device
+    _steps_skipped: Tensor | None = None  # [N] guided steps with a skip, per sample, on the device
 
     def note_nonfinite(self, flags: Tensor, guide: str | None = None) -> None:
         """Add the samples flagged in ``flags`` [N] to the count (of ``guide`` alone when named), on the device."""
+        self._step = flags if self._step is None else self._step | flags
         count = flags.sum()
         if guide is not None:
             self._by_guide[guide] = self._by_guide[guide] + count if guide in self._by_guide else count
             return
         self._pending = count if self._pending is None else self._pending + count
 
+    def end_step(self, guided: bool) -> None:
+        """Close one sampler step (its recurrence passes included); ``guided``: guidance was on at it."""
+        if guided:
+            self.guided_steps += 1
+            if self._step is not None:
+                hit = self._step.long()
+                self._steps_skipped = hit if self._steps_skipped is None else self._steps_skipped + hit
+        self._step = None
+
     def finish(self) -> None:
         """Read the device-side counts (once per run) and warn once when guidance was skipped."""
+        if self._steps_skipped is not None and self.guided_steps:  # a run guided nowhere has failed (cli.run says so)
+            self.skipped_every_step = [bool(s) for s in (self._steps_skipped == self.guided_steps).tolist()]
+        self._steps_skipped = None
         by_guide = {name: int(c) for name, c in self._by_guide.items()}
         broken = {name: c for name, c in by_guide.items() if c}
         count = (int(self._pending) if self._pending is not None else 0) + sum(broken.values())

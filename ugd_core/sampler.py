@@ -98,6 +98,8 @@ class SampleStats:
             guide_backward=g.guide_backward,
             zero_order_guides=sorted(g.zero_order_guides),
             nonfinite_skipped=g.nonfinite_skipped,
+            guided_steps=g.guided_steps,
+            skipped_every_step=list(g.skipped_every_step),  # per sample of the batch (empty: none skipped)
             seconds=round(self.seconds, 4),
         )
 
@@ -450,6 +452,7 @@ def sample(
             if n < k.recurrence - 1:  # self-recurrence: back to t with fresh noise
                 z = solver.renoise(z_prev, i, randn(z.shape[1:], gens, dev, z.dtype))
         z = z_prev
+        run.stats.guidance.end_step(k.forward_strength != 0 or k.backward_steps > 0)  # for the per-sample failure flag
         if callback_on_step_end is not None:
             changed = callback_on_step_end(i, t_int, {"latents": z, "x0": x0})
             if changed and "latents" in changed:
