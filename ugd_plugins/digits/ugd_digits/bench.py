@@ -569,7 +569,7 @@ def make_suite(samples: int = 4, cases: int = 4, seeds: str = ",".join(map(str, 
     step_counts = parse_steps(steps)
     if objective not in OBJECTIVES:
         raise UgdError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}; the default, development, "
-                       "reads no held-out digit")
+                       "reads neither a judge's digit nor an evaluator")
     if quick:
         samples, cases, seeds, step_counts = 2, 2, str(QUICK_SEED), (10,)
         tasks = tasks if tasks != ",".join(TASKS) else "label,mask"
