@@ -58,7 +58,8 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
                                        backward_lr=0.1, recurrence=3, recurrence_window=(0.2, 0.6)),
     # round 2 (after round 1: forward 0.3 made non-digits, 0.1 left style unmoved)
     "fwd 0.05 + bwd 0.1": dict(SCALE_FREE, forward_strength=0.05, forward_schedule="constant", backward_steps=3, backward_lr=0.1),
-    "fwd 0.1 sqrt(1-a) + bwd 0.1": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="sqrt_1m_abar", backward_steps=3, backward_lr=0.1),
+    "fwd 0.1 + bwd 0.1 + k2 mid": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="constant", backward_steps=3,
+                                       backward_lr=0.1, recurrence=2, recurrence_window=(0.2, 0.6)),
     "fwd 0.1 + bwd 0.2": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="constant", backward_steps=3, backward_lr=0.2),
 }
 
@@ -150,7 +151,7 @@ def main() -> None:
                     if name == "unguided":
                         unguided[key] = loss
                     rel.append(loss.mean() / unguided[key].mean())
-                    v = judge.judge(torch.nan_to_num(img, nan=-1.0))
+                    v = judge.judge(img)  # a non-finite sample is no digit
                     nd.append((~v.is_digit | ~fin).double().mean())
                     if label is not None:
                         hits.append((v.correct(torch.full((a.samples,), label)) & fin).double().mean())

@@ -243,7 +243,9 @@ def resolve_config(spec: RunSpec, registry: Registry, backbone: str | None = Non
         return SamplerConfig.from_dict(check_settings(dict(spec.sampler), "spec file sampler setting")), spec.preset
     settings: dict[str, Any] = {}
     preset = spec.preset
-    entry = registry.get("backbone", backbone or parse_spec(spec.backbone)[0])
+    bname = backbone or parse_spec(spec.backbone)[0]
+    needed = preset is None and spec.guides  # the default preset is the backbone's: it must be known here
+    entry = registry.get("backbone", bname) if needed or bname in registry.entries["backbone"] else None
     if preset is None and spec.guides:  # the backbone's own default preset, else the scale-free default
         preset = entry.default_preset or "auto"
     name = preset
@@ -251,7 +253,7 @@ def resolve_config(spec: RunSpec, registry: Registry, backbone: str | None = Non
         name, settings = resolve_preset(preset, registry)
         check_settings(settings, f"preset {name!r} setting")
     settings.update(check_settings(spec.overrides))
-    if entry.default_steps and "num_steps" not in settings:  # the backbone's own step count
+    if entry is not None and entry.default_steps and "num_steps" not in settings:  # the backbone's own step count
         settings["num_steps"] = entry.default_steps
     return SamplerConfig.from_dict(settings), name
 
