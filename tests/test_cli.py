@@ -297,6 +297,22 @@ def test_missing_weights_offline(tmp_path, monkeypatch):
     assert "nobody/no-such-model" in res.output and "not found" in res.output and "model=" in res.output
 
 
+@pytest.mark.parametrize("contents", [[], ["notes.txt"]])
+def test_an_existing_model_folder_without_a_pipeline_says_what_it_should_hold(tmp_path, monkeypatch, contents):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "sd15"
+    folder.mkdir()
+    for name in contents:
+        (folder / name).write_text("x")
+    res = runner.invoke(app, ["generate", "--backbone", f"stable-diffusion:model={folder}", "--prompt", "a dog", "--out", str(tmp_path / "o")],
+                        env={"COLUMNS": "400"})
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert line.startswith(f"error: model={str(folder)!r} is a folder but holds no loadable pipeline") and "\n" not in line
+    assert "Hugging Face cache" not in line and "model_index.json" in line and "unet/" in line and "save_pretrained" in line
+    assert (f"it holds {contents[0]}" if contents else "it holds nothing") in line and not (tmp_path / "o").exists()
+
+
 def test_stable_diffusion_backbone_from_a_pipeline_folder(tmp_path):
     folder = save_tiny_stable_diffusion(tmp_path / "sd")
     res = runner.invoke(app, ["generate", "--backbone", f"stable-diffusion:model={folder}", "--prompt", "a dog",

@@ -245,9 +245,16 @@ class DiffusersPixelBackbone(BackboneBase):
     def from_pretrained(cls, path: str, device: torch.device | str | None = None, subfolder: str | None = None) -> "DiffusersPixelBackbone":
         """Load a pipeline folder / Hub id (from the local cache only when offline)."""
         from diffusers import DDIMScheduler, UNet2DModel
+        from diffusers.utils import logging as diffusers_logging
 
-        with loading_weights(path):
-            unet = UNet2DModel.from_pretrained(path, subfolder=subfolder or ("unet" if (Path(path) / "unet").is_dir() else None))
+        contents = "a UNet2DModel (config.json and its weights) with scheduler_config.json, or a pipeline folder with unet/ and scheduler/"
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # its load-time advice (install accelerate) is not ugd's one line
+        try:
+            with loading_weights(path, contents):
+                unet = UNet2DModel.from_pretrained(path, subfolder=subfolder or ("unet" if (Path(path) / "unet").is_dir() else None))
+        finally:
+            diffusers_logging.set_verbosity(verbosity)
         scheduler = None
         for sub in ("scheduler", None):  # a pipeline's scheduler/ folder, or a scheduler_config.json beside the UNet
             try:
@@ -271,12 +278,23 @@ class DiffusersPixelBackbone(BackboneBase):
         return self._to_eps(out, z_t, t)
 
 
+PIPELINE_FOLDER = ("model_index.json and one subfolder per component (unet/, vae/, text_encoder/, tokenizer/, scheduler/; "
+                   "what pipe.save_pretrained(FOLDER) writes, or a Hub snapshot's folder)")
+
+
 @contextmanager
-def loading_weights(model: str) -> Iterator[None]:
-    """Turn a missing-weights failure into one UgdError naming the model, where it looked and the fix."""
+def loading_weights(model: str, contents: str = PIPELINE_FOLDER) -> Iterator[None]:
+    """Turn a missing-weights failure into one UgdError naming the model, where it looked and the fix.
+    An existing folder that holds no (complete) pipeline says so and what it should contain (``contents``)."""
     try:
         yield
-    except (OSError, ValueError):  # a UgdError raised inside passes through as it is
+    except (OSError, ValueError) as exc:  # a UgdError raised inside passes through as it is
+        folder = Path(model).expanduser()
+        if folder.is_dir():
+            found = ", ".join(sorted(p.name + "/" * p.is_dir() for p in folder.iterdir())[:8]) or "nothing"
+            detail = " ".join(str(exc).split())[:160]
+            raise UgdError(f"model={model!r} is a folder but holds no loadable pipeline (it holds {found}: {detail}); "
+                           f"it should contain {contents}") from None
         raise UgdError(missing_weights_message(model, "the Hugging Face cache", "model=/path/to/folder")) from None
 
 
