@@ -158,6 +158,17 @@ def preview_src(d) -> str | None:
     return imgs[0].get_attribute("src") if imgs else None
 
 
+def screenshot(d, path: Path) -> None:
+    """A full-page screenshot (the window stretched to the page's height)."""
+    d.set_window_size(1400, d.execute_script("return document.body.scrollHeight") + 40)
+    d.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.5)
+    d.save_screenshot(str(path))
+    if os.environ.get("UGD_UI_SCREENSHOT"):
+        shutil.copyfile(path, os.environ["UGD_UI_SCREENSHOT"])
+    d.set_window_size(1400, 1000)
+
+
 def run_folders(root: Path) -> list[Path]:
     return sorted(p for p in (root / "outputs").glob("*/*") if p.is_dir() and p.parent.name != "uploads")
 
@@ -172,11 +183,14 @@ def generate(d, until=("finished",), timeout=240.0) -> tuple[list[str], dict[str
     before = status(d).get("text")
     el(d, "ugd-generate").click()
     seen: list[str] = []
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     while time.monotonic() < deadline:
         src = preview_src(d)
         if src and (not seen or seen[-1] != src):
             seen.append(src)
+            if len(seen) == 1:
+                TIMINGS["last_click_to_first_preview_s"] = round(time.monotonic() - start, 2)
         st = status(d)
         if st.get("state") in until and st.get("text") != before:
             return seen, st
@@ -205,19 +219,17 @@ def test_compose_watch_results_restore_regenerate(browser, server, workdir):
     TIMINGS["page_load_s"] = round(load(d, server), 2)
     TIMINGS["page_load_again_s"] = round(load(d, server), 2)
     compose(d)
-    d.set_window_size(1400, d.execute_script("return document.body.scrollHeight") + 100)
-    d.save_screenshot(str(workdir / "composed.png"))
-    if os.environ.get("UGD_UI_SCREENSHOT"):
-        shutil.copyfile(workdir / "composed.png", os.environ["UGD_UI_SCREENSHOT"])
-    d.set_window_size(1400, 1000)
 
     start = time.perf_counter()
     previews, st = generate(d)
     assert st["state"] == "finished", st
     assert len(previews) >= 2, f"the preview changed {len(previews)} times"
-    first = d.execute_script("return document.querySelector('#ugd-status .ugd-progress').dataset.firstPreviewS")
+    progress = d.execute_script("return document.querySelector('#ugd-status .ugd-progress').dataset")
     TIMINGS["run_s"] = round(time.perf_counter() - start, 2)
-    TIMINGS["first_preview_after_start_s"] = round(float(first), 2)
+    TIMINGS["first_preview_after_start_s"] = round(float(progress["firstPreviewS"]), 2)
+    TIMINGS["first_preview_at_step"] = int(progress["firstPreviewStep"])
+    TIMINGS["click_to_first_preview_s"] = TIMINGS["last_click_to_first_preview_s"]
+    screenshot(d, workdir / "composed.png")  # the composed page with its results (UGD_UI_SCREENSHOT=docs/img/ui.png keeps it)
 
     (folder,) = run_folders(workdir)
     pngs = sorted(folder.glob("ugd-*.png"))
@@ -307,17 +319,30 @@ def test_stop_keeps_only_complete_images(browser, server, workdir):
     choose(d, "ugd-g0-name", "digit")
     type_into(d, "ugd-g0-r0-number", "5")
     type_into(d, "ugd-steps", "10")
-    type_into(d, "ugd-num-images", "6")
+    type_into(d, "ugd-num-images", "8")
     type_into(d, "ugd-batch-size", "1")
     before = set(run_folders(workdir))
     el(d, "ugd-generate").click()
     wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#ugd-gallery img")) >= 1, 120, "a first image")
+
+    # a second page meanwhile waits in the queue, and says so
+    first = d.current_window_handle
+    d.switch_to.new_window("tab")
+    load(d, server)
+    choose(d, "ugd-g0-name", "digit")
+    type_into(d, "ugd-g0-r0-number", "1")
+    el(d, "ugd-generate").click()
+    queued = wait(d, lambda d: next((t.text for t in d.find_elements(By.CSS_SELECTOR, "#ugd-status [data-testid=status-tracker]")
+                                     if "queue" in t.text.lower()), None), 20, "a queue position")
+    assert "1/1" in queued or "queue: 1" in queued.lower(), queued
+    d.close()  # a page closed while queued is dropped from the queue
+    d.switch_to.window(first)
     el(d, "ugd-stop").click()
     wait(d, lambda d: status(d).get("state") == "stopped", 60, "the stop")
     (folder,) = set(run_folders(workdir)) - before
     names = sorted(p.name for p in folder.iterdir())
     pngs = [n for n in names if n.endswith(".png") and n.startswith("ugd-")]
-    assert 1 <= len(pngs) < 6 and not any(n.endswith(".tmp") for n in names), names
+    assert 1 <= len(pngs) < 8 and not any(n.endswith(".tmp") for n in names), names
     assert all(n.replace(".png", ".json") in names for n in pngs)
     assert "stopped:" in el(d, "ugd-line").text
 

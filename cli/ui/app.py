@@ -96,7 +96,7 @@ class Page:
             def init(w: str) -> dict[str, Any]:
                 u = dict(first[f"{prefix}.r{j}.{w}"])
                 u.pop("__type__", None)
-                return dict(u, elem_id=f"ugd-{prefix}-r{j}-{w}", scale=4)
+                return dict(u, elem_id=f"ugd-{prefix}-r{j}-{w}", scale=4, min_width=80)  # Gradio sums the min widths of a row's inputs, hidden ones too
 
             with gr.Row(equal_height=True):
                 self.fields[f"{prefix}.r{j}.number"] = gr.Number(**init("number"))
@@ -451,7 +451,8 @@ def _seed_of(png: Path) -> str:
 
 
 def _loss_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["step", "guide", "loss"])
+    """The chart's data, typed even when empty (the plot keeps the axis types of its first value)."""
+    return pd.DataFrame(rows, columns=["step", "guide", "loss"]).astype({"step": "int64", "guide": "str", "loss": "float64"})
 
 
 def _status_html(run: Run | None, message: str = "") -> str:
@@ -471,7 +472,7 @@ def _status_html(run: Run | None, message: str = "") -> str:
         state = "error"
     text = (f"{state}: step {step}/{per or '…'} of batch {max(batch, 1)}/{w.batches}{cfg_rec} · "
             f"{len(w.images)}/{w.spec.num_images} images written · {time.perf_counter() - w.started:.1f} s")
-    return (f'<div class="ugd-progress" data-state="{state}" data-previews="{w.previews}" data-first-preview-s="{w.first_preview_s or ""}">'
+    return (f'<div class="ugd-progress" data-state="{state}" data-previews="{w.previews}" data-first-preview-s="{w.first_preview_s or ""}" data-first-preview-step="{w.first_preview_step or ""}">'
             f'<progress max="{max(w.total, 1)}" value="{w.done}"></progress><div>{html.escape(text)}</div></div>')
 
 

@@ -60,6 +60,7 @@ class Watch:
     finished: bool = False
     started: float = field(default_factory=time.perf_counter)
     first_preview_s: float | None = None
+    first_preview_step: int | None = None  # the run's step count when the first preview was drawn
 
 
 class Run:
@@ -125,7 +126,7 @@ class Run:
             w.preview = Preview(list(view.seeds), view.step, grid, losses)
             w.previews += 1
             if w.first_preview_s is None:
-                w.first_preview_s = time.perf_counter() - w.started
+                w.first_preview_s, w.first_preview_step = time.perf_counter() - w.started, view.step
             run_step = batch * self._steps + view.step
             w.losses.extend(dict(step=run_step, guide=name, loss=value) for name, value in losses.items())
         self._notify()
