@@ -286,7 +286,7 @@ def generate(
 ) -> None:
     """Generate guided images into a folder: one PNG per image carrying its full run spec (also in a
     JSON sidecar), a labelled contact sheet, and a one-line summary."""
-    from cli.run import RunInterrupted, RunSpec, generate_to_dir, regenerate_from_record
+    from cli.spec import RunSpec, validate_spec  # no torch yet: a bad input's one line comes at start-up speed
 
     if single and from_spec is None:
         raise UgdError("--single only applies to --from-spec; drop it or pass --from-spec IMAGE")
@@ -295,6 +295,8 @@ def generate(
                      dtype=dtype, eta=eta, cfg_scale=cfg_scale, forward_strength=forward_strength, backward_steps=backward_steps,
                      backward_lr=backward_lr, recurrence=recurrence, set=set_, seed=seed or None, num_images=(num_images != 1) or None)
         clash = [k.replace("_", "-") for k, v in given.items() if v not in (None, [])]
+        from cli.run import regenerate_from_record
+
         spec, message = regenerate_from_record(from_spec, single=single)
         if clash:
             raise UgdError(f"--from-spec reproduces the recorded settings, so --{clash[0]} has no effect; drop it, or edit the spec file's JSON")
@@ -310,6 +312,14 @@ def generate(
             seed=seed, num_images=num_images, batch_size=batch_size, device=device,
         )
         message = ""
+        if ray is None:  # the checks generate_to_dir makes first, before torch and the plugins' modules load
+            from cli.outputs import check_out_dir
+
+            validate_spec(spec)
+            if out is not None:
+                check_out_dir(out)
+    from cli.run import RunInterrupted, generate_to_dir
+
     executor = None
     if ray is not None:
         from cli.distributed import RayExecutor

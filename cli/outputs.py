@@ -18,14 +18,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ugd_core.errors import UgdError
 from ugd_core.registry import Registry, get_registry
 
 from .spec import RunSpec, resolve_config
+
+if TYPE_CHECKING:  # no torch at import: `ugd generate` checks the output folder before torch loads
+    import torch
 
 SHEET_NAME = "contact-sheet.png"
 SHEET_MAX_IMAGES = 64  # a contact sheet shows the first 64 images of a run
@@ -112,6 +113,7 @@ def output_paths(out_dir: Path, seeds: Iterable[int]) -> list[tuple[Path, Path]]
 
 def to_pil(image: torch.Tensor) -> Any:
     """CHW in [-1, 1] -> PIL image (L for one channel, RGB for three)."""
+    import torch
     from PIL import Image
 
     arr = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()

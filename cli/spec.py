@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ugd_core.config import SamplerConfig, check_knobs, resolve_preset
 from ugd_core.errors import UgdError
-from ugd_core.guidance import GuideSet, WeightedGuide
 from ugd_core.params import parse_spec, resolve_params
+
+if TYPE_CHECKING:
+    from ugd_core.guidance import GuideSet, WeightedGuide
+
+# No torch at import: validate_spec (every check before any work) runs before torch loads, so a bad
+# input's one line comes at start-up speed; resolve_device and build import it.
 from ugd_core.registry import Registry, get_registry
 
 DEFAULT_BACKBONE = "digits"
@@ -229,9 +232,13 @@ def validate_spec(spec: RunSpec, registry: Registry | None = None) -> CheckedSpe
 
 def resolve_device(device: str) -> str:
     """'auto' -> cuda when available; an unavailable CUDA device is a UgdError."""
+    if device != "auto" and not device.startswith("cuda"):
+        return device
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         raise UgdError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
     return device
 
@@ -260,6 +267,8 @@ def resolve_config(spec: RunSpec, registry: Registry, backbone: str | None = Non
 
 def build_guide(guide: str | Part, registry: Registry, device: str = "cpu") -> tuple[WeightedGuide, dict[str, Any]]:
     """A guide from ``NAME:key=value,...,weight=W`` text (or its :class:`Part`), and its record (with the supplying plugin)."""
+    from ugd_core.guidance import WeightedGuide
+
     part = guide if isinstance(guide, Part) else Part.parse(guide, weighted=True)
     built = registry.build("guide", part.name, part.params, device=device)
     plugin = registry.get("guide", part.name).plugin
@@ -275,4 +284,6 @@ def build(spec: RunSpec | CheckedSpec, registry: Registry | None = None) -> Buil
     backbone = reg.build("backbone", b.name, b.params, device=device)
     items, records = zip(*(build_guide(g, reg, device) for g in checked.guides)) if checked.guides else ((), ())
     brecord = dict(name=b.name, params=b.params, spec=b.text, plugin=reg.get("backbone", b.name).plugin)
+    from ugd_core.guidance import GuideSet
+
     return Built(backbone, GuideSet(items), checked.config, checked.preset, brecord, list(records))

@@ -32,6 +32,17 @@ def test_listing_and_describing_import_no_torch(args):
     assert done.stdout.strip() == "", f"ugd {' '.join(args)} imported {done.stdout.strip()}"
 
 
+@pytest.mark.parametrize("args", [["generate", "--guide", "nope"], ["generate", "--guide", "digit:label=x"],
+                                  ["generate", "--guide", "digit:label=3", "--set", "bogus=1"], ["generate", "-n", "0"]])
+def test_a_bad_generate_says_its_one_line_before_torch_loads(args):
+    """The first line of `ugd generate` for a bad input (names, parameters, settings, output folder: every
+    check before any work) comes before torch is imported."""
+    code = PROBE.format(args=args, heavy=HEAVY).replace("assert res.exit_code == 0", "assert res.exit_code == 2")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"ugd {' '.join(args)} imported {done.stdout.strip()} before its error"
+
+
 runner = CliRunner()
 
 
