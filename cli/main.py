@@ -213,17 +213,24 @@ def _describe(e: Entry, name: str) -> None:
 
 
 @contextmanager
-def _bar_on_first_update(description: str, note: str = "") -> Iterator[Callable[[int, int], None]]:
+def _bar_on_first_update(description: str, note: str = "", waiting: str = "") -> Iterator[Callable[[int, int], None]]:
     """``update(done, total)`` for :func:`cli.run.generate_to_dir`; the bar (after ``note``, if
-    any) appears with the first update, so an input error found before sampling stays a single line."""
+    any) appears with the first update, so an input error found before sampling stays a single line.
+    ``waiting``: on a terminal, a transient line at once (torch and the models load before the first
+    update); it vanishes at the first update or on an error."""
     bar: Any = None
     task: Any = None
+    status = err_console.status(waiting) if waiting and err_console.is_terminal else None
+    if status is not None:
+        status.start()
 
     def update(done: int, total: int) -> None:
         nonlocal bar, task
         if bar is None:
             from cli.progress import progress_bar
 
+            if status is not None:
+                status.stop()
             if note:
                 err_console.print(note, highlight=False, markup=False, soft_wrap=True)
             bar = progress_bar(err_console)
@@ -234,6 +241,8 @@ def _bar_on_first_update(description: str, note: str = "") -> Iterator[Callable[
     try:
         yield update
     finally:
+        if status is not None:
+            status.stop()
         if bar is not None:
             bar.stop()
 
@@ -318,19 +327,22 @@ def generate(
             validate_spec(spec)
             if out is not None:
                 check_out_dir(out)
-    from cli.run import RunInterrupted, generate_to_dir
-
     executor = None
     if ray is not None:
         from cli.distributed import RayExecutor
 
         executor = RayExecutor(address=ray)
     try:  # what --from-spec regenerates is said when sampling starts, once every input is known to be valid
-        with _bar_on_first_update("sampling", message) as update, warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            summary = generate_to_dir(spec, out, executor, overwrite=overwrite, resume=resume, progress=update)
-    except RunInterrupted as exc:
-        done = exc.summary
+        with _bar_on_first_update("sampling", message, "loading torch and the models") as update:
+            from cli.run import generate_to_dir  # torch and the sampler: after every check that needs neither
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RuntimeWarning)
+                summary = generate_to_dir(spec, out, executor, overwrite=overwrite, resume=resume, progress=update)
+    except KeyboardInterrupt as exc:  # cli.run.RunInterrupted carries what was written
+        done = getattr(exc, "summary", None)
+        if done is None:
+            raise
         again = "--resume" if out is not None else f"--resume --out {done.out}"
         images = f"{done.written} image{'s' * (done.written != 1)}"
         err_console.print(f"interrupted: {images} written to {done.out}; rerun with {again}", highlight=False, markup=False, soft_wrap=True)
