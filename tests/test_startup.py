@@ -59,3 +59,22 @@ def test_typer_usage_errors_are_one_line_exit_2(args, names):
     assert res.exit_code == 2, res.output
     assert res.output.startswith("error: ") and res.output.strip().count("\n") == 0, res.output
     assert names in res.output and "--help`" in res.output
+
+
+def test_ugd_list_gives_each_item_one_line_and_info_the_rest():
+    """Preset descriptions with file:line sources are long: `ugd list` shows each item's first sentence on one
+    line (cut to the terminal), `ugd info NAME` its whole description and sources."""
+    from ugd_core.registry import load_registry
+
+    registry = load_registry()
+    listing = CliRunner().invoke(app, ["list"], env={"COLUMNS": "100"}, catch_exceptions=False)
+    assert listing.exit_code == 0
+    for kind in ("guide", "backbone", "preset"):
+        section = listing.output.split(f"\n{kind}s (one line each")[1].split("└")[0]
+        rows = [line for line in section.splitlines() if line.startswith("│")]
+        assert len(rows) == len(registry.entries[kind]), (kind, rows)  # no row wraps onto a second line
+        assert all(len(line) <= 100 for line in rows)
+    preset = registry.entries["preset"]["sd-face"]
+    info = CliRunner().invoke(app, ["info", "sd-face"], env={"COLUMNS": "100000"})
+    assert " ".join(preset.description.split()) in " ".join(info.output.split())
+    assert "source: " + preset.source.split()[0] in info.output
