@@ -10,7 +10,14 @@ discovery, ``ugd list`` and ``ugd info`` stay fast.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
+
+# OpenMP threads that sleep at a barrier instead of spinning: with more busy threads than cores (a shared
+# machine), spinning GNU OpenMP threads made a digits run 11x slower at 2 threads (docs/benchmarks.md, "Speed");
+# the results are bit-identical. Read when torch loads libgomp, so only if torch is not imported yet;
+# OMP_WAIT_POLICY=ACTIVE in the environment keeps the spinning.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import UgdError
 from .hookspecs import hookimpl

@@ -82,6 +82,21 @@ def at_least_fp32(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def set_channels_last(on: bool, *modules: nn.Module) -> None:
+    """Put the 4-D weights of ``modules`` in channels-last (NHWC) layout, or back to contiguous NCHW.
+
+    oneDNN convolutions on CPU skip their layout reorders when weights (or inputs) are channels-last; a
+    module with channels-last weights returns channels-last activations for NCHW input too. The values
+    differ from the NCHW path in the last bits (a different summation order), never in shape.
+    """
+    fmt = torch.channels_last if on else torch.contiguous_format
+    for m in modules:
+        if all(p.is_contiguous(memory_format=fmt) for p in m.parameters() if p.dim() == 4):
+            continue
+        with torch.inference_mode(False):  # weights made under a caller's inference_mode could not join autograd later
+            m.to(memory_format=fmt)
+
+
 def cast_module(module: nn.Module, dtype: torch.dtype) -> None:
     """``module.to(dtype)``, without diffusers' warning about ``_keep_in_fp32_modules`` that it
     logs on every cast even when that list is empty; quantized models cannot be cast."""
@@ -140,12 +155,15 @@ class BackboneBase:
         decoder; diffusers only checkpoints while autograd records, so unguided passes are
         unaffected. ``vae_slicing`` / ``vae_tiling``: diffusers' sliced / tiled
         VAE decode. ``attention_slicing``: diffusers' sliced attention (otherwise the model's own
-        processors, PyTorch SDPA by default). Knobs a backbone has no module for are ignored.
+        processors, PyTorch SDPA by default). ``channels_last``: every module's conv weights in
+        channels-last layout (:func:`set_channels_last`). Knobs a backbone has no module for are ignored.
         """
-        key = (config.dtype, config.grad_checkpointing, config.vae_slicing, config.vae_tiling, config.attention_slicing)
+        key = (config.dtype, config.grad_checkpointing, config.vae_slicing, config.vae_tiling, config.attention_slicing,
+               getattr(config, "channels_last", False))
         if key == self._settings:
             return
         mods = self._modules()
+        set_channels_last(key[5], *mods.values())
         if config.dtype != "auto":
             for m in mods.values():
                 cast_module(m, DTYPES[config.dtype])

@@ -88,6 +88,9 @@ class SamplerConfig:
     vae_slicing: bool = False  # decode one image at a time
     vae_tiling: bool = False  # decode in overlapping tiles
     attention_slicing: bool = False  # attention in slices (SDPA is used where torch has it)
+    # the backbone's and guides' conv weights in channels-last (NHWC) layout: oneDNN's faster convolutions on
+    # CPU; not bit-identical to NCHW (last-bit differences), so a run's record says which layout made it
+    channels_last: bool = False
 
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from .backbones import Backbone
+from .backbones import Backbone, set_channels_last
 from .config import SamplerConfig
 from .errors import UgdError
 from .gradients import GuidanceStats, Smoothing, keep_finite, loss_and_grad, per_sample_rms
@@ -429,6 +429,7 @@ def sample(
     configure = getattr(backbone, "configure", None)
     if configure is not None:  # precision and memory knobs (optional part of the Backbone protocol)
         configure(config)
+    set_channels_last(config.channels_last, *(m for item in guide_set.items for m in getattr(item.guide, "modules", ())))
     run = UniversalGuidance(backbone, guide_set, config, gens)
     solver = DDIMSolver(backbone.scheduler, config.num_steps) if config.scheduler == "ddim" else DiffusersSolver(config.scheduler, backbone.scheduler, config.num_steps)
     chain = solver.chain

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ugd_core.backbones import to_epsilon
+from ugd_core.backbones import set_channels_last, to_epsilon
 from ugd_core.errors import UgdError
 
 from .checkpoints import check_exists, load_into
@@ -76,7 +76,7 @@ class AdmBackbone:
         self.num_classes: int | None = unet.num_classes
 
     def configure(self, config: Any) -> None:
-        """Precision (``dtype``; auto = fp16 on CUDA for releases with ``use_fp16``) and ``grad_checkpointing``."""
+        """Precision (``dtype``; auto = fp16 on CUDA for releases with ``use_fp16``), ``grad_checkpointing`` and ``channels_last``."""
         choice = getattr(config, "dtype", "auto")
         if choice == "auto":
             dtype = torch.float16 if self.native_fp16 and self.device.type == "cuda" else torch.float32
@@ -84,6 +84,7 @@ class AdmBackbone:
             dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[choice]
         set_precision(self.unet, dtype)
         set_checkpointing(self.unet, bool(getattr(config, "grad_checkpointing", False)))
+        set_channels_last(bool(getattr(config, "channels_last", False)), self.unet)
 
     def condition(self, prompt: Any, negative_prompt: Any, batch_size: int, cfg_scale: float) -> Any:
         """The class label(s) of a class-conditional release (``prompt`` = class index, one or one per image)."""
