@@ -171,20 +171,32 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="machine-readab
 
 @app.command()
 @user_errors
-def info(name: str = typer.Argument(..., help="a guide, backbone, preset or benchmark name (or PLUGIN:NAME)")) -> None:
+def info(
+    name: str = typer.Argument(..., help="a guide, backbone, preset or benchmark name (or PLUGIN:NAME)"),
+    kind: Optional[str] = typer.Option(None, "--kind", help=f"only the {', '.join(KINDS)} of that name (when several share it)"),
+) -> None:
     """Describe one guide, backbone, preset or benchmark: description, parameters, defaults, an example.
     A name that several kinds share (the digits backbone, preset and benchmark) shows each of them."""
     reg = get_registry()
-    entries = [reg.get(kind, name) for kind in KINDS if name in reg.entries[kind] or name in reg.by_plugin[kind]]
+    if kind is not None and kind not in KINDS:
+        raise UgdError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
+    kinds = [k for k in KINDS if (kind is None or k == kind) and (name in reg.entries[k] or name in reg.by_plugin[k])]
+    if kind is not None and not kinds:
+        raise UgdError(f"no {kind} {name!r}; `ugd list` shows the {kind}s available")
+    entries = [reg.get(k, name) for k in kinds]
     for i, e in enumerate(entries or [reg.find(name)]):  # find(): the error naming the closest names
         if i:
             console.print()
-        _describe(e, name)
+        _describe(e, name, brief=len(entries) > 1)
 
 
-def _describe(e: Entry, name: str) -> None:
-    """One entry's `ugd info` page."""
+def _describe(e: Entry, name: str, brief: bool = False) -> None:
+    """One entry's `ugd info` page; ``brief`` (several kinds share the name): an entry whose parameters are
+    declared lazily (their module imports torch) points to its own page instead of loading them."""
     console.print(f"[bold]{e.name}[/] ({e.kind}, plugin {e.plugin})\n{escape(e.description)}")
+    if brief and callable(e.declared_params):
+        console.print(f"parameters and an example: ugd info {name} --kind {e.kind}", highlight=False, markup=False)
+        return
     if e.kind == "guide":
         console.print("differentiable: " + ("yes" if e.differentiable else "no (the sampler estimates its gradient without autograd)"))
     if e.kind == "preset":

@@ -20,12 +20,12 @@ print(",".join(m for m in {heavy!r} if m in sys.modules))
 """
 
 
-@pytest.mark.parametrize("args", [["list"], ["list", "--json"], ["info", "digit-box"], ["info", "digits-full"], ["info", "sd-face"],
+@pytest.mark.parametrize("args", [["list"], ["list", "--json"], ["info", "digit-box"], ["info", "digits"], ["info", "digits-full"], ["info", "sd-face"],
                                   ["info", "stable-diffusion"], ["--help"]])
 def test_listing_and_describing_import_no_torch(args):
     """In a fresh process (every installed plugin discovered through its entry point), as `ugd` runs them.
-    (`ugd info digits` also shows the digits benchmark, whose parameters come from the bench module, which
-    imports torch.)"""
+    (`ugd info digits` shows the digits backbone, preset and benchmark; the benchmark's parameters come from
+    its module, which imports torch, so that page points to `ugd info digits --kind benchmark`.)"""
     code = PROBE.format(args=args, heavy=HEAVY)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
