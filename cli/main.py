@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import shlex
 import sys
 import warnings
@@ -23,12 +22,11 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from cli.bench import SEED_RANGES
+from cli.spec import DEFAULT_BACKBONE
 from ugd_core.config import knob_names
 from ugd_core.errors import UgdError
 from ugd_core.params import Param
 from ugd_core.registry import KINDS, Entry, get_registry
-
-DEFAULT_BACKBONE = "digits"  # as cli.spec.DEFAULT_BACKBONE (that module imports torch)
 
 try:  # typer >= 0.2x vendors click as typer._click
     from typer._click.exceptions import ClickException
