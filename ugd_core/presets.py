@@ -12,8 +12,10 @@ from typing import Any
 # The default of every backbone: scale-free guidance (docs/algorithm.md, "Scale-free guidance"). Each guide's
 # gradient is unit-RMS before the weighted sum (guide_normalize), the forward step is unit-RMS on eps
 # (strength in units of eps), backward guidance takes unit-RMS steps of x0 that are kept only where the
-# guides' loss falls (halved up to 3 times). Multiplying any guide's loss by c > 0 leaves every step
-# unchanged, and no step can make the loss rise. Values picked on pilot seeds (benchmarks/auto_pilot.py).
+# guides' loss falls (halved up to 3 times); self-recurrence k = 2 in the middle of the chain (20-60%).
+# Multiplying any guide's loss by c > 0 leaves every step unchanged, and no backward step can make the loss
+# rise. Values picked on pilot seeds by a rule fixed before the runs (benchmarks/auto_pilot.py; the two
+# rounds' outputs are docs/bench/auto-pilot-round1.md and -round2.md).
 AUTO: dict[str, Any] = dict(
     guide_normalize="grad",
     forward_strength=0.1,
@@ -23,11 +25,13 @@ AUTO: dict[str, Any] = dict(
     backward_lr=0.1,
     backward_normalize="grad",
     backward_backtrack=3,
+    recurrence=2,
+    recurrence_window=(0.2, 0.6),
 )
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "auto": (
-        "The default: scale-free guidance (per-guide unit-RMS gradients, forward 0.1 on eps, backward m=3 line-searched steps); any loss scale, no tuning",
+        "The default: scale-free guidance, any loss scale, no tuning (unit-RMS guides; forward 0.1 on eps; backward m=3 line-searched; k=2 mid-chain)",
         AUTO,
         "ugd (docs/algorithm.md, 'Scale-free guidance'); forward and backward guidance per Bansal et al. 2023, Algorithm 1; "
         "backtracking per Nocedal & Wright, Numerical Optimization, Alg. 3.1; values from benchmarks/auto_pilot.py on pilot seeds",

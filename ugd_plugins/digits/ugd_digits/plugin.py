@@ -19,7 +19,8 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         lazy("backbone", "load_backbone"),
         description="32x32 DDPM of real MNIST digits at random scale and position (ships with the plugin, offline, CPU)",
         params=[Param("weights", "path", "", "safetensors file (default: the shipped weights)")],
-        default_preset="digits-full",
+        default_preset="auto",
+        default_steps=20,  # DDIM-20 holds the 50-step quality on this cosine-schedule model (docs/benchmarks.md)
         example="--guide digit-robust:label=7",  # also the example of presets that name no backbone
     )
     register(
@@ -28,7 +29,8 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         description="32x32 rectified flow (flow-matching loss, v = eps - x0) of the same digits and network as 'digits', "
         "sampled through the flow adapter (ships with the plugin, offline, CPU)",
         params=[Param("weights", "path", "", "safetensors file (default: the shipped weights)")],
-        default_preset="digits-full",
+        default_preset="auto",
+        default_steps=20,  # DDIM-20 holds the 50-step quality on this cosine-schedule model (docs/benchmarks.md)
         example="--guide digit-robust:label=7",
     )
 
