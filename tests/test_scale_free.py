@@ -107,3 +107,18 @@ def test_no_divergence_with_a_loss_that_explodes():
     """A loss in huge units (1e30) overflows raw-gradient presets; the default's steps stay unit-RMS."""
     out = sample(backbone(), [quad(-1.0, scale=1e30)], SamplerConfig(**dict(AUTO, num_steps=10)), num_images=4, seed=0)
     assert torch.isfinite(out.images).all() and out.stats.guidance.nonfinite_skipped == 0
+
+
+def test_the_digits_backbone_defaults_to_auto_at_its_own_step_count():
+    from cli.run import RunSpec
+    from cli.spec import resolve_config
+    from ugd_core.registry import get_registry
+
+    reg = get_registry()
+    cfg, name = resolve_config(RunSpec(guides=["digit:label=1"]), reg)
+    assert name == "auto" and cfg.num_steps == reg.get("backbone", "digits").default_steps == 20
+    assert cfg.guide_normalize == "grad" and cfg.backward_backtrack == 3
+    cfg, _ = resolve_config(RunSpec(guides=["digit:label=1"], preset="dps"), reg)
+    assert cfg.num_steps == 20 and cfg.forward_on == "z_prev"  # any preset takes the backbone's step count
+    cfg, _ = resolve_config(RunSpec(guides=["digit:label=1"], overrides=dict(num_steps=7)), reg)
+    assert cfg.num_steps == 7

@@ -135,5 +135,6 @@ def test_generate_defaults_to_the_digits_backbone(tmp_path):
     res = ugd("generate", "--guide", "digit:label=7", "-n", "2", "--steps", "3", "--out", str(tmp_path))
     assert res.returncode == 0, res.stdout + res.stderr
     record = json.loads(sorted(tmp_path.glob("*.json"))[0].read_text())
-    assert record["backbone"]["name"] == "digits" and record["preset"] == "digits-full"
+    assert record["backbone"]["name"] == "digits" and record["preset"] == "auto"
+    assert record["sampler"]["num_steps"] == 3  # --steps wins over the backbone's default step count
     assert record["guides"][0]["params"] == {"label": "7"}
