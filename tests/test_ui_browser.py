@@ -9,6 +9,7 @@ time to first preview are printed (docs/ui.md quotes them); nothing is asserted 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -126,6 +127,19 @@ def shown(d, elem_id: str, css: str = ""):
     return wait(d, find, 20, f"#{elem_id} {css}")
 
 
+def choose_preset(d, name: str) -> None:
+    """Pick a preset and wait for its knobs to arrive (they would overwrite fields typed meanwhile)."""
+    choose(d, "ugd-preset", name)
+    wait(d, lambda d: f"preset {name}:" in (shown_text(d, "ugd-preset-info") or ""), 30, f"preset {name}'s knobs")
+
+
+def choose_guide(d, slot: int, name: str) -> None:
+    """Pick a guide and wait for its fields (which arrive empty, and would clear fields typed meanwhile)."""
+    choose(d, f"ugd-g{slot}-name", name)
+    entry_desc = {"digit": "label guidance, cross", "digit-robust": "trained on noisy", "digit-box": "object-location", "brightness": "brightness"}[name]
+    wait(d, lambda d: entry_desc in (shown_text(d, f"ugd-g{slot}-desc") or ""), 30, f"{name}'s fields")
+
+
 def type_into(d, elem_id: str, value: str) -> None:
     box = shown(d, elem_id, "input, textarea")
     box.click()
@@ -153,20 +167,20 @@ def status(d) -> dict[str, str]:
         "return {state: s.dataset.state, previews: s.dataset.previews || '0', done: p ? p.getAttribute('value') : '0', text: s.innerText};")
 
 
-def preview_src(d) -> str | None:
-    imgs = d.find_elements(By.CSS_SELECTOR, "#ugd-preview img")
-    return imgs[0].get_attribute("src") if imgs else None
+def status_text(d) -> str:
+    """The status area's text, Gradio's queue tracker included (innerText: Selenium's .text skips it)."""
+    return d.execute_script("const s = document.querySelector('#ugd-status'); return s ? s.innerText : ''")
 
 
 def screenshot(d, path: Path) -> None:
-    """A full-page screenshot (the window stretched to the page's height)."""
-    d.set_window_size(1400, d.execute_script("return document.body.scrollHeight") + 40)
+    """A full-page screenshot (Chromium's DevTools capture beyond the viewport)."""
     d.execute_script("window.scrollTo(0, 0)")
-    time.sleep(0.5)
-    d.save_screenshot(str(path))
+    size = d.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = dict(x=0, y=0, width=size["width"], height=size["height"], scale=1)
+    shot = d.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    path.write_bytes(base64.b64decode(shot["data"]))
     if os.environ.get("UGD_UI_SCREENSHOT"):
         shutil.copyfile(path, os.environ["UGD_UI_SCREENSHOT"])
-    d.set_window_size(1400, 1000)
 
 
 def run_folders(root: Path) -> list[Path]:
@@ -178,34 +192,47 @@ def written(root: Path) -> list[Path]:
     return sorted({p for p in (root / "outputs").rglob("*") if p.is_file()} | set(run_folders(root)))
 
 
+# every preview image the page shows, with ms since Generate (a MutationObserver misses none)
+WATCH_PREVIEWS = """
+window.ugdPreviews = [];
+const t0 = performance.now();
+const note = () => {
+  const img = document.querySelector('#ugd-preview img');
+  const seen = window.ugdPreviews;
+  if (img && img.src && (!seen.length || seen[seen.length - 1][0] !== img.src)) seen.push([img.src, performance.now() - t0]);
+};
+if (window.ugdObserver) window.ugdObserver.disconnect();
+window.ugdObserver = new MutationObserver(note);
+window.ugdObserver.observe(document.querySelector('#ugd-preview'), {subtree: true, childList: true, attributes: true});
+"""
+
+
 def generate(d, until=("finished",), timeout=240.0) -> tuple[list[str], dict[str, str]]:
     """Click Generate; the distinct preview images seen, and the final status."""
     before = status(d).get("text")
+    d.execute_script(WATCH_PREVIEWS)
     el(d, "ugd-generate").click()
-    seen: list[str] = []
     start = time.monotonic()
     deadline = start + timeout
     while time.monotonic() < deadline:
-        src = preview_src(d)
-        if src and (not seen or seen[-1] != src):
-            seen.append(src)
-            if len(seen) == 1:
-                TIMINGS["last_click_to_first_preview_s"] = round(time.monotonic() - start, 2)
         st = status(d)
         if st.get("state") in until and st.get("text") != before:
-            return seen, st
-        time.sleep(0.05)
+            seen = d.execute_script("return window.ugdPreviews")
+            if seen:
+                TIMINGS["last_click_to_first_preview_s"] = round(seen[0][1] / 1000, 2)
+            return [src for src, _ in seen], st
+        time.sleep(0.1)
     raise AssertionError(f"no end of run in {timeout} s: {status(d)}")
 
 
 def compose(d) -> None:
     """digits, preset digits, 4 steps, 4 images: digit-robust:label=3 + digit-box:box="4,4,20,28"."""
-    choose(d, "ugd-preset", "digits")
-    choose(d, "ugd-g0-name", "digit-robust")
+    choose_preset(d, "digits")
+    choose_guide(d, 0, "digit-robust")
     type_into(d, "ugd-g0-r0-number", "3")
     el(d, "ugd-add-guide").click()
     wait(d, lambda d: el(d, "ugd-g1-name").is_displayed(), 10, "a second guide slot")
-    choose(d, "ugd-g1-name", "digit-box")
+    choose_guide(d, 1, "digit-box")
     type_into(d, "ugd-g1-r0-text", BOX)
     type_into(d, "ugd-steps", "4")
     type_into(d, "ugd-num-images", "4")
@@ -296,7 +323,7 @@ def test_bad_input_shows_the_cli_line_beside_its_field_and_writes_nothing(browse
     assert written(workdir) == before
 
     type_into(d, "ugd-g0-r0-number", "3")
-    choose(d, "ugd-g1-name", "digit-box")  # clears the row, so the box is missing
+    type_into(d, "ugd-g1-r0-text", "")  # the box is missing
     _, st = generate(d, until=("idle", "error"))
     msg = wait(d, lambda d: shown_text(d, "ugd-err-guide-1"), 30, "a missing box")
     assert "digit-box: missing required parameter 'box'" in msg
@@ -307,7 +334,7 @@ def test_bad_input_shows_the_cli_line_beside_its_field_and_writes_nothing(browse
 def test_a_third_party_plugin_gets_its_own_form(browser, server):
     d = browser
     load(d, server)
-    choose(d, "ugd-g0-name", "brightness")
+    choose_guide(d, 0, "brightness")
     wait(d, lambda d: el(d, "ugd-g0-r0-number").is_displayed(), 10, "the level field")
     assert "level" in el(d, "ugd-g0-r0-number").text and "target mean pixel value" in el(d, "ugd-g0-r0-number").text
 
@@ -315,10 +342,10 @@ def test_a_third_party_plugin_gets_its_own_form(browser, server):
 def test_stop_keeps_only_complete_images(browser, server, workdir):
     d = browser
     load(d, server)
-    choose(d, "ugd-preset", "digits")
-    choose(d, "ugd-g0-name", "digit")
+    choose_preset(d, "digits")
+    choose_guide(d, 0, "digit")
     type_into(d, "ugd-g0-r0-number", "5")
-    type_into(d, "ugd-steps", "10")
+    type_into(d, "ugd-steps", "30")
     type_into(d, "ugd-num-images", "8")
     type_into(d, "ugd-batch-size", "1")
     before = set(run_folders(workdir))
@@ -329,12 +356,14 @@ def test_stop_keeps_only_complete_images(browser, server, workdir):
     first = d.current_window_handle
     d.switch_to.new_window("tab")
     load(d, server)
-    choose(d, "ugd-g0-name", "digit")
+    choose_guide(d, 0, "digit")
     type_into(d, "ugd-g0-r0-number", "1")
     el(d, "ugd-generate").click()
-    queued = wait(d, lambda d: next((t.text for t in d.find_elements(By.CSS_SELECTOR, "#ugd-status [data-testid=status-tracker]")
-                                     if "queue" in t.text.lower()), None), 20, "a queue position")
-    assert "1/1" in queued or "queue: 1" in queued.lower(), queued
+    try:
+        queued = wait(d, lambda d: (lambda t: t if "queue:" in t else None)(status_text(d)), 30, "a queue position")
+    except Exception:
+        raise AssertionError(f"no queue position on the second page: {status_text(d)!r}") from None
+    assert "queue: 1/1" in queued, queued
     d.close()  # a page closed while queued is dropped from the queue
     d.switch_to.window(first)
     el(d, "ugd-stop").click()

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import gradio as gr
 import pandas as pd
 
+from ugd_core.config import resolve_preset
 from ugd_core.errors import UgdError
 from ugd_core.params import Param
 from ugd_core.registry import Registry, get_registry
@@ -139,6 +140,7 @@ class Page:
                                                     label="Preset (guidance method)", elem_id="ugd-preset", scale=2)
             self._rows("bb", self.rows_b, reg.entries["backbone"][default_backbone].params if default_backbone else [])
             self._error("backbone")
+            self.out["preset_info"] = gr.Markdown(self._preset_info("", default_backbone), elem_id="ugd-preset-info")
             self._error("preset")
             with gr.Row():
                 self.fields["prompt"] = gr.Textbox(label="Prompt (text backbones; a class label for class-conditional ones)", elem_id="ugd-prompt")
@@ -216,10 +218,13 @@ class Page:
         def on_backbone(name: str, preset: str) -> list[Any]:
             params = self.reg.get("backbone", name).params if name in self.reg.entries["backbone"] else []
             rows = self._row_updates("bb", self.rows_b, params, {})
-            return [gr.update(choices=self._preset_choices(name)), *[rows[k] for k in bb_keys], *self._knob_updates(preset, name, knob_keys)]
+            return [gr.update(choices=self._preset_choices(name)), self._preset_info(preset, name), *[rows[k] for k in bb_keys],
+                    *self._knob_updates(preset, name, knob_keys)]
 
-        f["backbone"].input(on_backbone, [f["backbone"], f["preset"]], [f["preset"], *[f[k] for k in bb_keys], *[f[k] for k in knob_keys]])
-        f["preset"].input(lambda preset, name: self._knob_updates(preset, name, knob_keys), [f["preset"], f["backbone"]], [f[k] for k in knob_keys])
+        info = self.out["preset_info"]
+        f["backbone"].input(on_backbone, [f["backbone"], f["preset"]], [f["preset"], info, *[f[k] for k in bb_keys], *[f[k] for k in knob_keys]])
+        f["preset"].input(lambda preset, name: [self._preset_info(preset, name), *self._knob_updates(preset, name, knob_keys)],
+                          [f["preset"], f["backbone"]], [info, *[f[k] for k in knob_keys]])
 
         # guide slots: a chosen guide labels and shows its rows
         for i, (group, shown, remove, desc) in enumerate(self.slots):
@@ -245,7 +250,7 @@ class Page:
 
         # restore from a dropped PNG: every field, slots and rows included
         err_comps = list(self.errors.values())
-        restore_outputs = [*comps, *(g for g, _, _, _ in self.slots), *(d for _, _, _, d in self.slots), self.out["restored"], *err_comps]
+        restore_outputs = [*comps, self.out["preset_info"], *(g for g, _, _, _ in self.slots), *(d for _, _, _, d in self.slots), self.out["restored"], *err_comps]
 
         def on_restore(path: str | None) -> list[Any]:
             if not path:
@@ -258,7 +263,8 @@ class Page:
             batch = f"seeds {form.seed}–{form.seed + form.num_images - 1}" if form.num_images > 1 else f"seed {form.seed}"
             note = (f"restored every field from **{Path(path).name}**: its batch ({batch}) with the recorded settings; "
                     f"Generate reproduces it bit-exactly, as `ugd generate --from-spec`")
-            return [*(upd.get(k, gr.update()) for k in keys), *(gr.update(visible=i < len(form.guides) or i == 0) for i in range(MAX_GUIDES)),
+            return [*(upd.get(k, gr.update()) for k in keys), self._preset_info(form.preset or "", form.backbone),
+                    *(gr.update(visible=i < len(form.guides) or i == 0) for i in range(MAX_GUIDES)),
                     *(_describe(self.reg.entries["guide"].get(form.guides[i].name)) if i < len(form.guides) else "" for i in range(MAX_GUIDES)),
                     gr.update(value=note, visible=True), *(_err(None) for _ in err_comps)]
 
@@ -287,6 +293,20 @@ class Page:
     def _preset_choices(self, backbone: str) -> list[tuple[str, str]]:
         default = effective_preset("", backbone, True, self.reg) or "none"
         return [(f"default for {backbone} ({default})", "")] + [(n, n) for n in self.reg.entries["preset"]]
+
+    def _preset_info(self, preset: str, backbone: str) -> str:
+        """One line under the preset: its settings and where their values come from."""
+        name = effective_preset(preset, backbone, True, self.reg)
+        if not name:
+            return ""
+        try:
+            settings = resolve_preset(name, self.reg)[1]
+        except UgdError as exc:
+            return f"⚠ {exc}"
+        entry = self.reg.entries["preset"].get(name)
+        source = f" — {entry.source}" if entry is not None and entry.source else ""
+        values = ", ".join(f"{k}={v}" for k, v in settings.items()) or "the sampler's defaults"
+        return f"preset **{html.escape(name)}**: {html.escape(values)}{html.escape(source)}"
 
     def _knob_updates(self, preset: str, backbone: str, knob_keys: list[str]) -> list[Any]:
         try:
@@ -397,7 +417,7 @@ class Page:
                     w = run.watch
                     finished, previews = w.finished, w.previews
                     preview = w.preview.image if w.preview is not None and previews != last_previews else keep
-                    losses = _loss_frame(w.losses) if previews != last_previews else keep
+                    losses = _loss_frame(w.losses) if w.losses else keep  # whole each time: a dropped update heals
                     gallery = [(str(p), f"seed {_seed_of(p)}") for p in w.images]
                     status = _status_html(run)
                     error = w.error
@@ -450,8 +470,10 @@ def _seed_of(png: Path) -> str:
     return png.stem.rsplit("-", 1)[-1].lstrip("0") or "0"
 
 
-def _loss_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The chart's data, typed even when empty (the plot keeps the axis types of its first value)."""
+def _loss_frame(rows: list[dict[str, Any]]) -> pd.DataFrame | None:
+    """The chart's data, typed; None when empty (a plot that once showed an empty frame draws no lines later)."""
+    if not rows:
+        return None
     return pd.DataFrame(rows, columns=["step", "guide", "loss"]).astype({"step": "int64", "guide": "str", "loss": "float64"})
 
 
