@@ -66,3 +66,11 @@ def test_a_record_restores_the_form_that_regenerates_its_batch():
     assert [(g.name, g.values, g.weight) for g in form.guides] == [("digit-robust", {"label": 3}, 1.0), ("digit-box", {"box": "4,4,20,28"}, 1.0)]
     again = to_spec(form, reg)
     assert again.guides == spec.guides and again.overrides == {"num_steps": 4}
+
+
+def test_a_plugin_message_lands_beside_the_guide_whose_value_it_names():
+    from cli.ui.form import where_of
+
+    form = _form(guides=[GuideForm("digit-robust", {"label": 3}), GuideForm("digit", {"label": 3, "weights": "/nope.safetensors"})])
+    assert where_of("digit_classifier: weights file '/nope.safetensors' not found; ...", form) == "guide:1"
+    assert where_of("digit-robust: label=11 is not a digit class; use an integer 0..9", form) == "guide:0"

@@ -45,7 +45,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, *, blo
     demo.queue(default_concurrency_limit=1)
     try:
         demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, inbrowser=False,
-                    show_error=True, allowed_paths=[str(outputs)], footer_links=[], css=CSS, quiet=not block, ssr_mode=False)
+                    show_error=True, allowed_paths=[str(outputs)], footer_links=[], css=CSS, quiet=True, ssr_mode=False)
     except OSError as exc:
         raise UgdError(f"cannot serve on {host}:{port} ({exc}); pass another --port") from None
     return demo

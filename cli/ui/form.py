@@ -291,6 +291,9 @@ def where_of(message: str, form: Form) -> str:
     for i, g in enumerate(form.guides):
         if message.startswith(f"{g.name}:") or f"guide {g.name!r}" in message:
             return f"guide:{i}"
+    for i, g in enumerate(form.guides):  # a plugin's own message naming a value typed there (e.g. a weights file)
+        if any(len(str(v)) > 2 and str(v) in message for v in g.values.values() if v not in (None, "")):
+            return f"guide:{i}"
     if message.startswith(f"{form.backbone}:") or "backbone" in message.split(";")[0]:
         return "backbone"
     for k in knobs():
