@@ -32,13 +32,13 @@ from .form import (
     Form,
     GuideForm,
     Knob,
+    base_settings,
     check_form,
     effective_preset,
     from_record,
     knob_to_widget,
     knobs,
     param_info,
-    preset_settings,
     where_of,
     widget_of,
 )
@@ -162,7 +162,7 @@ class Page:
             self.slots.append((group, shown, remove, desc))
         self.out["add"] = gr.Button("+ add guide", size="sm", elem_id="ugd-add-guide")
         gr.Markdown("### Run")
-        base = preset_settings(effective_preset("", default_backbone, True, self.reg), self.reg)
+        base = base_settings("", default_backbone, True, self.reg)
         with gr.Row():
             self.fields["seed"] = gr.Number(0, precision=0, label="Seed (image i: seed + i)", elem_id="ugd-seed")
             self.fields["num_images"] = gr.Number(4, precision=0, label="Images", elem_id="ugd-num-images")
@@ -310,7 +310,7 @@ class Page:
 
     def _knob_updates(self, preset: str, backbone: str, knob_keys: list[str]) -> list[Any]:
         try:
-            base = preset_settings(effective_preset(preset, backbone, True, self.reg), self.reg)
+            base = base_settings(preset, backbone, True, self.reg)
         except UgdError:
             return [gr.update() for _ in knob_keys]
         by_name = {k.name: k for k in self.knobs}
@@ -353,7 +353,7 @@ class Page:
             "num_images": form.num_images, "batch_size": form.batch_size, "device": gr.update(value=form.device), "threads": form.threads or 0, "best_of": form.best_of,
             **self._row_updates("bb", self.rows_b, bparams, form.backbone_values),
         }
-        base = preset_settings(effective_preset(form.preset, form.backbone, True, reg), reg) if form.preset else preset_settings(None, reg)
+        base = base_settings(form.preset or "", form.backbone, bool(form.guides), reg)
         for k in self.knobs:
             upd[f"knob.{k.name}"] = gr.update(value=form.knobs.get(k.name, knob_to_widget(k, base[k.name])))
         for i in range(MAX_GUIDES):

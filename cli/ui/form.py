@@ -14,14 +14,14 @@ import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from ugd_core.config import SamplerConfig, resolve_preset
+from ugd_core.config import SamplerConfig
 from ugd_core.errors import UgdError
 from ugd_core.params import Param, parse_spec, resolve_params
 from ugd_core.registry import Registry
 from ugd_core.schedules import SCHEDULER_ALIASES
 
 from ..records import check_record
-from ..spec import DEFAULT_BACKBONE, Part, RunSpec, check_settings, validate_spec
+from ..spec import DEFAULT_BACKBONE, Part, RunSpec, check_settings, resolve_config, validate_spec
 
 # -- parameters of guides and backbones ------------------------------------------------------
 
@@ -171,12 +171,11 @@ def widget_to_knob(k: Knob, value: Any) -> Any:
     return value
 
 
-def preset_settings(preset: str | None, registry: Registry) -> dict[str, Any]:
-    """Every knob's value under ``preset`` (None: SamplerConfig's defaults)."""
-    base = {k.name: k.default for k in knobs()}
-    if preset:
-        base.update(resolve_preset(preset, registry)[1])
-    return base
+def base_settings(preset: str | None, backbone: str, has_guides: bool, registry: Registry) -> dict[str, Any]:
+    """Every knob's value before any ``--set``: the CLI's own resolution (the preset, else the backbone's
+    default preset when guides are given, and the backbone's default step count)."""
+    spec = RunSpec(backbone=backbone, guides=["-"] if has_guides else [], preset=preset or None)
+    return resolve_config(spec, registry)[0].to_dict()
 
 
 def effective_preset(preset: str | None, backbone: str, has_guides: bool, registry: Registry) -> str | None:
@@ -266,7 +265,7 @@ def to_spec(form: Form, registry: Registry) -> RunSpec:
     backbone = backbone_text(form, registry)
     guides = guide_texts(form, registry)
     preset = form.preset or None
-    base = preset_settings(effective_preset(preset, backbone, bool(guides), registry), registry)
+    base = base_settings(preset, backbone, bool(guides), registry)
     overrides = {}
     for k in knobs():
         if k.name in form.knobs:
