@@ -1,7 +1,7 @@
 """Samples per second of the digits world, and what each way of making a pass cheaper buys (issue 22).
 
-    .venv/bin/python benchmarks/digits_speed.py [--threads 2] [--batch 16] [--repeats 5] [--steps N] [--quick]
-                                                [--only channels_last,threads] [--compile] [--omp]
+    .venv/bin/python benchmarks/digits_speed.py [--threads 2] [--batch 16] [--repeats 5] [--ratio-steps 10]
+        [--shipped-repeats 3] [--steps N] [--ratio-modes digits] [--only channels_last,threads] [--compile] [--omp] [--quick]
 
 Prints two markdown tables.
 
@@ -45,9 +45,12 @@ import torch  # noqa: E402
 
 from cli.run import RunSpec, build_guide, resolve_config  # noqa: E402
 from ugd_core import SamplerConfig, sample  # noqa: E402
+from ugd_core.backbones import cast_module  # noqa: E402
 from ugd_core.registry import get_registry  # noqa: E402
 
 GUIDE = "digit-robust:label=7"  # the README's guide
+FP32_WEIGHTS: dict[str, Any] = {}  # the UNet's own weights, restored after a dtype variant
+DEFAULT_OPTIONS = "channels_last,inference_mode,threads,batch,bf16"  # no_onednn on request: 8-30x slower runs
 
 
 @dataclass
@@ -89,6 +92,9 @@ def run_once(backbone: Any, guide: Any, cfg: SamplerConfig, v: Variant, batch: i
         out = sample(backbone, guide, cfg, num_images=n, seed=list(range(seed0, seed0 + n)))
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     torch.set_num_threads(threads)
+    if "dtype" in v.knobs:  # a cast down and back up would keep rounded weights: reload the fp32 ones
+        cast_module(backbone.unet, torch.float32)
+        backbone.unet.load_state_dict(FP32_WEIGHTS)
     return out.images.clone(), wall / n, cpu / n, out.stats
 
 
@@ -116,18 +122,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats of table 2")
+    p.add_argument("--shipped-repeats", type=int, default=3, help="repeats of table 1 (full-length runs; 0 = no table 1)")
     p.add_argument("--steps", type=int, default=None, help="override every mode's step count (default: as shipped)")
+    p.add_argument("--ratio-steps", type=int, default=10, help="steps of the runs of table 2 (a ratio per pass hardly depends on it)")
+    p.add_argument("--ratio-modes", default="", help="comma-separated modes of table 2 (unguided, digits, default; default: all)")
     p.add_argument("--quick", action="store_true", help="5 steps, 3 repeats: ratios only, in a minute or two")
-    p.add_argument("--only", default="", help="comma-separated options of table 2 (default: all)")
+    p.add_argument("--only", default="", help=f"comma-separated options of table 2 (default: {DEFAULT_OPTIONS}; also no_onednn)")
     p.add_argument("--compile", action="store_true", help="add torch.compile of the UNet (slow to compile the first time)")
     p.add_argument("--omp", action="store_true", help="add the OMP_WAIT_POLICY comparison (subprocesses)")
     args = p.parse_args()
     if args.quick:
-        args.steps, args.repeats = args.steps or 5, min(args.repeats, 3)
+        args.steps, args.ratio_steps, args.repeats, args.shipped_repeats = args.steps or 5, min(args.ratio_steps, 5), min(args.repeats, 3), 1
     torch.set_num_threads(args.threads)
     reg = get_registry()
     backbone = reg.build("backbone", "digits", {})
+    FP32_WEIGHTS.update({k: t.clone() for k, t in backbone.unet.state_dict().items()})
     guide = build_guide(GUIDE, reg, "cpu")[0]
     default = reg.get("backbone", "digits").default_preset or "auto"
     modes: dict[str, tuple[Any, SamplerConfig]] = {}
@@ -143,8 +153,7 @@ def main() -> None:
         "bf16": [Variant("dtype=bf16", dict(dtype="bf16"))],
         "no_onednn": [Variant("oneDNN off", context=no_onednn)],
     }
-    if args.only:
-        options = {k: v for k, v in options.items() if k in args.only.split(",")}
+    options = {k: v for k, v in options.items() if k in (args.only or DEFAULT_OPTIONS).split(",")}
     compile_note = ""
     if args.compile:
         t0 = time.perf_counter()
@@ -157,26 +166,38 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {args.threads} (interop {torch.get_num_interop_threads()}), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
-          f"batch {args.batch}, median of {args.repeats}; load average at start {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+          f"batch {args.batch}; load average at start {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
 
     # 1. samples/s as shipped
-    print("| mode | steps | samples/s | s/sample | denoiser fwd / bwd per chain |")
-    print("|---|---|---|---|---|")
-    for label, (g, cfg) in modes.items():
+    if args.shipped_repeats < 1:
+        modes_shipped: dict[str, tuple[Any, SamplerConfig]] = {}
+    else:
+        modes_shipped = modes
+    if modes_shipped:
+        print(f"as shipped, median of {args.shipped_repeats} runs after a warm-up\n")
+        print("| mode | steps | samples/s | s/sample | denoiser fwd / bwd per chain |")
+        print("|---|---|---|---|---|")
+    for label, (g, cfg) in modes_shipped.items():
         run_once(backbone, g, cfg, Variant("warm-up"), args.batch, args.threads, 0)
         walls = []
-        for r in range(args.repeats):
+        for r in range(args.shipped_repeats):
             _, w, _, st = run_once(backbone, g, cfg, Variant("shipped"), args.batch, args.threads, 1000 * (r + 1))
             walls.append(w)
         med = statistics.median(walls)
         print(f"| {label} | {cfg.num_steps} | {1 / med:.2f} | {med:.3f} | {st.denoiser_forward} / {st.denoiser_backward} |", flush=True)
-    print(f"\nload average after table 1: {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+    if modes_shipped:
+        print(f"\nload average after table 1: {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
 
     # 2. each option's ratio, variants interleaved
     variants = [v for vs in options.values() for v in vs]
+    print(f"{args.ratio_steps} steps per run; ratio = time per sample with the option / without, medians of {args.repeats} interleaved repeats\n")
     print("| option | mode | wall ratio | CPU ratio | identical to baseline |")
     print("|---|---|---|---|---|")
     for label, (g, cfg) in modes.items():
+        if args.ratio_modes and label.split()[0] not in args.ratio_modes.split(","):
+            continue
+        # fp32 explicitly: dtype=auto keeps whatever dtype the previous variant (bf16) left the modules in
+        cfg = cfg.updated(num_steps=args.ratio_steps, dtype="fp32")
         todo = [v for v in variants if not (v.name == "inference_mode" and g is not None)]  # guided passes need autograd
         base_img = run_once(backbone, g, cfg, Variant("baseline"), args.batch, args.threads, 0)[0]
         same: dict[str, str] = {}
