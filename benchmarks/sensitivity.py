@@ -118,29 +118,41 @@ def main() -> None:
 
 
 def plot(rows: list[dict[str, Any]], path: Path, a: argparse.Namespace) -> None:
+    """A 2 x 2 grid: presets as registered (top) and with the knobs toggled (bottom), against the strength
+    (left) and the loss multiplier (right); one colour per preset, solid = classifier, dotted = NN judge."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    for ax, axis, label in ((axes[0], "strength", "strength multiplier"), (axes[1], "loss", "loss multiplier")):
-        for i, m in enumerate(methods):
-            pts = sorted((r["mult"], r["classifier"], r["nn"]) for r in rows if r["method"] == m and (r["axis"] == axis or r["mult"] == 1.0))
-            xs = [x for x, _, _ in pts]
-            color = f"C{i % 10}"
-            style = "--" if "knobs" in m else "-"
-            ax.plot(xs, [y for _, y, _ in pts], style, color=color, marker="o", label=f"{m} (classifier)")
-            ax.plot(xs, [z for _, _, z in pts], style, color=color, marker="x", alpha=0.5)
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("label accuracy (o classifier, x NN judge)")
-    axes[1].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"digits label task, {a.steps} steps, seeds {a.seeds}, {a.samples} per class per seed")
+    bases = list(dict.fromkeys(m.split(" ")[0] for m in methods))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8), sharey=True)
+    for col, (axis, label) in enumerate((("strength", "strength multiplier"), ("loss", "loss multiplier"))):
+        for row, toggled in enumerate((False, True)):
+            ax = axes[row][col]
+            for m in methods:
+                if ("knobs" in m) != toggled:
+                    continue
+                color = f"C{bases.index(m.split(' ')[0]) % 10}"
+                pts = sorted((r["mult"], r["classifier"], r["nn"]) for r in rows if r["method"] == m and (r["axis"] == axis or r["mult"] == 1.0))
+                xs = [x for x, _, _ in pts]
+                ax.plot(xs, [y for _, y, _ in pts], "-", color=color, marker="o", label=m)
+                ax.plot(xs, [z for _, _, z in pts], ":", color=color, marker="x", alpha=0.6)
+            ax.set_xscale("log")
+            ticks = sorted({r["mult"] for r in rows if r["axis"] == axis} | {1.0})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+            ax.set_xlabel(label)
+            ax.grid(alpha=0.3)
+            ax.set_title(("with the scale-free knobs toggled (+knobs / -knobs)" if toggled else "presets as registered"), fontsize=10)
+            if col == 1:
+                ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    for row in range(2):
+        axes[row][0].set_ylabel("label accuracy (solid: classifier, dotted: NN judge)")
+    fig.suptitle(f"digits label task, {a.steps} steps, reported seeds {a.seeds}, {a.samples} per class per seed (10 samples a point)")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
 
 
 if __name__ == "__main__":
