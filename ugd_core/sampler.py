@@ -294,7 +294,8 @@ class UniversalGuidance:
         noise = randn(z_t.shape[1:], self.gens, z_t.device, z_t.dtype) if self.config.eta > 0 else None
         z_prev = ddim_from_x0(x0, eps, a_prev, sigma, noise)
         if step is not None:  # the step lands on z_{t-1}, or on z_t carried by DDPM's 1/sqrt(alpha_t) (TFG tfg.py:129)
-            scale = (a_t / a_prev) ** -0.5 if self.config.forward_on == "z_t" else 1.0
+            # at a_t = 0 (a flow's sigma = 1) 1/sqrt(alpha_t) is infinite: the guard below skips that step, counted
+            scale = ((a_t / a_prev) ** -0.5 if a_t > 0 else float("inf")) if self.config.forward_on == "z_t" else 1.0
             z_prev = keep_finite(z_prev - scale * step, z_prev, self.stats.guidance)
         return z_prev.detach(), x0.detach()
 

@@ -109,3 +109,11 @@ def test_bad_inputs_say_what_and_how(tmp_path):
     assert bb.pipe.text_encoder_3 is None
     with pytest.raises(UgdError, match="scheduler=ddim"):
         sample(bb, None, SamplerConfig(num_steps=2, scheduler="euler"), num_images=1, seed=0, prompt="a")
+
+
+def test_a_forward_step_on_z_t_at_sigma_one_is_skipped_and_counted(flux):
+    """TFG's step on z_t carries 1/sqrt(alpha_t), infinite at a_t = 0: the guard skips it there, never a crash."""
+    cfg = SamplerConfig(num_steps=3, forward_strength=0.5, forward_on="z_t", forward_schedule="constant")
+    with pytest.warns(Warning):
+        out = sample(flux, bright(), cfg, num_images=1, seed=0, prompt="a cat")
+    assert torch.isfinite(out.images).all() and out.stats.guidance.nonfinite_skipped == 1
