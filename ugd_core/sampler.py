@@ -237,7 +237,8 @@ class UniversalGuidance:
         """m gradient steps on delta, each backtracked per sample (Armijo-style with a zero slope term,
         Nocedal & Wright Alg. 3.1): a trial delta - lr N(g) is kept for a sample only if its loss falls
         below the current one; otherwise its step is halved, at most ``backward_backtrack`` times, and a
-        sample whose loss stops falling keeps its delta. The loss only ever decreases, so a step cannot
+        sample whose loss stops falling keeps its delta and takes no further steps (they would repeat the
+        same rejected trials). The loss only ever decreases, so a step cannot
         diverge, and positive rescaling of the loss leaves every comparison (and, with normalised
         gradients, every step) unchanged.
         """
@@ -246,10 +247,11 @@ class UniversalGuidance:
         if self.config.clip_x0:
             delta = torch.maximum(torch.minimum(delta, 1 - x0_hat), -1 - x0_hat)
         loss, g = self._delta_loss_grad(x0_hat, delta, t, smoothing)
+        active = torch.ones(n, dtype=torch.bool, device=x0_hat.device)  # samples whose last step lowered the loss
         for _ in range(k.backward_steps):
             lr = torch.full((n,), k.backward_lr, device=x0_hat.device, dtype=x0_hat.dtype)
             direction = self._backward_direction(g)
-            pending = torch.ones(n, dtype=torch.bool, device=x0_hat.device)
+            pending = active.clone()
             for _ in range(self.config.backward_backtrack + 1):
                 trial = delta - _bcast(lr, delta) * direction
                 if self.config.clip_x0:
@@ -263,6 +265,10 @@ class UniversalGuidance:
                 if not bool(pending.any()):  # a data-dependent stop: one host read per trial
                     break
                 lr = torch.where(pending, lr / 2, lr)
+            # a sample that found no lower loss keeps delta and g, so its next step would repeat the same trials
+            active = active & ~pending
+            if not bool(active.any()):
+                break
         return keep_finite(delta, torch.zeros_like(x0_hat), self.stats.guidance)
 
     def _project(self, x0_hat: Tensor, delta: Tensor) -> None:
