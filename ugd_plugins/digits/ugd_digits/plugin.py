@@ -30,7 +30,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         "sampled through the flow adapter (ships with the plugin, offline, CPU)",
         params=[Param("weights", "path", "", "safetensors file (default: the shipped weights)")],
         default_preset="auto",
-        default_steps=20,  # DDIM-20 holds the 50-step quality on this cosine-schedule model (docs/benchmarks.md)
+        default_steps=20,  # as the DDPM (the default preset is unmeasured on this backbone: docs/backbones/digits-flow.md)
         example="--guide digit-robust:label=7",
     )
 
