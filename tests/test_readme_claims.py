@@ -57,3 +57,12 @@ def test_the_backbone_table_names_the_plugin_of_each_backbone():
             assert "built in" not in plugin_cell or entry.plugin == "ugd", (name, plugin_cell)
             checked += 1
     assert checked >= 4
+
+
+def test_the_hero_image_was_made_by_the_readme_command():
+    """docs/img/sevens.png carries the command that drew it (a PNG text chunk written when it was made);
+    a new README command needs a new image, and a caption written from it."""
+    from PIL import Image
+
+    image = Image.open(Path(__file__).resolve().parents[1] / "docs" / "img" / "sevens.png")
+    assert image.text.get("ugd-command") == "ugd generate " + MAIN.group(1).strip()
