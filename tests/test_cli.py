@@ -116,7 +116,7 @@ def test_generate_two_guides_writes_png_and_sidecar_and_reproduces_from_spec(tmp
     record = json.loads(side.read_text())
     assert record["seed"] == 6 and record["backbone"]["name"] == "tiny-sd"
     assert [g["name"] for g in record["guides"]] == ["toy-bright", "toy-hard"] and record["guides"][0]["weight"] == 2.0
-    assert record["sampler"]["num_steps"] == 3 and record["preset"] == "ugd"
+    assert record["sampler"]["num_steps"] == 3 and record["preset"] == "auto"  # a backbone without its own default: auto
     assert record["stats"]["zero_order_guides"] == ["toy-hard"]
     assert "torch" in record["versions"]
     from PIL import Image

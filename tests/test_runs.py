@@ -101,7 +101,7 @@ def test_a_run_writes_images_records_a_contact_sheet_and_a_summary(tmp_path):
     assert (summary.out, summary.written, summary.skipped, summary.interrupted) == (out, 4, 0, False)
     assert summary.contact_sheet == out / sheet
     line = summary.line()
-    assert line.startswith("4 images (preset ugd) in ") and line.endswith(f"-> {out}; contact sheet {sheet}")
+    assert line.startswith("4 images (preset auto) in ") and line.endswith(f"-> {out}; contact sheet {sheet}")
     record = json.loads((out / "ugd-000101.json").read_text())
     # the record names the plugin behind each name, and the thread count the pixels depend on
     assert record["guides"][0]["plugin"] == "tiny" and record["backbone"]["plugin"] == "tiny"
