@@ -45,19 +45,6 @@ def test_channels_last_is_reproducible_close_to_nchw_and_does_not_leak(parts):  
     assert torch.equal(again, plain)
 
 
-def test_the_record_names_the_layout_and_from_spec_reproduces_it():
-    from cli.run import RunSpec, generate, spec_from_image_record
-
-    spec = RunSpec(guides=["digit-robust:label=7"], preset="digits", overrides=dict(num_steps=STEPS, channels_last=True),
-                   num_images=2, batch_size=2, seed=5)
-    first = generate(spec)
-    record = first[1].record
-    assert record["sampler"]["channels_last"] is True
-    again, index = spec_from_image_record(record)
-    assert again.sampler["channels_last"] is True
-    assert torch.equal(generate(again)[index].image, first[1].image)
-
-
 def test_a_layout_change_under_inference_mode_leaves_weights_that_autograd_can_use(parts):  # type: ignore[no-untyped-def]
     """A caller's ``torch.inference_mode`` around an unguided run that switches the layout must not turn the
     networks' weights into inference tensors (a later guided run differentiates through them)."""
