@@ -295,6 +295,7 @@ def generate(
     seed: int = typer.Option(0, help="seed of the first image; image i uses seed + i"),
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="number of images"),
     batch_size: int = typer.Option(16, min=1, help="images sampled together"),
+    best_of: int = typer.Option(1, "--best-of", min=1, help="sample N candidates per image and keep the one with the lowest guide loss (each candidate's loss is recorded)"),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default: a new folder outputs/<date>/<NNNN>-<guide> per run)", show_default=False),
     overwrite: bool = typer.Option(False, help="replace existing output files"),
@@ -312,7 +313,8 @@ def generate(
     if from_spec is not None:
         given = dict(guide=guide, preset=preset, prompt=prompt, negative_prompt=negative_prompt, steps=steps, scheduler=scheduler,
                      dtype=dtype, eta=eta, cfg_scale=cfg_scale, forward_strength=forward_strength, backward_steps=backward_steps,
-                     backward_lr=backward_lr, recurrence=recurrence, set=set_, seed=seed or None, num_images=(num_images != 1) or None)
+                     backward_lr=backward_lr, recurrence=recurrence, set=set_, seed=seed or None, num_images=(num_images != 1) or None,
+                     best_of=(best_of != 1) or None)
         clash = [k.replace("_", "-") for k, v in given.items() if v not in (None, [])]
         from cli.run import regenerate_from_record
 
@@ -328,7 +330,7 @@ def generate(
         )
         spec = RunSpec(
             backbone=backbone, guides=list(guide), preset=preset, overrides=knobs, prompt=prompt, negative_prompt=negative_prompt,
-            seed=seed, num_images=num_images, batch_size=batch_size, device=device,
+            seed=seed, num_images=num_images, batch_size=batch_size, device=device, best_of=best_of,
         )
         message = ""
         if ray is None:  # the checks generate_to_dir makes first, before torch and the plugins' modules load

@@ -37,9 +37,11 @@ def ugd_register_guides(register):  # type: ignore[no-untyped-def]
 
 @hookspec
 def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
-    """Add backbones: ``register(name, factory, description=..., params=[Param, ...], default_preset="")``.
+    """Add backbones: ``register(name, factory, description=..., params=[Param, ...], default_preset="", default_steps=0)``.
 
-    ``factory(device=..., **params)`` returns a :class:`ugd_core.Backbone`.
+    ``factory(device=..., **params)`` returns a :class:`ugd_core.Backbone`. ``default_preset`` (default: ``auto``) is
+    used when guides are given without a preset; ``default_steps`` (default: the sampler's 50) when neither the preset
+    nor the user sets a step count.
     """
 
 

@@ -60,6 +60,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         params=[*_params("stabilityai/stable-diffusion-3.5-medium"),
                 Param("t5", "bool", True, "load the T5 text encoder (false: zeros in its place, as diffusers)"),
                 Param("max_sequence_length", "int", 0, "T5 tokens (0 = the pipeline's default, 256)")],
+        example="--prompt 'a photo of a cat'",
     )
     register(
         "flux",
@@ -69,4 +70,5 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         params=[*_params("black-forest-labs/FLUX.1-dev"),
                 Param("guidance", "float", 3.5, "FLUX.1-dev's guidance embedding (schnell has none; cfg_scale is not used)"),
                 Param("max_sequence_length", "int", 0, "T5 tokens (0 = the pipeline's default, 512)")],
+        example="--prompt 'a photo of a cat'",
     )
