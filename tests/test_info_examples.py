@@ -10,6 +10,7 @@ would stop at the one-line weights error.
 """
 
 import shlex
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -65,20 +66,21 @@ def test_every_info_example_is_a_valid_command(kind, name, tmp_path, installed, 
 
 @pytest.mark.parametrize("kind,name", sorted(RUN_FOR_REAL))
 def test_info_examples_run(kind, name, tmp_path, installed):
-    _run(kind, name, tmp_path)
+    assert _run(kind, name, tmp_path).is_file()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,name", EXAMPLES, ids=[f"{k}-{n}" for k, n in EXAMPLES])
 def test_every_digits_info_example_runs(kind, name, tmp_path, installed):
-    _run(kind, name, tmp_path)
+    assert _run(kind, name, tmp_path).is_file()
 
 
-def _run(kind: str, name: str, tmp_path) -> None:
+def _run(kind: str, name: str, tmp_path) -> Path:
+    """Run an example that can run here (else skip); the path of its first image."""
     command, args, on_digits = _example(kind, name)
     if not on_digits:
         pytest.skip(f"{command}: needs weights this machine does not have")
     out = tmp_path / "run"
     res = runner.invoke(app, [*args, "--out", str(out)])
     assert res.exit_code == 0, f"{command}: {res.output}"
-    assert (out / "ugd-000000.png").exists()
+    return out / "ugd-000000.png"

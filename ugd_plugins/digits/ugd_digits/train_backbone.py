@@ -22,6 +22,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         ema.load_state_dict(state["ema"])
         step, seconds = state["step"], state["seconds"]
         print(f"resumed at step {step} ({seconds / 60:.1f} min trained)")
-        _truncate_log(step)
+        truncate_log(LOG, step)
     gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
 
     def checkpoint() -> None:
@@ -103,18 +104,10 @@ def main(argv: list[str] | None = None) -> None:
         snr = a.flatten() / (1 - a.flatten())
         weight = torch.clamp(snr, max=5.0) / snr  # Min-SNR-5 for eps-prediction
         loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(step, args.lr, args.decay_start, args.max_steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        ema.step(unet.parameters())
+        optimizer_step(unet, opt, ema, loss, learning_rate(step, args.lr, args.decay_start, args.max_steps))
         step += 1
         seconds += time.time() - t0
-        if step % 50 == 0:
-            with LOG.open("a") as fh:
-                fh.write(json.dumps(dict(step=step, loss=round(loss.item(), 5), lr=opt.param_groups[0]["lr"], minutes=round(seconds / 60, 2))) + "\n")
+        log_step(LOG, step, loss, opt, seconds)
         if step % args.save_every == 0:
             checkpoint()
     checkpoint()
@@ -129,11 +122,29 @@ def learning_rate(step: int, lr: float, decay_start: int | None, max_steps: int)
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def _truncate_log(step: int) -> None:
-    """Drop log lines past the resumed step (written after the last checkpoint of a killed run)."""
-    if LOG.exists():
-        lines = [ln for ln in LOG.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        LOG.write_text("".join(ln + "\n" for ln in lines))
+def optimizer_step(unet: torch.nn.Module, opt: torch.optim.Optimizer, ema: Any, loss: torch.Tensor, lr: float) -> None:
+    """One AdamW step at ``lr`` with the gradient norm clipped to 1, then the EMA update (both trainers)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    opt.step()
+    ema.step(unet.parameters())
+
+
+def log_step(log: Path, step: int, loss: torch.Tensor, opt: torch.optim.Optimizer, seconds: float, every: int = 50) -> None:
+    """Append one JSON line (step, loss, lr, minutes trained) to the training log every ``every`` steps."""
+    if step % every == 0:
+        with log.open("a") as fh:
+            fh.write(json.dumps(dict(step=step, loss=round(loss.item(), 5), lr=opt.param_groups[0]["lr"], minutes=round(seconds / 60, 2))) + "\n")
+
+
+def truncate_log(log: Path, step: int) -> None:
+    """Drop log lines past the resumed step (written after the last checkpoint of a killed run); a header line is step 0."""
+    if log.exists():
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        log.write_text("".join(ln + "\n" for ln in lines))
 
 
 def _ema_tensors(unet: torch.nn.Module, ema) -> list[torch.Tensor]:

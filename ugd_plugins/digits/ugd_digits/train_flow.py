@@ -32,7 +32,7 @@ import torch
 
 from .data import load_digits, sample_canvases
 from .models import backbone_unet
-from .train_backbone import _atomic_save, _ema_tensors, learning_rate
+from .train_backbone import _atomic_save, _ema_tensors, learning_rate, log_step, optimizer_step, truncate_log
 
 PLUGIN_DIR = Path(__file__).resolve().parent
 WEIGHTS = PLUGIN_DIR / "weights" / "flow_backbone.safetensors"
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         ema.load_state_dict(state["ema"])
         step, seconds = state["step"], state["seconds"]
         print(f"resumed at step {step} ({seconds / 60:.1f} min trained)", flush=True)
-        _truncate_log(step)
+        truncate_log(LOG, step)
         args.init = state.get("init", args.init)
     else:
         LOG.parent.mkdir(parents=True, exist_ok=True)
@@ -121,29 +121,14 @@ def main(argv: list[str] | None = None) -> None:
         sigma = torch.sigmoid(torch.randn(args.batch, generator=gen)).to(device)  # logit-normal(0, 1)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         loss = flow_loss(unet, x0, noise, sigma)
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(step, args.lr, args.decay_start, args.max_steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        ema.step(unet.parameters())
+        optimizer_step(unet, opt, ema, loss, learning_rate(step, args.lr, args.decay_start, args.max_steps))
         step += 1
         seconds += time.time() - t0
-        if step % 50 == 0:
-            with LOG.open("a") as fh:
-                fh.write(json.dumps(dict(step=step, loss=round(loss.item(), 5), lr=opt.param_groups[0]["lr"], minutes=round(seconds / 60, 2))) + "\n")
+        log_step(LOG, step, loss, opt, seconds)
         if step % args.save_every == 0:
             checkpoint()
     checkpoint()
     print(f"stopped at step {step} ({seconds / 60:.1f} min trained); weights in {WEIGHTS}", flush=True)
-
-
-def _truncate_log(step: int) -> None:
-    """Drop log lines past the resumed step (written after the last checkpoint of a killed run)."""
-    if LOG.exists():
-        lines = [ln for ln in LOG.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]  # the header is step 0
-        LOG.write_text("".join(ln + "\n" for ln in lines))
 
 
 if __name__ == "__main__":
