@@ -142,19 +142,22 @@ def loss_and_grad(
             inputs = [leaf if off is None else leaf + off for off in offsets]
             weights = [1.0 if normalize else item.weight for item in diff]  # with normalize, weights apply after it
             per_guide = [torch.stack([w * guide_loss(item.guide, inp, t) for inp in inputs]) for w, item in zip(weights, diff)]
-            if normalize:  # l_i / r_i, r_i the RMS of grad l_i (of the probes' mean), held constant
-                rms = [
-                    per_sample_rms(torch.autograd.grad(losses.mean(0).sum(), leaf, retain_graph=True)[0]).detach()
-                    for losses in per_guide
-                ]
+            additive = smoothing.reduce != "log_mean_exp"
+            raw: list[Tensor] = []
+            if normalize:  # l_i / r_i, r_i the RMS of g_i = grad l_i (of the probes' mean), held constant
+                raw = [torch.autograd.grad(losses.mean(0).sum(), leaf, retain_graph=True)[0] for losses in per_guide]
+                rms = [per_sample_rms(g).detach() for g in raw]
                 per_guide = [item.weight * losses / r for item, losses, r in zip(diff, per_guide, rms)]
-            if smoothing.reduce == "log_mean_exp":  # not additive over guides: one gradient of the composition
+            if not additive:  # not additive over guides: one gradient of the composition
                 parts = [(None, math.log(len(offsets)) - torch.logsumexp(-sum(per_guide), dim=0))]
             else:  # additive: one gradient per guide (the same backward work), so a guide that breaks is skipped alone
                 names = [item.guide.name for item in diff] if len(diff) > 1 else [None]
                 parts = [(name, losses.mean(0)) for name, losses in zip(names, per_guide)]
             for j, (name, loss) in enumerate(parts):
-                (grad,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=j < len(parts) - 1)
+                if raw and additive:  # grad (w_i l_i / r_i) = w_i g_i / r_i: no second backward pass
+                    grad = diff[j].weight * raw[j] / _bcast(rms[j], raw[j])
+                else:
+                    (grad,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=j < len(parts) - 1)
                 if name is not None:
                     bad = ~torch.isfinite(loss)
                     grad = keep_finite(grad.to(x.dtype), torch.zeros_like(x), stats, bad, guide=name)
@@ -162,7 +165,7 @@ def loss_and_grad(
                 total_loss = total_loss + loss.detach()
                 total_grad = total_grad + grad.to(x.dtype)
         stats.guide_forward += len(diff) * len(offsets)
-        stats.guide_backward += len(diff) * len(offsets) * (2 if normalize else 1)
+        stats.guide_backward += len(diff) * len(offsets) * (2 if normalize and not additive else 1)
     for item in guides.items:
         if item.guide.differentiable:
             continue
