@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_label_pilot import dev_judge  # noqa: E402
 
 TASKS = ("label", "mask", "box", "identity", "style", "inpaint", "brightness")
-CLASS_TASKS = ("label", "box", "inpaint")
+CLASS_TASKS = ("label", "box", "inpaint", "mask+label")
 SCALE_FREE: dict[str, Any] = dict(guide_normalize="grad", forward_normalize="grad", backward_normalize="grad",
                                   backward_optimizer="sgd", backward_backtrack=3)
 # Candidates: registered presets by name, or knob sets (all general sampler knobs).
@@ -61,6 +61,40 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     "fwd 0.1 + bwd 0.1 + k2 mid": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="constant", backward_steps=3,
                                        backward_lr=0.1, recurrence=2, recurrence_window=(0.2, 0.6)),
     "fwd 0.1 + bwd 0.2": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="constant", backward_steps=3, backward_lr=0.2),
+    # round 3 (after the reported table: auto trailed on mask, box, identity, mask + label and raised the style
+    # judge's distance): DSG's spherical step (forward_on=sphere, ancestral eta = 1) with unit-RMS guides; run with
+    # --tasks label,mask,box,identity,style,inpaint,brightness,mask+label, the registered auto alongside
+    "auto": "auto",
+    "dsg 0.2": dict(guide_normalize="grad", forward_strength=0.2, forward_schedule="constant", forward_on="sphere", eta=1.0),
+    "dsg 0.5": dict(guide_normalize="grad", forward_strength=0.5, forward_schedule="constant", forward_on="sphere", eta=1.0),
+    "dsg 1.0": dict(guide_normalize="grad", forward_strength=1.0, forward_schedule="constant", forward_on="sphere", eta=1.0),
+    "dsg 0.2 + bwd 0.1": dict(SCALE_FREE, forward_strength=0.2, forward_schedule="constant", forward_on="sphere", eta=1.0,
+                              backward_steps=3, backward_lr=0.1),
+    "dsg 0.5 + bwd 0.1": dict(SCALE_FREE, forward_strength=0.5, forward_schedule="constant", forward_on="sphere", eta=1.0,
+                              backward_steps=3, backward_lr=0.1),
+    "dsg 0.5 + k2 mid": dict(guide_normalize="grad", forward_strength=0.5, forward_schedule="constant", forward_on="sphere",
+                             eta=1.0, recurrence=2, recurrence_window=(0.2, 0.6)),
+    # round 4 (round 3 selected "dsg 0.2 + bwd 0.1"): its neighbours on fresh pilot seeds 503-505, 4 samples each
+    "dsg 0.1 + bwd 0.1": dict(SCALE_FREE, forward_strength=0.1, forward_schedule="constant", forward_on="sphere", eta=1.0,
+                              backward_steps=3, backward_lr=0.1),
+    "dsg 0.3 + bwd 0.1": dict(SCALE_FREE, forward_strength=0.3, forward_schedule="constant", forward_on="sphere", eta=1.0,
+                              backward_steps=3, backward_lr=0.1),
+    "dsg 0.2 + bwd 0.2": dict(SCALE_FREE, forward_strength=0.2, forward_schedule="constant", forward_on="sphere", eta=1.0,
+                              backward_steps=3, backward_lr=0.2),
+    "dsg 0.2 + bwd 0.1 + k2 mid": dict(SCALE_FREE, forward_strength=0.2, forward_schedule="constant", forward_on="sphere",
+                                       eta=1.0, backward_steps=3, backward_lr=0.1, recurrence=2, recurrence_window=(0.2, 0.6)),
+    # round 5 (after the reported look at the round-4 pick: style distance 14.5 against 4.7 unguided and 0.85 for
+    # DSG alone): where and how strongly backward guidance acts, on fresh pilot seeds 506-508
+    "dsg 0.2 + k2 mid": dict(guide_normalize="grad", forward_strength=0.2, forward_schedule="constant", forward_on="sphere",
+                             eta=1.0, recurrence=2, recurrence_window=(0.2, 0.6)),
+    "dsg 0.2 + bwd 0.1 late + k2 mid": dict(SCALE_FREE, forward_strength=0.2, forward_schedule="constant", forward_on="sphere",
+                                            eta=1.0, backward_steps=3, backward_lr=0.1, backward_window=(0.5, 1.0),
+                                            recurrence=2, recurrence_window=(0.2, 0.6)),
+    "dsg 0.2 + bwd 0.1 early + k2 mid": dict(SCALE_FREE, forward_strength=0.2, forward_schedule="constant", forward_on="sphere",
+                                             eta=1.0, backward_steps=3, backward_lr=0.1, backward_window=(0.0, 0.5),
+                                             recurrence=2, recurrence_window=(0.2, 0.6)),
+    "dsg 0.2 + bwd 0.03 + k2 mid": dict(SCALE_FREE, forward_strength=0.2, forward_schedule="constant", forward_on="sphere",
+                                        eta=1.0, backward_steps=3, backward_lr=0.03, recurrence=2, recurrence_window=(0.2, 0.6)),
 }
 
 

@@ -127,6 +127,21 @@ def lgd_step(r: Reference, z, i, strength, probes=4):
     return x_prev - strength * g
 
 
+def dsg_step(r: Reference, z, i, rate):
+    # Yang et al. 2024 eq. 10-11; DSG2024 Linear_Inverse_Problems/guided_diffusion/condition_methods.py:113-128 on the
+    # DDIM eta = 1 step of its gaussian_diffusion.py:437-455: r = sqrt(c h w) sigma_t, d* = -r g / (||g|| + 1e-8),
+    # d_sample = x_t - mean, mix = d_sample + rate (d* - d_sample), x_{t-1} = mean + r mix / (||mix|| + 1e-8).
+    # DSG differentiates ||y - A(x0_hat)|| = sqrt(l): the same direction as grad l.
+    ap, sig = r.a_prev[i], r.sigma(i)
+    mean = ap**0.5 * r.x0(z, i) + (1 - ap - sig**2) ** 0.5 * r.eps(z, i)
+    d_sample = sig * r.noise()
+    g, _ = r.grad_zt(z, i, lambda x: Reference.loss(x).sqrt())
+    radius = math.prod(SHAPE) ** 0.5 * sig
+    norm = lambda v: v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)  # noqa: E731
+    mix = d_sample + rate * (-radius * g / (norm(g) + 1e-8) - d_sample)
+    return mean + radius * mix / (norm(mix) + 1e-8)
+
+
 def mpgd_step(r: Reference, z, i, c):
     # He et al. 2023, Alg. 1 (w/o projection); TFG methods/mpgd.py:30-43: x0 += c grad log p(x0); eps kept
     eps, x0 = r.eps(z, i), r.x0(z, i)
@@ -162,6 +177,7 @@ CASES = {
     "freedom": (freedom_step, lambda s: dict(rho=s["forward_strength"]), {}),
     "lgd": (lgd_step, lambda s: dict(strength=s["forward_strength"], probes=s["smoothing_probes"]), {}),
     "mpgd": (mpgd_step, lambda s: dict(c=s["backward_lr"]), {}),
+    "dsg": (dsg_step, lambda s: dict(rate=s["forward_strength"]), {}),
     "tfg": (
         tfg_step,
         lambda s: dict(rho=s["forward_strength"], mu=s["backward_lr"], gamma=s["smoothing_std"], probes=s["smoothing_probes"],
@@ -210,7 +226,7 @@ def test_one_step_equals_reference(name):
         ours, _ = run.step(z, t, r.a[i], r.a_prev[i], None, k)
     ref = step(r, z, i, **hyper(s))
     assert r.max_x0 < 1.0
-    off = {key: 0.0 if key in ("zeta", "rho", "mu", "strength", "c") else v for key, v in hyper(s).items()}
+    off = {key: 0.0 if key in ("zeta", "rho", "mu", "strength", "c", "rate") else v for key, v in hyper(s).items()}
     assert (ref - step(Reference(), z, i, **off)).abs().max().item() > 1e-2  # the guidance is visible: the check is not vacuous
     assert (ours - ref).abs().max().item() < 1e-5
 

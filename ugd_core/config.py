@@ -37,6 +37,9 @@ class SamplerConfig:
     forward_input: str = "x0"  # x0 = universal guidance; zt = the guide applied to the noisy z_t (classifier guidance)
     # where the step lands: eps (eps += step, universal guidance) | z_prev (z_{t-1} -= step: DPS, FreeDoM, LGD)
     # | z_t (a step on z_t carried to z_{t-1} by 1/sqrt(alpha_t), alpha_t = a_t / a_prev: TFG)
+    # | sphere (the step's own noise is turned toward -grad by the rate s(t) in [0, 1] and kept at its length, so
+    # only the gradient's direction counts: z_{t-1}'s noise sigma_t n, radius sqrt(d) sigma_t, with DDIM at eta > 0
+    # (DSG); eps itself, at its norm, where a step draws no noise (eta = 0, or another scheduler))
     forward_on: str = "eps"
     # no forward step where a_t < this noise level: the z_t gradient carries 1 / sqrt(a_t) through x0_hat,
     # so at the noisiest steps of a cosine schedule (a_t ~ 1e-6) one step throws z far off; in units of a_t,
@@ -109,7 +112,7 @@ class SamplerConfig:
             "guide_normalize": ("none", "grad"),
             "backward_normalize": ("none", "grad"),
             "forward_input": ("x0", "zt"),
-            "forward_on": ("eps", "z_prev", "z_t"),
+            "forward_on": ("eps", "z_prev", "z_t", "sphere"),
             "backward_on": ("eps", "x0"),
             "smoothing_reduce": ("mean", "log_mean_exp"),
             "backward_optimizer": ("sgd", "adam"),
@@ -124,7 +127,7 @@ class SamplerConfig:
         if self.scheduler != "ddim":
             scheduler_class(self.scheduler)
             for name, value in (("forward_on", self.forward_on), ("backward_on", self.backward_on)):
-                if value != "eps":
+                if value not in ("eps", "sphere"):
                     raise UgdError(f"{name}={value!r} needs scheduler='ddim'; other schedulers take guidance through eps ({name}=eps)")
         for name in ("forward_window", "backward_window", "recurrence_window"):
             lo, hi = getattr(self, name)

@@ -10,19 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 # The default of every backbone: scale-free guidance (docs/algorithm.md, "Scale-free guidance"). Each guide's
-# gradient is unit-RMS before the weighted sum (guide_normalize), the forward step is unit-RMS on eps
-# (strength in units of eps), backward guidance takes unit-RMS steps of x0 that are kept only where the
-# guides' loss falls (halved up to 3 times); self-recurrence k = 2 in the middle of the chain (20-60%).
-# Multiplying any guide's loss by c > 0 leaves every step unchanged, and no backward step can make the loss
-# rise. Values picked on pilot seeds by a rule fixed before the runs (benchmarks/auto_pilot.py; the two
-# rounds' outputs are docs/bench/auto-pilot-round1.md and -round2.md).
+# gradient is unit-RMS before the weighted sum (guide_normalize); the forward step is DSG's spherical step
+# (forward_on="sphere", ancestral eta = 1): z_{t-1}'s noise turned by the rate 0.2 toward -grad l and kept at
+# the noise level, so only the gradient's direction counts; backward guidance takes unit-RMS steps of x0 that
+# are kept only where the guides' loss falls (halved up to 3 times); self-recurrence k = 2 in the middle of the
+# chain (20-60%). Multiplying any guide's loss by c > 0 leaves every step unchanged, and no backward step can
+# make the loss rise. Values picked on pilot seeds by a rule fixed before the runs (benchmarks/auto_pilot.py;
+# the five rounds' outputs are docs/bench/auto-pilot-round1.md ... -round5.md).
 AUTO: dict[str, Any] = dict(
     guide_normalize="grad",
-    forward_strength=0.1,
+    forward_strength=0.2,
     forward_schedule="constant",
-    forward_normalize="grad",
+    forward_on="sphere",
+    eta=1.0,
     backward_steps=3,
-    backward_lr=0.1,
+    backward_lr=0.03,
     backward_normalize="grad",
     backward_backtrack=3,
     recurrence=2,
@@ -31,9 +33,10 @@ AUTO: dict[str, Any] = dict(
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "auto": (
-        "The default: scale-free guidance, any loss scale, no tuning (unit-RMS guides; forward 0.1 on eps; backward m=3 line-searched; k=2 mid-chain)",
+        "The default: scale-free guidance, any loss scale, no tuning (unit-RMS guides; DSG spherical forward step, rate 0.2; backward m=3 of 0.03 line-searched; k=2 mid-chain)",
         AUTO,
         "ugd (docs/algorithm.md, 'Scale-free guidance'); forward and backward guidance per Bansal et al. 2023, Algorithm 1; "
+        "the spherical forward step per Yang et al. 2024 (DSG), eq. 10-11; "
         "backtracking per Nocedal & Wright, Numerical Optimization, Alg. 3.1; values from benchmarks/auto_pilot.py on pilot seeds",
     ),
     "ugd": (
@@ -103,6 +106,13 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
             recurrence_window=(0.1, 0.5),
         ),
         "Yu et al. 2023 (time-travel in the semantic stage), with the step normalised and applied to eps (ugd's variant)",
+    ),
+    "dsg": (
+        "DSG: z_{t-1}'s noise turned toward -grad_{z_t} l by the rate 0.2 and kept on the sphere of radius sqrt(d) sigma_t, ancestral sampling",
+        dict(forward_strength=0.2, forward_schedule="constant", forward_on="sphere", eta=1.0),
+        "Yang et al. 2024 (Guidance with Spherical Gaussian Constraint), eq. 10-11; code LingxiaoYang2023/DSG2024 "
+        "Linear_Inverse_Problems/guided_diffusion/condition_methods.py:110-128 (DDIM eta=1, gaussian_diffusion.py:437-455); "
+        "guidance rate 0.2 and interval 1 = run_DSG.sh:12-13 (0.1 for Stable Diffusion style, Non_Linear_Problems/SD_style/run_style_guidance.sh:9)",
     ),
     "mpgd": (
         "MPGD: x0_hat -= c grad_{x0} l(x0_hat) (one step, never through the denoiser), eps kept, ancestral sampling",

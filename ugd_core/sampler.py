@@ -8,6 +8,7 @@
             x0 += delta; eps re-derived at fixed z_t (backward_on = eps) or kept (backward_on = x0)
             z_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma * noise       # DDIM
             z_prev -= g  (forward_on = z_prev)  or  g / sqrt(a_t / a_prev)  (forward_on = z_t)
+            or its noise sigma n turned toward -g on its sphere (forward_on = sphere, DSG)
             if n < k: z_t = self_recurrence(z_prev)
         z_t = z_prev
 
@@ -136,6 +137,20 @@ def ddim_from_x0(x0: Tensor, eps: Tensor, a_prev: float, sigma: float, noise: Te
 def ddim_step(z_t: Tensor, eps: Tensor, a_t: float, a_prev: float, eta: float, noise: Tensor | None) -> Tensor:
     """S(z_t, eps, t): one DDIM step, as diffusers' ``DDIMScheduler.step`` with ``variance_noise=noise``."""
     return ddim_from_x0(predict_x0(z_t, eps, a_t), eps, a_prev, ddim_sigma(a_t, a_prev, eta), noise)
+
+
+def spherical_step(d_sample: Tensor, direction: Tensor, rate: float, radius: Tensor | float) -> Tensor:
+    """DSG's step (Yang et al. 2024, eq. 10-11): d* = -radius g / ||g||, mix = d_sample + rate (d* - d_sample),
+    the step is radius mix / ||mix||: on the sphere where the noise d_sample lives, whatever g's length (norms
+    per sample; radius a float or one per sample [N]). A sample with no direction (g = 0: its guidance
+    skipped) keeps d_sample, as an unguided step."""
+    def norm(v: Tensor) -> Tensor:  # DSG's code adds 1e-8 to norms; a floor at the dtype's tiny keeps any g scale-free
+        return _bcast(torch.linalg.vector_norm(v.flatten(1), dim=1).clamp(min=torch.finfo(v.dtype).tiny), v)
+
+    radius = radius if isinstance(radius, float) else _bcast(radius, d_sample)
+    g_norm = norm(direction)
+    mix = d_sample + rate * (-radius * direction / g_norm - d_sample)
+    return torch.where(g_norm > torch.finfo(direction.dtype).tiny, radius * mix / norm(mix), d_sample)
 
 
 def self_recurrence(z_prev: Tensor, a_t: float, a_prev: float, noise: Tensor) -> Tensor:
@@ -285,6 +300,10 @@ class UniversalGuidance:
         eps, step = self.forward_guidance(z_t, t, a_t, cond, k, smoothing)
         if step is not None and c.forward_on == "eps":
             eps, step = keep_finite(eps + step, eps, stats), None  # eps_hat = eps + s(t) grad
+        elif step is not None and c.forward_on == "sphere" and (c.eta == 0 or c.scheduler != "ddim"):
+            # a step that draws no noise: its noise is eps itself, turned toward -grad and kept at its norm
+            radius = torch.linalg.vector_norm(eps.flatten(1), dim=1)
+            eps, step = keep_finite(spherical_step(eps, step, k.forward_strength, radius), eps, stats), None
         x0 = self.x0(z_t, eps, a_t, t, cond)
         if k.backward_steps > 0:
             delta = self.backward_guidance(x0, t, k, smoothing)
@@ -298,6 +317,10 @@ class UniversalGuidance:
         eps, x0, step = self.guided_eps(z_t, t, a_t, cond, k)
         sigma = ddim_sigma(a_t, a_prev, self.config.eta)
         noise = randn(z_t.shape[1:], self.gens, z_t.device, z_t.dtype) if self.config.eta > 0 else None
+        if step is not None and self.config.forward_on == "sphere":
+            mean = ddim_from_x0(x0, eps, a_prev, sigma, None)
+            z_prev = mean + spherical_step(sigma * noise, step, k.forward_strength, sigma * noise[0].numel() ** 0.5)
+            return keep_finite(z_prev, mean + sigma * noise, self.stats.guidance).detach(), x0.detach()
         z_prev = ddim_from_x0(x0, eps, a_prev, sigma, noise)
         if step is not None:  # the step lands on z_{t-1}, or on z_t carried by DDPM's 1/sqrt(alpha_t) (TFG tfg.py:129)
             # at a_t = 0 (a flow's sigma = 1) 1/sqrt(alpha_t) is infinite: the guard below skips that step, counted
