@@ -8,7 +8,7 @@
 For every solver (``SamplerConfig.scheduler``: ``ddim`` = ugd's exact DDIM, or a diffusers scheduler
 class name / alias) and step count, draws ``samples-per-digit`` images of each digit 0-9 per seed with
 the bench's label guide (``--label-guide``: the bench's default ``digit-robust``, or the clean ``digit``)
-and the digits backbone's default preset (from the registry), through the
+and the scale-free default every solver takes, ``auto-eps`` (``auto``'s spherical step needs ancestral DDIM), through the
 digits bench (``ugd_digits.bench.DigitsBench``: same guides, per-image seeds and judges as
 ``ugd bench digits``). Reports both judges (calibrated ``eval_classifier`` and the nearest-neighbour
 judge with its non-digit share), denoiser passes per sample (forward and backward, from
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="", help="comma-separated bench seeds (image seed = seed*100000 + digit*1000 + j); "
                    "default: the first pilot seed (500) with --pilot, else the first reported seed (1000)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--preset", default="", help="preset name or JSON file (default: the digits backbone's default preset)")
+    p.add_argument("--preset", default="", help="preset name or JSON file (default: auto-eps, the default every solver takes)")
     p.add_argument("--label-guide", default=DEFAULT_LABEL_GUIDE, choices=LABEL_GUIDES,
                    help="the label guide (the digits bench's label_guide; the reported solver table used digit)")
     p.add_argument("--variant", action="append", default=[], metavar="SOLVER:KNOB=VALUE;...",
@@ -112,7 +112,7 @@ def plan(args: argparse.Namespace, registry: Any) -> tuple[str, dict[str, Any], 
 
     default_seed = SEED_RANGES["pilot" if args.pilot else "reported"][0]  # never the old, overlooked seeds 0-9
     args.seed_list = _ints(args.seeds or str(default_seed), "seeds", 0)
-    preset = args.preset or registry.get("backbone", BACKBONE).default_preset
+    preset = args.preset or "auto-eps"  # the default preset every scheduler takes (auto's needs ancestral DDIM)
     name, settings = resolve_preset(preset, registry)
     rows: list[dict[str, Any]] = []
     solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]

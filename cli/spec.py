@@ -255,6 +255,9 @@ def resolve_config(spec: RunSpec, registry: Registry, backbone: str | None = Non
     entry = registry.get("backbone", bname) if needed or bname in registry.entries["backbone"] else None
     if preset is None and spec.guides:  # the backbone's own default preset, else the scale-free default
         preset = entry.default_preset or "auto"
+        no_noise = str(spec.overrides.get("scheduler", "ddim")) != "ddim" or float(spec.overrides.get("eta", 1.0) or 0.0) <= 0
+        if preset == "auto" and no_noise:
+            preset = "auto-eps"  # auto's spherical step needs ancestral DDIM; auto-eps guides through eps, any scheduler
     name = preset
     if preset is not None:
         name, settings = resolve_preset(preset, registry)

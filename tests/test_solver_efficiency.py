@@ -39,7 +39,7 @@ def test_tiny_run_writes_table_json_and_counts_passes(tmp_path):
     from ugd_core.registry import get_registry
 
     reg = get_registry()
-    preset = reg.get("preset", reg.get("backbone", "digits").default_preset).settings
+    preset = reg.get("preset", "auto-eps").settings
     k = preset.get("recurrence", 1)
     out = tmp_path / "out"
     argv = ["--samples-per-digit", "1", "--steps", "2,3", "--solvers", "ddim,dpm++", "--variant", "unipc:recurrence=1", "--out", str(out)]

@@ -1,4 +1,4 @@
-"""The spherical forward step (``forward_on="sphere"``, DSG: Yang et al. 2024, eq. 10-11) and its landing where a
+"""The spherical forward step (``forward_on="sphere"``, DSG: Yang et al. 2024, eq. 10-11), and the default where a
 step draws no noise. The DSG step itself equals DSG's published update in tests/test_peer_references.py."""
 
 import pytest
@@ -7,10 +7,9 @@ import torch
 from ugd_core import SamplerConfig, make_guide, sample
 from ugd_core import testing
 from ugd_core.backbones import default_scheduler
-from ugd_core.guidance import as_guide_set
-from ugd_core.noise import make_generators
+from ugd_core.errors import UgdError
 from ugd_core.presets import PRESETS
-from ugd_core.sampler import NoiseSchedule, UniversalGuidance, spherical_step
+from ugd_core.sampler import spherical_step
 
 AUTO = PRESETS["auto"][1]
 
@@ -43,28 +42,26 @@ def quad(scale: float = 1.0):
 
 
 @pytest.mark.parametrize("knobs", [dict(eta=0.0), dict(scheduler="DPMSolverMultistepScheduler")])
-def test_without_drawn_noise_eps_is_turned_and_keeps_its_norm(knobs):
-    """With eta = 0 (or another scheduler, which takes guidance through eps) the step's noise is eps itself."""
-    backbone = testing.gaussian_backbone(0.2, 0.5, (2, 4, 4), default_scheduler())
-    cfg = SamplerConfig(**dict(AUTO, backward_steps=0, recurrence=1, num_steps=10, **knobs))
-    run = UniversalGuidance(backbone, as_guide_set(quad()), cfg, make_generators([0, 1]))
-    chain = NoiseSchedule.from_scheduler(backbone.scheduler, 10)
-    i = 3
-    z = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(1))
-    t = torch.full((2,), chain.timesteps[i], dtype=torch.long)
-    k = run.step_knobs(chain)[i]
-    with torch.no_grad():
-        plain = backbone.eps(z, t, None)
-    guided, _, step = run.guided_eps(z, t, chain.alpha_bar[i], None, k)
-    assert step is None  # landed on eps
-    assert torch.allclose(norms(guided), norms(plain), rtol=1e-5)
-    cos = (guided * plain).flatten(1).sum(1) / (norms(guided) * norms(plain))
-    assert (cos < 0.999).all()  # eps did turn
+def test_the_sphere_needs_the_noise_of_an_ancestral_ddim_step(knobs):
+    with pytest.raises(UgdError, match="needs scheduler='ddim' and eta > 0.*--preset auto-eps"):
+        SamplerConfig(**dict(AUTO, **knobs))
 
 
-def test_the_default_runs_with_another_scheduler_and_ignores_the_loss_scale():
+@pytest.mark.parametrize("given, preset", [(dict(), "auto"), (dict(scheduler="dpm++"), "auto-eps"), (dict(eta=0.0), "auto-eps"),
+                                            (dict(scheduler="ddim"), "auto")])
+def test_the_default_preset_follows_the_step_it_guides(given, preset):
+    """With no --preset the digits backbone's default is auto; where a step draws no noise (another scheduler,
+    eta = 0) it is auto-eps, whose forward step lands on eps, and the run's record names it."""
+    from cli.spec import RunSpec, resolve_config
+    from ugd_core.registry import get_registry
+
+    cfg, name = resolve_config(RunSpec(guides=["digit:label=3"], overrides=given), get_registry())
+    assert name == preset and cfg.forward_on == ("sphere" if preset == "auto" else "eps")
+
+
+def test_auto_eps_runs_with_another_scheduler_and_ignores_the_loss_scale():
     backbone = testing.gaussian_backbone(0.2, 0.5, (2, 4, 4), default_scheduler())
-    cfg = SamplerConfig(**dict(AUTO, num_steps=8, scheduler="DPMSolverMultistepScheduler"))
+    cfg = SamplerConfig(**dict(PRESETS["auto-eps"][1], num_steps=8, scheduler="DPMSolverMultistepScheduler"))
     a = sample(backbone, quad(1.0), cfg, num_images=2, seed=4).images
     b = sample(backbone, quad(1e3), cfg, num_images=2, seed=4).images
     unguided = sample(backbone, None, cfg, num_images=2, seed=4).images

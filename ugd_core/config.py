@@ -37,9 +37,8 @@ class SamplerConfig:
     forward_input: str = "x0"  # x0 = universal guidance; zt = the guide applied to the noisy z_t (classifier guidance)
     # where the step lands: eps (eps += step, universal guidance) | z_prev (z_{t-1} -= step: DPS, FreeDoM, LGD)
     # | z_t (a step on z_t carried to z_{t-1} by 1/sqrt(alpha_t), alpha_t = a_t / a_prev: TFG)
-    # | sphere (the step's own noise is turned toward -grad by the rate s(t) in [0, 1] and kept at its length, so
-    # only the gradient's direction counts: z_{t-1}'s noise sigma_t n, radius sqrt(d) sigma_t, with DDIM at eta > 0
-    # (DSG); eps itself, at its norm, where a step draws no noise (eta = 0, or another scheduler))
+    # | sphere (z_{t-1}'s noise sigma_t n is turned toward -grad by the rate s(t) in [0, 1] and kept on its sphere
+    # of radius sqrt(d) sigma_t, so only the gradient's direction counts: DSG; needs DDIM with eta > 0)
     forward_on: str = "eps"
     # no forward step where a_t < this noise level: the z_t gradient carries 1 / sqrt(a_t) through x0_hat,
     # so at the noisiest steps of a cosine schedule (a_t ~ 1e-6) one step throws z far off; in units of a_t,
@@ -124,10 +123,13 @@ class SamplerConfig:
                 raise UgdError(f"{name}={str(value)!r} is not one of {', '.join(allowed)}{closest(str(value), list(allowed))}")
         if self.backward_backtrack > 0 and self.backward_optimizer != "sgd":
             raise UgdError("backward_backtrack > 0 line-searches plain gradient steps: set backward_optimizer=sgd, or backward_backtrack=0 for Adam")
+        if self.forward_on == "sphere" and (self.eta <= 0 or self.scheduler != "ddim"):
+            raise UgdError("forward_on='sphere' turns the noise an ancestral DDIM step draws: it needs scheduler='ddim' "
+                           "and eta > 0; for another scheduler or eta=0 use --preset auto-eps (the forward step on eps)")
         if self.scheduler != "ddim":
             scheduler_class(self.scheduler)
             for name, value in (("forward_on", self.forward_on), ("backward_on", self.backward_on)):
-                if value not in ("eps", "sphere"):
+                if value != "eps":
                     raise UgdError(f"{name}={value!r} needs scheduler='ddim'; other schedulers take guidance through eps ({name}=eps)")
         for name in ("forward_window", "backward_window", "recurrence_window"):
             lo, hi = getattr(self, name)

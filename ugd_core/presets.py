@@ -31,6 +31,22 @@ AUTO: dict[str, Any] = dict(
     recurrence_window=(0.2, 0.6),
 )
 
+# The default where a step draws no noise (a deterministic or multistep diffusers scheduler, or eta = 0), which
+# DSG's step needs: the same scale-free guides, line-searched backward steps and recurrence, with the forward
+# step unit-RMS on eps (0.1). The first `auto` (pilot rounds 1-2, docs/bench/auto-pilot-round2.md).
+AUTO_EPS: dict[str, Any] = dict(
+    guide_normalize="grad",
+    forward_strength=0.1,
+    forward_schedule="constant",
+    forward_normalize="grad",
+    backward_steps=3,
+    backward_lr=0.1,
+    backward_normalize="grad",
+    backward_backtrack=3,
+    recurrence=2,
+    recurrence_window=(0.2, 0.6),
+)
+
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "auto": (
         "The default: scale-free guidance, any loss scale, no tuning (unit-RMS guides; DSG spherical forward step, rate 0.2; backward m=3 of 0.03 line-searched; k=2 mid-chain)",
@@ -38,6 +54,11 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
         "ugd (docs/algorithm.md, 'Scale-free guidance'); forward and backward guidance per Bansal et al. 2023, Algorithm 1; "
         "the spherical forward step per Yang et al. 2024 (DSG), eq. 10-11; "
         "backtracking per Nocedal & Wright, Numerical Optimization, Alg. 3.1; values from benchmarks/auto_pilot.py on pilot seeds",
+    ),
+    "auto-eps": (
+        "The default with another scheduler or eta=0: scale-free guidance with the forward step on eps (unit-RMS 0.1), any solver",
+        AUTO_EPS,
+        "ugd (docs/algorithm.md, 'Scale-free guidance'); the first auto, picked in pilot rounds 1-2 of benchmarks/auto_pilot.py",
     ),
     "ugd": (
         "Universal guidance: forward s=1 (s(t) = s sqrt(1 - a_t), on eps) + backward Adam m=1 lr 0.01 on clamped x0 + recurrence k=3",

@@ -300,10 +300,6 @@ class UniversalGuidance:
         eps, step = self.forward_guidance(z_t, t, a_t, cond, k, smoothing)
         if step is not None and c.forward_on == "eps":
             eps, step = keep_finite(eps + step, eps, stats), None  # eps_hat = eps + s(t) grad
-        elif step is not None and c.forward_on == "sphere" and (c.eta == 0 or c.scheduler != "ddim"):
-            # a step that draws no noise: its noise is eps itself, turned toward -grad and kept at its norm
-            radius = torch.linalg.vector_norm(eps.flatten(1), dim=1)
-            eps, step = keep_finite(spherical_step(eps, step, k.forward_strength, radius), eps, stats), None
         x0 = self.x0(z_t, eps, a_t, t, cond)
         if k.backward_steps > 0:
             delta = self.backward_guidance(x0, t, k, smoothing)
