@@ -70,8 +70,8 @@ DEFAULT_LABEL_GUIDE = LABEL_GUIDES[0]
 # Built-in methods: unguided and the ablations of the default preset; any other method name is a
 # registered preset (or a preset file) looked up in the registry.
 METHODS: dict[str, dict[str, Any] | None] = {"unguided": None, **ABLATIONS}
-PEER_PRESETS = ("dps", "freedom", "mpgd", "lgd", "tfg", "ugd")
-DEFAULT_METHODS = (*METHODS, *PEER_PRESETS)
+PEER_PRESETS = ("dps", "freedom", "mpgd", "lgd", "tfg", "dsg", "ugd")
+DEFAULT_METHODS = (*METHODS, "auto", *PEER_PRESETS)  # the ablations, every backbone's default, the peers
 DEFAULT_SETTINGS = ABLATIONS["forward+backward"]  # the 'digits' preset's settings
 CLASS_TASKS = ("label", "box", "inpaint", "mask+label")  # tasks with a target class: both judges report on them
 REPORTED_SEEDS = tuple(SEED_RANGES["reported"][:3])  # the bench's default seeds: 1000, 1001, 1002
