@@ -95,6 +95,10 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
                                              recurrence=2, recurrence_window=(0.2, 0.6)),
     "dsg 0.2 + bwd 0.03 + k2 mid": dict(SCALE_FREE, forward_strength=0.2, forward_schedule="constant", forward_on="sphere",
                                         eta=1.0, backward_steps=3, backward_lr=0.03, recurrence=2, recurrence_window=(0.2, 0.6)),
+    # round 6 (after the reported looks: compositions trail, box + label 0.52-0.69x): each guide's normaliser held
+    # from the run's first evaluation (guide_normalize=first), so a met guide (a saturated class) takes a
+    # shrinking share; fresh pilot seeds 512-514
+    "auto first": "auto|guide_normalize=first",
 }
 
 
@@ -161,6 +165,9 @@ def main() -> None:
     summary = []
     for name in ["unguided", *names]:
         c = CANDIDATES.get(name)
+        if isinstance(c, str) and "|" in c:  # a registered preset with knob changes: "preset|knob=value"
+            base, *changes = c.split("|")
+            c = dict(reg.get("preset", base).settings, **dict(kv.split("=") for kv in changes))
         settings = None if name == "unguided" else dict(reg.get("preset", c).settings) if isinstance(c, str) else dict(c)
         if settings is not None:
             settings.update(extra)

@@ -122,3 +122,19 @@ def test_the_digits_backbone_defaults_to_auto_at_its_own_step_count():
     assert cfg.num_steps == 20 and cfg.forward_on == "z_prev"  # any preset takes the backbone's step count
     cfg, _ = resolve_config(RunSpec(guides=["digit:label=1"], overrides=dict(num_steps=7)), reg)
     assert cfg.num_steps == 7
+
+
+def test_first_step_normalisers_are_scale_free_and_let_a_met_guide_fade():
+    """guide_normalize=first: r_i from each guide's first evaluation, held for the run. A loss in other units
+    gives the same images; and a guide's gradient share falls as its loss is met (r_i no longer follows it)."""
+    from ugd_core.gradients import HeldScales
+
+    a = run([quad(0.9), (cubic(), 1.0)], guide_normalize="first")
+    b = run([quad(0.9, scale=1e3), (cubic(scale=1e-3), 1.0)], guide_normalize="first")
+    assert (a - b).abs().max() <= 1e-4 and (a - run([quad(0.9), (cubic(), 1.0)])).abs().max() > 1e-3
+    held = HeldScales()
+    far = torch.full((2, 8, 2, 2), -0.5)
+    near = torch.full((2, 8, 2, 2), 0.85)
+    g_far = loss_and_grad(as_guide_set(quad(0.9)), far, [torch.Generator()] * 2, GuidanceStats(), normalize=True, held=held)[1]
+    g_near = loss_and_grad(as_guide_set(quad(0.9)), near, [torch.Generator()] * 2, GuidanceStats(), normalize=True, held=held)[1]
+    assert per_sample_rms(g_far).allclose(torch.ones(2)) and (per_sample_rms(g_near) < 0.05).all()

@@ -47,7 +47,8 @@ class SamplerConfig:
 
     # scale-free guidance: each guide's loss divided by the per-sample RMS of its own gradient (held constant)
     # before the weighted sum, so a loss multiplied by any c > 0 guides identically and ``weight`` is a
-    # guide's share of the step: none | grad
+    # guide's share of the step: none | grad | first (each r_i held from the run's first evaluation, so a guide whose
+    # loss is met takes a shrinking share)
     guide_normalize: str = "none"
 
     # backward guidance: m optimiser steps on delta minimising loss(x0_hat + delta)   (TFG's mu, N_iter)
@@ -108,7 +109,7 @@ class SamplerConfig:
         choices = {
             **dict.fromkeys(("forward_schedule", "backward_schedule", "smoothing_schedule"), SCHEDULES),  # or a callable
             "forward_normalize": ("none", "grad", "loss"),
-            "guide_normalize": ("none", "grad"),
+            "guide_normalize": ("none", "grad", "first"),
             "backward_normalize": ("none", "grad"),
             "forward_input": ("x0", "zt"),
             "forward_on": ("eps", "z_prev", "z_t", "sphere"),

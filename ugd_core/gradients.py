@@ -99,6 +99,17 @@ class Smoothing:
         return list(offsets)
 
 
+@dataclass
+class HeldScales:
+    """``guide_normalize="first"``: each guide's normaliser r_i [N], taken at its first evaluation in a run and
+    reused by every later one, so a guide whose loss is met takes a shrinking share of the step."""
+
+    values: dict[int, Tensor] = field(default_factory=dict)
+
+    def hold(self, index: int, r: Tensor) -> Tensor:
+        return self.values.setdefault(index, r)
+
+
 def per_sample_rms(g: Tensor) -> Tensor:
     """sqrt(mean(g^2)) over every axis but the first, [N], kept above the dtype's smallest normal number."""
     return g.flatten(1).double().pow(2).mean(1).sqrt().clamp(min=torch.finfo(g.dtype).tiny).to(g.dtype)
@@ -118,6 +129,7 @@ def loss_and_grad(
     zo_std: float = 0.05,
     t: Tensor | None = None,
     normalize: bool = False,
+    held: HeldScales | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weighted loss per sample [N] and its gradient with respect to ``images``.
 
@@ -147,6 +159,8 @@ def loss_and_grad(
             if normalize:  # l_i / r_i, r_i the RMS of g_i = grad l_i (of the probes' mean), held constant
                 raw = [torch.autograd.grad(losses.mean(0).sum(), leaf, retain_graph=True)[0] for losses in per_guide]
                 rms = [per_sample_rms(g).detach() for g in raw]
+                if held is not None:
+                    rms = [held.hold(j, r) for j, r in enumerate(rms)]
                 per_guide = [item.weight * losses / r for item, losses, r in zip(diff, per_guide, rms)]
             if not additive:  # not additive over guides: one gradient of the composition
                 parts = [(None, math.log(len(offsets)) - torch.logsumexp(-sum(per_guide), dim=0))]
@@ -166,7 +180,7 @@ def loss_and_grad(
                 total_grad = total_grad + grad.to(x.dtype)
         stats.guide_forward += len(diff) * len(offsets)
         stats.guide_backward += len(diff) * len(offsets) * (2 if normalize and not additive else 1)
-    for item in guides.items:
+    for j, item in enumerate(guides.items):
         if item.guide.differentiable:
             continue
         stats.zero_order_guides.add(item.guide.name)
@@ -181,6 +195,7 @@ def loss_and_grad(
             stats.guide_forward += 1 + 2 * zo_probes
         if normalize:
             r = per_sample_rms(g / zo_probes)
+            r = held.hold(len(diff) + j, r) if held is not None else r
             base, g = base / r, g / _bcast(r * zo_probes, g)
             total_loss, total_grad = total_loss + item.weight * base, total_grad + item.weight * g
         else:

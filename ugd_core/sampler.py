@@ -31,7 +31,7 @@ from torch import Tensor
 from .backbones import Backbone, set_channels_last
 from .config import SamplerConfig
 from .errors import UgdError
-from .gradients import GuidanceStats, Smoothing, keep_finite, loss_and_grad, per_sample_rms
+from .gradients import GuidanceStats, HeldScales, Smoothing, keep_finite, loss_and_grad, per_sample_rms
 from .guidance import GuideSet, as_guide_set
 from .noise import make_generators, randn
 from .schedules import in_window, schedule_values, scheduler_class
@@ -164,11 +164,12 @@ class UniversalGuidance:
     def __init__(self, backbone: Backbone, guides: GuideSet, config: SamplerConfig, generators: list[torch.Generator]):
         self.backbone, self.guides, self.config, self.gens = backbone, guides, config, generators
         self.stats = SampleStats()
+        self.held = HeldScales() if config.guide_normalize == "first" else None  # normalisers of the run's first step
 
     def _loss_grad(self, images: Tensor, t: Tensor, smoothing: Smoothing) -> tuple[Tensor, Tensor]:
         c = self.config
-        normalize = c.guide_normalize == "grad"
-        return loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t, normalize)
+        normalize = c.guide_normalize != "none"
+        return loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t, normalize, self.held)
 
     def denoise(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
         """eps(z_t, t, c) in z_t's dtype (one denoiser pass)."""

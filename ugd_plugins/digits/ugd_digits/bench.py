@@ -244,7 +244,7 @@ class DigitsBench:
                  steps: int | None = None) -> tuple[list[Case], torch.Tensor, dict[str, Any]]:
         """Samples for every case of a task: (cases, images [cases*n, 1, 32, 32], cost)."""
         n = n or self.samples
-        unit = (settings or {}).get("guide_normalize", "none") == "grad"  # weights are shares, not unit conversions
+        unit = (settings or {}).get("guide_normalize", "none") != "none"  # weights are shares, not unit conversions
         cases = task_cases(task, seed, self.n_cases, self.label_guide, self.label_weights, unit_weights=unit)
         cfg = self.config(settings, steps)
         images, secs, fwd, bwd = [], 0.0, 0, 0
