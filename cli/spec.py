@@ -243,6 +243,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def draws_no_noise(overrides: dict[str, Any]) -> bool:
+    """Whether ``--scheduler`` / ``--eta`` ask for steps that draw no noise (another scheduler, or eta <= 0); a value
+    that is no number is left to the settings check, which names it."""
+    try:
+        eta = float(overrides.get("eta", 1.0))
+    except (TypeError, ValueError):
+        eta = 1.0
+    return str(overrides.get("scheduler", "ddim")) != "ddim" or eta <= 0
+
+
 def resolve_config(spec: RunSpec, registry: Registry, backbone: str | None = None) -> tuple[SamplerConfig, str | None]:
     """Preset (a name or a JSON file) then overrides -> SamplerConfig; every setting type-checked.
     ``backbone``: the backbone's name when the caller has parsed it."""
@@ -255,8 +265,7 @@ def resolve_config(spec: RunSpec, registry: Registry, backbone: str | None = Non
     entry = registry.get("backbone", bname) if needed or bname in registry.entries["backbone"] else None
     if preset is None and spec.guides:  # the backbone's own default preset, else the scale-free default
         preset = entry.default_preset or "auto"
-        no_noise = str(spec.overrides.get("scheduler", "ddim")) != "ddim" or float(spec.overrides.get("eta", 1.0) or 0.0) <= 0
-        if preset == "auto" and no_noise:
+        if preset == "auto" and draws_no_noise(spec.overrides):
             preset = "auto-eps"  # auto's spherical step needs ancestral DDIM; auto-eps guides through eps, any scheduler
     name = preset
     if preset is not None:
