@@ -187,25 +187,43 @@ class UniversalGuidance:
                            "has no x0_at_pure_noise; use a schedule with a_t > 0 at its first step")
         return own(z_t, t, cond).to(z_t.dtype)
 
-    def forward_guidance(self, z_t: Tensor, t: Tensor, a_t: float, cond: Any, k: StepKnobs, smoothing: Smoothing) -> tuple[Tensor, Tensor | None]:
-        """eps(z_t) and the forward step s(t) * N(grad_{z_t} l(f(D(x0(z_t, eps))))) (None when off).
+    def forward_guidance(self, z_t: Tensor, t: Tensor, a_t: float, cond: Any, k: StepKnobs,
+                         smoothing: Smoothing) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor] | None]:
+        """eps(z_t), the forward step s(t) * N(grad_{z_t} l(f(D(x0(z_t, eps))))) (None when off), and, where
+        backward guidance will start from this same x0_hat (:meth:`reuses_forward_loss`), the loss and its
+        gradient with respect to x0_hat there, so that backward guidance need not evaluate them again.
 
         N is ``forward_normalize``. With ``forward_input="zt"`` the guide sees z_t itself and only the
         guide is differentiated; otherwise the gradient runs through the denoiser (one backward pass).
         """
         if k.forward_strength == 0.0:
             with torch.no_grad():
-                return self.denoise(z_t, t, cond), None
+                return self.denoise(z_t, t, cond), None, None
         on_zt = self.config.forward_input == "zt"
+        at_x0 = None
         with torch.enable_grad():
             z = z_t.detach().requires_grad_(True)
             eps = self.denoise(z.detach() if on_zt else z, t, cond)
-            images = self.backbone.decode(z if on_zt else self.x0(z, eps, a_t, t, cond))
+            x0 = z if on_zt else self.x0(z, eps, a_t, t, cond)
+            images = self.backbone.decode(x0)
             loss, g_img = self._loss_grad(images, t, smoothing)
-            (g_z,) = torch.autograd.grad(images, z, g_img)  # chain rule through D (and the denoiser)
+            if self.reuses_forward_loss(k):  # the same chain rule, split at x0_hat
+                (g_x0,) = torch.autograd.grad(images, x0, g_img, retain_graph=True)
+                (g_z,) = torch.autograd.grad(x0, z, g_x0)
+                at_x0 = (loss, keep_finite(g_x0, torch.zeros_like(g_x0), self.stats.guidance))
+            else:
+                (g_z,) = torch.autograd.grad(images, z, g_img)  # chain rule through D (and the denoiser)
         self.stats.denoiser_backward += 0 if on_zt else 1
         g_z = keep_finite(self._normalize(g_z, loss), torch.zeros_like(g_z), self.stats.guidance)
-        return eps.detach(), k.forward_strength * g_z
+        return eps.detach(), k.forward_strength * g_z, at_x0
+
+    def reuses_forward_loss(self, k: StepKnobs) -> bool:
+        """Whether backward guidance starts where the forward step scored the guides, so that it can take their
+        loss and gradient from it: the forward step leaves eps (and so x0_hat) as it was, the guide saw x0_hat,
+        no probes or zero-order estimates draw fresh noise, and no projection moves the start."""
+        c = self.config
+        return (k.backward_steps > 0 and c.forward_on != "eps" and c.forward_input == "x0" and k.smoothing_std == 0
+                and not c.clip_x0 and all(item.guide.differentiable for item in self.guides.items))
 
     def _normalize(self, g: Tensor, loss: Tensor) -> Tensor:
         mode = self.config.forward_normalize
@@ -224,23 +242,25 @@ class UniversalGuidance:
             (g_delta,) = torch.autograd.grad(images, d, g_img)
         return loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance)
 
-    def backward_guidance(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing) -> Tensor:
+    def backward_guidance(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing,
+                          start: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """delta* = argmin_delta l(f(D(x0_hat + delta))): m optimiser steps from delta = 0.
 
         With ``clip_x0`` the iterate x0_hat + delta is projected onto [-1, 1] before each step and
         at the end (official code, Guided_Diffusion_Imagenet gaussian_diffusion.py:744,795). With
         ``backward_normalize="grad"`` each step's gradient is unit-RMS per sample (lr in x0 units), and
         with ``backward_backtrack`` > 0 the steps are line-searched (:meth:`backward_line_search`).
-        Only the guide (and decoder) is differentiated; the denoiser is never re-run.
+        Only the guide (and decoder) is differentiated; the denoiser is never re-run. ``start``: the loss and
+        gradient at delta = 0 when the forward step already computed them there.
         """
         if self.config.backward_backtrack > 0:
-            return self.backward_line_search(x0_hat, t, k, smoothing)
+            return self.backward_line_search(x0_hat, t, k, smoothing, start)
         delta = torch.zeros_like(x0_hat, requires_grad=True)
         optimizer = torch.optim.Adam if self.config.backward_optimizer == "adam" else torch.optim.SGD
         opt = optimizer([delta], lr=k.backward_lr)
-        for _ in range(k.backward_steps):
+        for i in range(k.backward_steps):
             self._project(x0_hat, delta)
-            _, g_delta = self._delta_loss_grad(x0_hat, delta, t, smoothing)
+            _, g_delta = start if start is not None and i == 0 else self._delta_loss_grad(x0_hat, delta, t, smoothing)
             delta.grad = self._backward_direction(g_delta)
             opt.step()
         self._project(x0_hat, delta)
@@ -249,7 +269,8 @@ class UniversalGuidance:
     def _backward_direction(self, g: Tensor) -> Tensor:
         return g / _bcast(per_sample_rms(g), g) if self.config.backward_normalize == "grad" else g
 
-    def backward_line_search(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing) -> Tensor:
+    def backward_line_search(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing,
+                             start: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """m gradient steps on delta, each backtracked per sample (Armijo-style with a zero slope term,
         Nocedal & Wright Alg. 3.1): a trial delta - lr N(g) is kept for a sample only if its loss falls
         below the current one; otherwise its step is halved, at most ``backward_backtrack`` times, and a
@@ -262,7 +283,7 @@ class UniversalGuidance:
         delta = torch.zeros_like(x0_hat)
         if self.config.clip_x0:
             delta = torch.maximum(torch.minimum(delta, 1 - x0_hat), -1 - x0_hat)
-        loss, g = self._delta_loss_grad(x0_hat, delta, t, smoothing)
+        loss, g = start if start is not None else self._delta_loss_grad(x0_hat, delta, t, smoothing)
         active = torch.ones(n, dtype=torch.bool, device=x0_hat.device)  # samples whose last step lowered the loss
         for _ in range(k.backward_steps):
             lr = torch.full((n,), k.backward_lr, device=x0_hat.device, dtype=x0_hat.dtype)
@@ -298,12 +319,12 @@ class UniversalGuidance:
         c, stats = self.config, self.stats.guidance
         # with smoothing_shared, one set of probes for this step, drawn in the guide's image shape (TFG tfg.py:99)
         smoothing = Smoothing(k.smoothing_std, c.smoothing_probes, c.smoothing_reduce, shared=c.smoothing_shared)
-        eps, step = self.forward_guidance(z_t, t, a_t, cond, k, smoothing)
+        eps, step, at_x0 = self.forward_guidance(z_t, t, a_t, cond, k, smoothing)
         if step is not None and c.forward_on == "eps":
             eps, step = keep_finite(eps + step, eps, stats), None  # eps_hat = eps + s(t) grad
         x0 = self.x0(z_t, eps, a_t, t, cond)
         if k.backward_steps > 0:
-            delta = self.backward_guidance(x0, t, k, smoothing)
+            delta = self.backward_guidance(x0, t, k, smoothing, at_x0)
             if c.backward_on == "eps":  # eps_tilde = eps_hat - sqrt(a_t / (1 - a_t)) delta, so x0(z_t, eps_tilde) = x0 + delta
                 eps = keep_finite(eps - (a_t / (1 - a_t)) ** 0.5 * delta, eps, stats)
             x0 = x0 + delta
