@@ -25,7 +25,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +34,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from step_timing import timed  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ugd_core import SamplerConfig, make_guide, sample  # noqa: E402
@@ -227,32 +229,6 @@ class Cell:
     finite: bool
 
 
-def timed(device: torch.device, run: Callable[[Callable[[], None]], torch.Tensor]) -> tuple[float, float | None, bool]:
-    """(median seconds per step after the first, peak GB, images finite) of one run."""
-    cuda = device.type == "cuda"
-    marks: list[Any] = []
-
-    def on_step() -> None:
-        if cuda:
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            marks.append(ev)
-        else:
-            marks.append(time.perf_counter())
-
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    images = run(on_step)
-    if cuda:
-        torch.cuda.synchronize()
-        gaps = [a.elapsed_time(b) / 1000 for a, b in zip(marks, marks[1:])]
-        peak = torch.cuda.max_memory_allocated() / 1e9
-    else:
-        gaps, peak = [b - a for a, b in zip(marks, marks[1:])], None
-    return statistics.median(gaps), peak, bool(torch.isfinite(images).all())
-
-
 def main(argv: list[str] | None = None) -> list[Cell]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -312,7 +288,9 @@ def main(argv: list[str] | None = None) -> list[Cell]:
                         break
                     knobs = MODES[mode]
                     u, up, uf = timed(device, lambda cb: ugd_run(bb, guide, knobs, args.steps, cb, memory))
+                    uf = bool(torch.isfinite(uf).all())
                     f, fp, ff = timed(device, lambda cb: floor_run(bb, guide, knobs, args.steps, cb))
+                    ff = bool(torch.isfinite(ff).all())
                     cell = Cell(model, dname, knobs_on, mode, u, f, up, fp, uf and ff)
                     cells.append(cell)
                     gb = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731

@@ -1,0 +1,36 @@
+"""Per-step time and peak memory of one sampling run (shared by sd_cost.py and flow_cost.py)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def timed(device: torch.device, run: Callable[[Callable[[], None]], torch.Tensor]) -> tuple[float, float | None, torch.Tensor]:
+    """(median seconds per step after the first, peak GB on CUDA else None, the run's output). ``run(on_step)``
+    calls ``on_step`` at each step's end; gaps are CUDA events on GPU, wall clock on CPU."""
+    cuda = device.type == "cuda"
+    marks: list[Any] = []
+
+    def on_step() -> None:
+        if cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            marks.append(ev)
+        else:
+            marks.append(time.perf_counter())
+
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    out = run(on_step)
+    if cuda:
+        torch.cuda.synchronize()
+        gaps = [a.elapsed_time(b) / 1000 for a, b in zip(marks, marks[1:])]
+        peak = torch.cuda.max_memory_allocated() / 1e9
+    else:
+        gaps, peak = [b - a for a, b in zip(marks, marks[1:])], None
+    return statistics.median(gaps), peak, out
