@@ -30,7 +30,7 @@ def test_every_preset_is_finite_on_the_digits_backbones(backbone, guide, name):
     settings = dict(REGISTRY.get("preset", name).settings, num_steps=3)
     settings["recurrence"] = min(settings.get("recurrence", 1), 2)  # the same code path at less cost
     cfg = SamplerConfig(**settings)
-    out = sample(backbone, guide, cfg, num_images=2, seed=7)
+    out = sample(backbone, guide, cfg, num_images=1, seed=7)
     assert torch.isfinite(out.images).all() and torch.isfinite(out.latents).all()
-    plain = sample(backbone, None, cfg, num_images=2, seed=7)
+    plain = sample(backbone, None, cfg, num_images=1, seed=7)
     assert (out.images - plain.images).abs().max() > 1e-3, f"{name} did not guide"
