@@ -22,10 +22,10 @@ def test_the_step_lies_on_the_sphere_and_turns_by_the_rate():
     g = torch.Generator().manual_seed(0)
     d = torch.randn(3, 4, 5, 5, generator=g)
     direction = torch.randn(3, 4, 5, 5, generator=g)
-    radius = torch.tensor([1.0, 2.0, 5.0])
+    radius = 5.0
     for rate in (0.0, 0.2, 0.7, 1.0):
         out = spherical_step(d, direction, rate, radius)
-        assert torch.allclose(norms(out), radius, rtol=1e-5)
+        assert torch.allclose(norms(out), torch.full((3,), radius), rtol=1e-5)
     # rate 0 keeps the noise's direction; rate 1 is the pure descent direction -g
     unit = lambda v: v / norms(v).view(-1, 1, 1, 1)  # noqa: E731
     assert torch.allclose(unit(spherical_step(d, direction, 0.0, radius)), unit(d), atol=1e-6)

@@ -32,20 +32,9 @@ AUTO: dict[str, Any] = dict(
 )
 
 # The default where a step draws no noise (a deterministic or multistep diffusers scheduler, or eta = 0), which
-# DSG's step needs: the same scale-free guides, line-searched backward steps and recurrence, with the forward
-# step unit-RMS on eps (0.1). The first `auto` (pilot rounds 1-2, docs/bench/auto-pilot-round2.md).
-AUTO_EPS: dict[str, Any] = dict(
-    guide_normalize="grad",
-    forward_strength=0.1,
-    forward_schedule="constant",
-    forward_normalize="grad",
-    backward_steps=3,
-    backward_lr=0.1,
-    backward_normalize="grad",
-    backward_backtrack=3,
-    recurrence=2,
-    recurrence_window=(0.2, 0.6),
-)
+# DSG's step needs: `auto` with the forward step unit-RMS on eps (0.1) and backward steps of 0.1. The first
+# `auto` (pilot rounds 1-2, docs/bench/auto-pilot-round2.md).
+AUTO_EPS: dict[str, Any] = dict(AUTO, forward_strength=0.1, forward_on="eps", forward_normalize="grad", eta=0.0, backward_lr=0.1)
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "auto": (

@@ -139,15 +139,13 @@ def ddim_step(z_t: Tensor, eps: Tensor, a_t: float, a_prev: float, eta: float, n
     return ddim_from_x0(predict_x0(z_t, eps, a_t), eps, a_prev, ddim_sigma(a_t, a_prev, eta), noise)
 
 
-def spherical_step(d_sample: Tensor, direction: Tensor, rate: float, radius: Tensor | float) -> Tensor:
+def spherical_step(d_sample: Tensor, direction: Tensor, rate: float, radius: float) -> Tensor:
     """DSG's step (Yang et al. 2024, eq. 10-11): d* = -radius g / ||g||, mix = d_sample + rate (d* - d_sample),
     the step is radius mix / ||mix||: on the sphere where the noise d_sample lives, whatever g's length (norms
-    per sample; radius a float or one per sample [N]). A sample with no direction (g = 0: its guidance
-    skipped) keeps d_sample, as an unguided step."""
+    per sample). A sample with no direction (g = 0: its guidance skipped) keeps d_sample, as an unguided step."""
     def norm(v: Tensor) -> Tensor:  # DSG's code adds 1e-8 to norms; a floor at the dtype's tiny keeps any g scale-free
         return _bcast(torch.linalg.vector_norm(v.flatten(1), dim=1).clamp(min=torch.finfo(v.dtype).tiny), v)
 
-    radius = radius if isinstance(radius, float) else _bcast(radius, d_sample)
     g_norm = norm(direction)
     mix = d_sample + rate * (-radius * direction / g_norm - d_sample)
     return torch.where(g_norm > torch.finfo(direction.dtype).tiny, radius * mix / norm(mix), d_sample)

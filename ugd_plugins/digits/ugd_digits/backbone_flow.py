@@ -9,11 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from ugd_core.backbones import module_dtype
-from ugd_core.errors import UgdError
 from ugd_core.guidance import freeze
 from ugd_kit.flow import FlowBackbone, FlowSchedule
 
-from .models import backbone_unet
+from .models import load_backbone_unet
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "flow_backbone.safetensors"
 TRAIN_COMMAND = "python -m ugd_digits.train_flow --minutes 150"
@@ -46,14 +45,4 @@ class DigitsFlowBackbone(FlowBackbone):
 
 def load_flow_backbone(weights: str = "", device: str = "cpu") -> DigitsFlowBackbone:
     """Build the UNet from its config and load the shipped (or given) flow weights."""
-    from safetensors.torch import load_file
-
-    path = Path(weights) if weights else WEIGHTS
-    if not path.is_file():
-        raise UgdError(f"digits-flow weights not found at {path}; train them with `{TRAIN_COMMAND}` or pass --backbone digits-flow:weights=PATH")
-    unet = backbone_unet()
-    try:
-        unet.load_state_dict(load_file(str(path)))
-    except Exception as exc:
-        raise UgdError(f"cannot load digits-flow weights from {path} ({type(exc).__name__}); retrain with `{TRAIN_COMMAND}`") from None
-    return DigitsFlowBackbone(unet, device=device)
+    return DigitsFlowBackbone(load_backbone_unet(Path(weights) if weights else WEIGHTS, "digits-flow", TRAIN_COMMAND), device=device)

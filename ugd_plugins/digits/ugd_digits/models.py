@@ -8,6 +8,8 @@ handful of torchvision-style conv blocks.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -35,6 +37,24 @@ def backbone_unet():
     from diffusers import UNet2DModel
 
     return UNet2DModel(**BACKBONE_CONFIG)
+
+
+def load_backbone_unet(path: Path, backbone: str, train_command: str) -> nn.Module:
+    """The backbone UNet with the safetensors weights at ``path``; a missing or unloadable file is one UgdError
+    naming ``backbone``, the fix (``train_command``) and the ``weights=`` parameter."""
+    from safetensors.torch import load_file
+
+    from ugd_core.errors import UgdError
+
+    if not path.is_file():
+        raise UgdError(f"{backbone} backbone weights not found at {path}; train them with `{train_command}` "
+                       f"or pass --backbone {backbone}:weights=PATH")
+    unet = backbone_unet()
+    try:
+        unet.load_state_dict(load_file(str(path)))
+    except Exception as exc:
+        raise UgdError(f"cannot load {backbone} backbone weights from {path} ({type(exc).__name__}); retrain with `{train_command}`") from None
+    return unet
 
 
 def backbone_scheduler():
