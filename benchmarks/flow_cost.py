@@ -1,27 +1,29 @@
 """Per-step cost and peak memory of ugd on the rectified-flow backbones (SD3, FLUX.1) against a hand-written floor.
 
-    python benchmarks/flow_cost.py                          # CPU: the tiny configs (CUDA: see below)
-    python benchmarks/flow_cost.py --models flux --modes forward --steps 4 --dtype bf16
+    python benchmarks/flow_cost.py                          # CUDA: the full-size configs at 1024x1024; CPU: the tiny ones
+    python benchmarks/flow_cost.py --models flux --modes forward,forward+knobs --steps 4 --dtype bf16
 
-Both sides run the same backbone modules (random weights: ``ugd_sd.testing.tiny_sd3_pipeline`` and
-``tiny_flux_pipeline``, nothing downloaded), the same guide (a cheap differentiable one: the squared
-distance of the decoded image's mean brightness to 0.3) and the same passes per step:
+Both sides run the same backbone modules with random weights, since nothing is downloaded:
+``--size full`` builds stabilityai/stable-diffusion-3.5-medium and black-forest-labs/FLUX.1-dev from the
+public configs typed in below (directly on the GPU, at 1024x1024, T5 at the pipelines' default sequence
+lengths), ``--size tiny`` the tiny pipelines of ``ugd_sd.testing`` on any device. They share the guide (a
+cheap differentiable one: the squared distance of the decoded image's mean brightness to 0.3) and the
+passes per step:
 
-    unguided    one transformer pass (SD3: the batched CFG pair; FLUX.1-dev: its guidance embedding), no autograd
-    forward     + VAE decode of x0_hat, guide forward/backward, gradient back through the VAE and the
-                transformer to z_t, added to eps (forward_strength 1, constant schedule, DDIM eta = 0)
+    unguided        one transformer pass (SD3: the batched CFG pair; FLUX.1-dev: its guidance embedding), no autograd
+    forward         + VAE decode of x0_hat, guide forward/backward, gradient back through the VAE and the
+                    transformer to z_t, added to eps (forward_strength 1, constant schedule, DDIM eta = 0)
+    forward+knobs   forward with the memory knobs of the low-memory preset (``MEMORY_KNOBS``) on both sides
 
 The floor is that step written plainly with the backbone's own callables (``floor_step`` below):
 ``eps`` (the flow as an eps-model, eps = x + (1 - sigma) v: ugd_kit/flow.py), ``x0_at_pure_noise`` at
 the chain's first step (sigma = 1, a_t = 0), ``decode``, and the DDIM update on the chain of
 ``NoiseSchedule.from_scheduler``. Its final latents are compared with ugd's ("same result"). Time per
 step is measured between step ends (CUDA events on GPU), after the first step of the run and after a
-warm-up run; peak memory is torch.cuda.max_memory_allocated over the run, weights included.
-Timings never go into a test; compare ratios measured in the same run.
-
-Full-size shapes (stabilityai/stable-diffusion-3.5-medium, black-forest-labs/FLUX.1-dev at 1024x1024)
-are not typed in yet: ``--size full`` (the default on CUDA) stops with an error and GPU cost stays
-unmeasured; ``--size tiny`` runs the tiny configs on any device.
+warm-up run; peak memory is torch.cuda.max_memory_allocated over the run, weights included (the text
+encoders too: the backbone brings them to the GPU for the untimed text encoding, as in a user's run).
+Timings never go into a test; compare ratios measured in the same run. Full size needs a CUDA device and
+runs in bf16 unless ``--dtype`` says otherwise; a cell that runs out of GPU memory is reported as such.
 """
 
 from __future__ import annotations
@@ -46,33 +48,145 @@ from step_timing import timed  # noqa: E402
 
 from ugd_core import SamplerConfig, make_guide, sample  # noqa: E402
 from ugd_core.sampler import NoiseSchedule  # noqa: E402
+from ugd_kit.testing import tiny_clip_tokenizer  # noqa: E402
 from ugd_sd.flow import FluxBackbone, StableDiffusion3Backbone, _FlowPipelineBackbone  # noqa: E402
 from ugd_sd.testing import tiny_flux_pipeline, tiny_sd3_pipeline  # noqa: E402
+from sd_cost import CLIP_BIGG, CLIP_L  # noqa: E402  (the CLIP-L and OpenCLIP bigG towers SD3 and FLUX.1 reuse)
+
+# ---- full-size configs, typed in from the public config files ---------------------------------------
+# Parameter counts are checked on the meta device by tests/test_flow_full_configs.py.
+#
+# stabilityai/stable-diffusion-3.5-medium: transformer/config.json (SD3Transformer2DModel, MMDiT-X;
+# 2,243,171,520 parameters, and the 384x384 position table as a buffer). The values as diffusers'
+# scripts/convert_sd3_to_diffusers.py writes them for "sd3.5 2b": sample_size 128, patch_size 2, in_channels 16,
+# joint_attention_dim 4096, num_attention_heads = num_layers (24), caption_projection_dim from the checkpoint
+# (24 x 64 = 1536), pos_embed_max_size 384 (diffusers' single_file_utils recognises sd35_medium by its
+# 147456 = 384^2 positions), dual attention in layers 0-12, qk_norm rms_norm; pooled_projection_dim 2048
+# (CLIP-L 768 + bigG 1280 pooled) and out_channels 16 are the class defaults. Stability-AI/sd3.5 sd3_impls.py
+# derives the same from the checkpoint (depth = width / 64, the x_block attn2 layers = the dual ones).
+SD35M_TRANSFORMER: dict[str, Any] = dict(
+    sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24, attention_head_dim=64,
+    num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
+    pos_embed_max_size=384, dual_attention_layers=tuple(range(13)), qk_norm="rms_norm",
+)
+# stabilityai/stable-diffusion-3.5-medium: vae/config.json (83,819,683 parameters): SDXL's VAE layout with
+# 16 latent channels and no quant convs, scaling 1.5305 / shift 0.0609 (diffusers convert_sd3_to_diffusers.py;
+# Stability-AI/sd3.5 sd3_impls.py SD3LatentFormat)
+SD3_VAE: dict[str, Any] = dict(
+    in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
+    act_fn="silu", sample_size=1024, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False,
+    use_post_quant_conv=False,
+)
+# text_encoder_3 (SD3.5) / text_encoder_2 (FLUX.1) config.json: google/t5-v1_1-xxl's encoder (T5EncoderModel,
+# 4,762,310,656 parameters; Stability-AI/sd3.5 sd3_infer.py T5_CONFIG; T5 v1.1's gated-GELU feed-forward)
+T5_XXL: dict[str, Any] = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                              feed_forward_proj="gated-gelu")
+# stabilityai/stable-diffusion-3.5-medium: scheduler/scheduler_config.json: FlowMatchEulerDiscreteScheduler with
+# shift 3.0 (Stability-AI/sd3.5 sd3_infer.py CONFIGS["sd3.5_medium"]); the Hub file itself could not be read
+# here, so no dynamic shifting is assumed
+SD35M_SCHEDULER: dict[str, Any] = dict(shift=3.0)
+
+# black-forest-labs/FLUX.1-dev: transformer/config.json (FluxTransformer2DModel; 11,901,408,320 parameters:
+# 19 double-stream + 38 single-stream blocks, width 3072 = 24 heads x 128); black-forest-labs/flux
+# src/flux/util.py configs["flux-dev"]: in_channels 64 (16 latent channels x 2x2 packing), vec_in_dim 768,
+# context_in_dim 4096, hidden_size 3072, num_heads 24, depth 19 + 38, axes_dim (16, 56, 56), guidance_embed
+FLUX_DEV_TRANSFORMER: dict[str, Any] = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
+    joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+)
+# black-forest-labs/FLUX.1-dev: vae/config.json (83,819,683 parameters): SD3's layout with FLUX's factors
+# (black-forest-labs/flux util.py ae_params: ch 128, ch_mult 1,2,4,4, 2 res blocks, z 16, scale 0.3611,
+# shift 0.1159; its AutoEncoder has no quant convs)
+FLUX_VAE: dict[str, Any] = dict(SD3_VAE, scaling_factor=0.3611, shift_factor=0.1159)
+# black-forest-labs/FLUX.1-dev: scheduler/scheduler_config.json; the shift mu runs linearly from 0.5 at 256
+# tokens to 1.15 at 4096 (black-forest-labs/flux src/flux/sampling.py get_schedule); shift 3.0 is unused with it
+FLUX_DEV_SCHEDULER: dict[str, Any] = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                          base_image_seq_len=256, max_image_seq_len=4096)
+FULL_SIZE = 1024  # height and width of the full-size runs
+FULL_T5_SEQ = {"sd3": 256, "flux": 512}  # the pipelines' default max_sequence_length
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODELS = ("sd3", "flux")
+# the memory knobs of the low-memory preset (ugd_core/builtin.py); the floor runs with the same module switches
+MEMORY_KNOBS: dict[str, Any] = dict(grad_checkpointing=True, vae_slicing=True, vae_tiling=True)
+_FORWARD: dict[str, Any] = dict(forward_strength=1.0, forward_schedule="constant", eta=0.0)
 MODES: dict[str, dict[str, Any]] = {
     "unguided": dict(),
-    "forward": dict(forward_strength=1.0, forward_schedule="constant", eta=0.0),
+    "forward": _FORWARD,
+    "forward+knobs": dict(_FORWARD, **MEMORY_KNOBS),
 }
 CFG_SCALE = 7.5  # SamplerConfig's default; SD3 batches the CFG pair, FLUX.1-dev ignores it (guidance embedding 3.5)
 PROMPT = "a photo of a cat"
 SEQ = 16  # max_sequence_length of the tiny text encoders
 SAME_TOL = {"fp32": 1e-4, "bf16": 5e-2}  # max |ugd - floor| of the final latents that counts as the same result
-FULL_SIZE_MISSING = ("full-size configs (stabilityai/stable-diffusion-3.5-medium, black-forest-labs/FLUX.1-dev) are not yet "
-                     "typed in; use --size tiny")
+
+
+def full_size_components(model: str, device: torch.device | str = "meta", dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """The pipeline components of SD3.5-medium (``sd3``) or FLUX.1-dev (``flux``) from the configs above, with
+    random weights built on ``device`` (``meta``: shapes only, no memory) and cast to ``dtype``, as the keyword
+    arguments of ``StableDiffusion3Pipeline`` / ``FluxPipeline``. The tokenizers are byte-level ones (ids < 520,
+    inside every vocabulary here): they only feed the untimed text encoding."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel, SD3Transformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    if model not in MODELS:
+        raise ValueError(f"model={model!r}: use {', '.join(MODELS)}")
+
+    def made(m: torch.nn.Module) -> torch.nn.Module:  # cast each module as it is built: one fp32 copy at a time
+        return m.to(dtype) if dtype is not None else m
+
+    tok, tok_t5 = tiny_clip_tokenizer(max_length=77), tiny_clip_tokenizer(max_length=FULL_T5_SEQ[model])
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    sched = FlowMatchEulerDiscreteScheduler(**(SD35M_SCHEDULER if model == "sd3" else FLUX_DEV_SCHEDULER))
+    torch.manual_seed(0)
+    with torch.device(device):  # random init on the GPU: seconds instead of minutes
+        if model == "sd3":
+            return dict(
+                transformer=made(SD3Transformer2DModel(**SD35M_TRANSFORMER)),
+                vae=made(AutoencoderKL(**SD3_VAE)),
+                text_encoder=made(CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_L, **ids))),
+                tokenizer=tok,
+                text_encoder_2=made(CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_BIGG, **ids))),
+                tokenizer_2=tiny_clip_tokenizer(max_length=77),
+                text_encoder_3=made(T5EncoderModel(T5Config(**T5_XXL))),
+                tokenizer_3=tok_t5,
+                scheduler=sched,
+            )
+        return dict(
+            transformer=made(FluxTransformer2DModel(**FLUX_DEV_TRANSFORMER)),
+            vae=made(AutoencoderKL(**FLUX_VAE)),
+            text_encoder=made(CLIPTextModel(CLIPTextConfig(**CLIP_L, **ids))),  # CLIP-L without projection
+            tokenizer=tok,
+            text_encoder_2=made(T5EncoderModel(T5Config(**T5_XXL))),
+            tokenizer_2=tok_t5,
+            scheduler=sched,
+        )
 
 
 def build(model: str, tiny: bool, dtype: torch.dtype, device: torch.device) -> _FlowPipelineBackbone:
     """A random-weight pipeline in ``dtype`` on ``device``, as a ugd backbone (the pipeline a user loads
-    with ``torch_dtype``)."""
-    if not tiny:
-        raise NotImplementedError(FULL_SIZE_MISSING)
+    with ``torch_dtype``): the tiny configs, or the full-size ones at 1024x1024 (``meta``: shapes only)."""
+    if tiny:
+        if model == "sd3":
+            pipe = tiny_sd3_pipeline(0).to(device=device, dtype=dtype)
+            return StableDiffusion3Backbone.from_pipeline(pipe, max_sequence_length=SEQ, device=device)
+        pipe = tiny_flux_pipeline(0).to(device=device, dtype=dtype)  # FLUX.1-dev-like: guidance_embeds
+        return FluxBackbone.from_pipeline(pipe, height=16, width=16, max_sequence_length=SEQ, device=device)
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    components = full_size_components(model, device, dtype)
+    # text encoders wait on the CPU between encodings (the backbone's default off the CPU; meta stays meta)
+    kwargs: dict[str, Any] = dict(height=FULL_SIZE, width=FULL_SIZE, max_sequence_length=FULL_T5_SEQ[model], device=device,
+                                  offload_text=device.type not in ("cpu", "meta"))
     if model == "sd3":
-        pipe = tiny_sd3_pipeline(0).to(device=device, dtype=dtype)
-        return StableDiffusion3Backbone.from_pipeline(pipe, max_sequence_length=SEQ, device=device)
-    pipe = tiny_flux_pipeline(0).to(device=device, dtype=dtype)  # FLUX.1-dev-like: guidance_embeds
-    return FluxBackbone.from_pipeline(pipe, height=16, width=16, max_sequence_length=SEQ, device=device)
+        return StableDiffusion3Backbone.from_pipeline(StableDiffusion3Pipeline(**components), **kwargs)
+    return FluxBackbone.from_pipeline(FluxPipeline(**components), **kwargs)
+
+
+def parameter_counts(bb: _FlowPipelineBackbone) -> dict[str, int]:
+    """Parameters per module role (denoiser, vae, text, text_2, text_3)."""
+    return {role: sum(p.numel() for p in m.parameters()) for role, m in bb._modules().items()}
 
 
 def bright_guide(level: float = 0.3) -> Any:
@@ -108,6 +222,7 @@ def floor_step(bb: _FlowPipelineBackbone, guide: Any, cond: Any, z: torch.Tensor
 def floor_run(bb: _FlowPipelineBackbone, guide: Any, knobs: dict[str, Any], steps: int, z: torch.Tensor,
               on_step: Callable[[], None]) -> torch.Tensor:
     """Text encoding, the chain and the final decode: what ``sample()`` does, by hand. Returns the final latents."""
+    bb.configure(SamplerConfig(**{k: knobs.get(k, False) for k in MEMORY_KNOBS}))  # the module switches ugd's run sets
     cond = bb.condition(PROMPT, None, z.shape[0], CFG_SCALE)
     chain = NoiseSchedule.from_scheduler(bb.scheduler, steps)
     strength = knobs.get("forward_strength", 0.0)
@@ -141,6 +256,7 @@ class Cell:
     finite: bool
     max_diff: float  # max |ugd - floor| of the final latents
     same: bool
+    out_of_memory: bool = False  # the cell ran out of GPU memory (times NaN)
 
 
 def main(argv: list[str] | None = None) -> list[Cell]:
@@ -150,20 +266,24 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
     p.add_argument("--steps", type=int, default=4, help="DDIM steps per timed run (the first is not timed); at least 2")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                   help="default: bf16 at full size (the dtype the model cards load them in), fp32 for the tiny configs")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default="", help="also write every cell to this JSON file")
     args = p.parse_args(argv)
+    device = torch.device(args.device)
+    tiny = args.size == "tiny" or (args.size == "auto" and device.type != "cuda")
+    if not tiny and not (device.type == "cuda" and torch.cuda.is_available()):
+        print(f"flow_cost: --size full (SD3.5-medium, FLUX.1-dev at 1024x1024) needs a CUDA device, got --device {args.device}"
+              f"{'' if torch.cuda.is_available() else ' and none is present'}; --size tiny runs anywhere", file=sys.stderr)
+        raise SystemExit(2)
+    if args.steps < 2:
+        sys.exit("--steps must be at least 2 (the first step is not timed)")
+    dname = args.dtype or ("fp32" if tiny else "bf16")
     import diffusers
 
     diffusers.utils.logging.set_verbosity_error()  # its warnings would break the table
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    tiny = args.size == "tiny" or (args.size == "auto" and device.type != "cuda")
-    if not tiny:
-        sys.exit(f"flow_cost: {FULL_SIZE_MISSING} (GPU cost at full size: unmeasured)")
-    if args.steps < 2:
-        sys.exit("--steps must be at least 2 (the first step is not timed)")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -174,33 +294,57 @@ def main(argv: list[str] | None = None) -> list[Cell]:
                 sys.exit(f"unknown {name} {m!r}; use: {', '.join(known)}")
     start = time.perf_counter()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"machine: {gpu}, torch {torch.__version__}, tiny configs, {args.dtype}, batch 1, CFG {CFG_SCALE} (SD3; FLUX.1-dev: "
+    size = "tiny configs" if tiny else f"full-size configs (SD3.5-medium, FLUX.1-dev) at {FULL_SIZE}x{FULL_SIZE}"
+    print(f"machine: {gpu}, torch {torch.__version__}, {size}, {dname}, batch 1, CFG {CFG_SCALE} (SD3; FLUX.1-dev: "
           f"guidance embedding 3.5), {args.steps} DDIM steps per run (first untimed), threads {args.threads}\n", flush=True)
+    if not tiny:
+        print(f"memory knobs of forward+knobs: {', '.join(MEMORY_KNOBS)}\n", flush=True)
     print("| model | dtype | mode | ugd s/step | floor s/step | ratio | ugd peak GB | floor peak GB | finite | same result |")
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     cells: list[Cell] = []
     guide = bright_guide()
+    oom = torch.cuda.OutOfMemoryError
     for model in models:
-        bb = build(model, tiny, DTYPES[args.dtype], device)
-        bb.configure(SamplerConfig())  # the state sample() leaves the modules in, for the floor as well
+        bb = build(model, tiny, DTYPES[dname], device)
+        if not tiny:
+            counts = ", ".join(f"{role} {n / 1e6:.1f}M" for role, n in parameter_counts(bb).items())
+            print(f"| {model} | parameters: {counts} | | | | | | | | |", flush=True)
         z0 = torch.randn((1, *bb.sample_shape), generator=torch.Generator().manual_seed(0)).to(device)
-        ugd_run(bb, guide, MODES["forward"], 2, z0, lambda: None)  # warm-up
-        floor_run(bb, guide, MODES["forward"], 2, z0, lambda: None)
+        for warm in ("forward", "forward+knobs"):  # warm-up; full size in fp32 may only fit with the knobs
+            try:
+                ugd_run(bb, guide, MODES[warm], 2, z0, lambda: None)
+                floor_run(bb, guide, MODES[warm], 2, z0, lambda: None)
+                break
+            except oom:
+                pass
+            torch.cuda.empty_cache()  # out of memory: free what the failed run held, try with the knobs
         for mode in modes:
             knobs = MODES[mode]
-            u, up, zu = timed(device, lambda cb: ugd_run(bb, guide, knobs, args.steps, z0, cb))
-            f, fp, zf = timed(device, lambda cb: floor_run(bb, guide, knobs, args.steps, z0, cb))
+            out_of_memory = False
+            try:
+                u, up, zu = timed(device, lambda cb: ugd_run(bb, guide, knobs, args.steps, z0, cb))
+                f, fp, zf = timed(device, lambda cb: floor_run(bb, guide, knobs, args.steps, z0, cb))
+            except oom:
+                out_of_memory = True
+            if out_of_memory:
+                torch.cuda.empty_cache()  # after the except block: its traceback no longer holds the graph
+                cells.append(Cell(model, dname, mode, math.nan, math.nan, None, None, False, math.nan, False, True))
+                print(f"| {model} | {dname} | {mode} | out of memory | | | | | | |", flush=True)
+                continue
             diff = (zu.float() - zf.float()).abs().max().item()
             finite = bool(torch.isfinite(zu).all() and torch.isfinite(zf).all())
-            cell = Cell(model, args.dtype, mode, u, f, up, fp, finite, diff, diff <= SAME_TOL[args.dtype])
+            cell = Cell(model, dname, mode, u, f, up, fp, finite, diff, diff <= SAME_TOL[dname])
             cells.append(cell)
             gb = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-            print(f"| {model} | {args.dtype} | {mode} | {u:.4f} | {f:.4f} | {u / f:.3f} | {gb(up)} | {gb(fp)} | "
+            print(f"| {model} | {dname} | {mode} | {u:.4f} | {f:.4f} | {u / f:.3f} | {gb(up)} | {gb(fp)} | "
                   f"{'yes' if finite else 'NO'} | {'yes' if cell.same else 'NO'} (max diff {diff:.1e}) |", flush=True)
         del bb
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    print("\nGPU cost at full size (SD3.5-medium, FLUX.1-dev at 1024x1024): unmeasured (their configs are not typed in yet)")
+    print()
+    if tiny:
+        why = "this run used the tiny configs; --size full measures it" if torch.cuda.is_available() else "no CUDA device was present"
+        print(f"GPU cost at full size (SD3.5-medium, FLUX.1-dev at {FULL_SIZE}x{FULL_SIZE}): unmeasured ({why})")
     print(f"total wall time {time.perf_counter() - start:.0f} s", flush=True)
     if args.json:
         with open(args.json, "w") as fh:

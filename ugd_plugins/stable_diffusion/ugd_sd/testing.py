@@ -178,7 +178,7 @@ def tiny_sd3_pipeline(seed: int = 0, t5: bool = True, dynamic_shift: bool = Fals
     return StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=sched,
-        vae=_tiny_vae(scaling_factor=1.5035, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False),
+        vae=_tiny_vae(scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False),
         text_encoder=_tiny_text_encoder(tok, with_projection=True),
         tokenizer=tok,
         text_encoder_2=_tiny_text_encoder(tok2, with_projection=True),
