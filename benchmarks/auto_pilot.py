@@ -114,6 +114,14 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     "auto k2 early": "auto|recurrence_window=[0.0,0.6]",
     # round 8 (round 7 showed the box task's class term at 4e-7 of its unguided loss and the box guide at 0.45):
     # "auto first" again (round 6's candidate), now scored by the least-met guide (--score worst-guide), seeds 518-520
+    # round 9 (round 8: holding normalisers placed the box but cost the class, through the line search's comparisons):
+    # each guide's gradient divided by its largest RMS so far, the loss by its own (guide_normalize=peak), seeds 521-523
+    "auto peak": "auto|guide_normalize=peak",  # round 9's pick
+    "auto grad": "auto|guide_normalize=grad",  # the registered `auto` of rounds 5-9 (its rows there read "auto")
+    # round 10 (the reported look at round 9's pick: the box placed better, the class lost in both compositions, a
+    # "0" in a mask drawn as a "c"): a met guide's share kept at least a floor (guide_share_floor), seeds 524-526
+    "peak floor 0.1": "auto|guide_normalize=peak|guide_share_floor=0.1",
+    "peak floor 0.3": "auto|guide_normalize=peak|guide_share_floor=0.3",
 }
 
 

@@ -48,8 +48,10 @@ class SamplerConfig:
     # scale-free guidance: each guide's loss divided by the per-sample RMS of its own gradient (held constant)
     # before the weighted sum, so a loss multiplied by any c > 0 guides identically and ``weight`` is a
     # guide's share of the step: none | grad | first (each r_i held from the run's first evaluation, so a guide whose
-    # loss is met takes a shrinking share)
+    # loss is met takes a shrinking share) | peak (each gradient divided by the largest r_i of the run, the loss by
+    # its own r_i: a guide's share r_i / max r_i shrinks as its gradient does, down to guide_share_floor)
     guide_normalize: str = "none"
+    guide_share_floor: float = 0.0
 
     # backward guidance: m optimiser steps on delta minimising loss(x0_hat + delta)   (TFG's mu, N_iter)
     backward_steps: int = 0
@@ -109,7 +111,7 @@ class SamplerConfig:
         choices = {
             **dict.fromkeys(("forward_schedule", "backward_schedule", "smoothing_schedule"), SCHEDULES),  # or a callable
             "forward_normalize": ("none", "grad", "loss"),
-            "guide_normalize": ("none", "grad", "first"),
+            "guide_normalize": ("none", "grad", "first", "peak"),
             "backward_normalize": ("none", "grad"),
             "forward_input": ("x0", "zt"),
             "forward_on": ("eps", "z_prev", "z_t", "sphere"),
@@ -122,6 +124,9 @@ class SamplerConfig:
             value = getattr(self, name)
             if not callable(value) and value not in allowed:
                 raise UgdError(f"{name}={str(value)!r} is not one of {', '.join(allowed)}{closest(str(value), list(allowed))}")
+        if not 0.0 <= self.guide_share_floor <= 1.0:
+            raise UgdError(f"guide_share_floor must lie in [0, 1] (a met guide's smallest share; 1 = guide_normalize=grad), "
+                           f"got {self.guide_share_floor}")
         if self.backward_backtrack > 0 and self.backward_optimizer != "sgd":
             raise UgdError("backward_backtrack > 0 line-searches plain gradient steps: set backward_optimizer=sgd, or backward_backtrack=0 for Adam")
         if self.forward_on == "sphere" and (self.eta <= 0 or self.scheduler != "ddim"):

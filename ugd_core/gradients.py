@@ -101,13 +101,27 @@ class Smoothing:
 
 @dataclass
 class HeldScales:
-    """``guide_normalize="first"``: each guide's normaliser r_i [N], taken at its first evaluation in a run and
-    reused by every later one, so a guide whose loss is met takes a shrinking share of the step."""
+    """Each guide's normaliser r_i [N] kept over a run, so that a guide whose loss is met takes a shrinking share
+    of the step. ``first`` (``guide_normalize="first"``): r_i of the guide's first evaluation, for its loss and
+    gradient. ``peak`` (``guide_normalize="peak"``): the largest r_i so far, for the gradient only (the loss
+    stays divided by the r_i of the point evaluated, as with ``grad``); its share r_i / max r_i is kept at least
+    ``floor`` (the normaliser is min(max r_i, r_i / floor))."""
 
+    mode: str = "first"
+    floor: float = 0.0
     values: dict[int, Tensor] = field(default_factory=dict)
 
     def hold(self, index: int, r: Tensor) -> Tensor:
+        if self.mode == "peak":
+            old = self.values.get(index)
+            self.values[index] = peak = r if old is None else torch.maximum(old, r)
+            return torch.minimum(peak, r / self.floor) if self.floor > 0 else peak
         return self.values.setdefault(index, r)
+
+    @property
+    def loss_keeps_own(self) -> bool:
+        """Whether the loss keeps the normaliser of the point evaluated (only the gradient uses the held one)."""
+        return self.mode == "peak"
 
 
 def per_sample_rms(g: Tensor) -> Tensor:
@@ -158,10 +172,11 @@ def loss_and_grad(
             raw: list[Tensor] = []
             if normalize:  # l_i / r_i, r_i the RMS of g_i = grad l_i (of the probes' mean), held constant
                 raw = [torch.autograd.grad(losses.mean(0).sum(), leaf, retain_graph=True)[0] for losses in per_guide]
-                rms = [per_sample_rms(g).detach() for g in raw]
+                rms = own = [per_sample_rms(g).detach() for g in raw]
                 if held is not None:
                     rms = [held.hold(j, r) for j, r in enumerate(rms)]
-                per_guide = [item.weight * losses / r for item, losses, r in zip(diff, per_guide, rms)]
+                    own = own if held.loss_keeps_own else rms
+                per_guide = [item.weight * losses / r for item, losses, r in zip(diff, per_guide, own)]
             if not additive:  # not additive over guides: one gradient of the composition
                 parts = [(None, math.log(len(offsets)) - torch.logsumexp(-sum(per_guide), dim=0))]
             else:  # additive: one gradient per guide (the same backward work), so a guide that breaks is skipped alone
@@ -194,9 +209,11 @@ def loss_and_grad(
                 g = g + _bcast((lp - lm) / (2 * zo_std), x).to(x.dtype) * u
             stats.guide_forward += 1 + 2 * zo_probes
         if normalize:
-            r = per_sample_rms(g / zo_probes)
-            r = held.hold(len(diff) + j, r) if held is not None else r
-            base, g = base / r, g / _bcast(r * zo_probes, g)
+            r = own = per_sample_rms(g / zo_probes)
+            if held is not None:
+                r = held.hold(len(diff) + j, r)
+                own = own if held.loss_keeps_own else r
+            base, g = base / own, g / _bcast(r * zo_probes, g)
             total_loss, total_grad = total_loss + item.weight * base, total_grad + item.weight * g
         else:
             total_loss, total_grad = total_loss + item.weight * base, total_grad + item.weight * g / zo_probes

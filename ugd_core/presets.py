@@ -16,7 +16,8 @@ from typing import Any
 # are kept only where the guides' loss falls (halved up to 3 times); self-recurrence k = 2 in the middle of the
 # chain (20-60%). Multiplying any guide's loss by c > 0 leaves every step unchanged, and no backward step can
 # make the loss rise. Values picked on pilot seeds by a rule fixed before the runs (benchmarks/auto_pilot.py;
-# the rounds' outputs are docs/bench/auto-pilot-round1.md ... -round6.md; round 6 kept it).
+# the rounds' outputs are docs/bench/auto-pilot-round1.md ... -round10.md: round 9's pick, guide_normalize=peak, was
+# sent back by its reported look, and round 10 kept this).
 AUTO: dict[str, Any] = dict(
     guide_normalize="grad",
     forward_strength=0.2,

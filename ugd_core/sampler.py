@@ -162,7 +162,8 @@ class UniversalGuidance:
     def __init__(self, backbone: Backbone, guides: GuideSet, config: SamplerConfig, generators: list[torch.Generator]):
         self.backbone, self.guides, self.config, self.gens = backbone, guides, config, generators
         self.stats = SampleStats()
-        self.held = HeldScales() if config.guide_normalize == "first" else None  # normalisers of the run's first step
+        held = config.guide_normalize in ("first", "peak")
+        self.held = HeldScales(config.guide_normalize, config.guide_share_floor) if held else None  # kept over the run
 
     def _loss_grad(self, images: Tensor, t: Tensor, smoothing: Smoothing) -> tuple[Tensor, Tensor]:
         c = self.config
