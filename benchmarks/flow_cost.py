@@ -2,11 +2,13 @@
 
     python benchmarks/flow_cost.py                          # CUDA: the full-size configs at 1024x1024; CPU: the tiny ones
     python benchmarks/flow_cost.py --models flux --modes forward,forward+knobs --steps 4 --dtype bf16
+    python benchmarks/flow_cost.py --size mid --device cpu --steps 3 --repeats 3 --cpu-time   # real widths, fewer layers
 
 Both sides run the same backbone modules with random weights, since nothing is downloaded:
 ``--size full`` builds stabilityai/stable-diffusion-3.5-medium and black-forest-labs/FLUX.1-dev from the
 public configs typed in below (directly on the GPU, at 1024x1024, T5 at the pipelines' default sequence
-lengths), ``--size tiny`` the tiny pipelines of ``ugd_sd.testing`` on any device. They share the guide (a
+lengths), ``--size mid`` the same blocks at their released widths but fewer of them (``MID``) at 128x128 on any
+device, ``--size tiny`` the tiny pipelines of ``ugd_sd.testing`` on any device. They share the guide (a
 cheap differentiable one: the squared distance of the decoded image's mean brightness to 0.3) and the
 passes per step:
 
@@ -105,6 +107,11 @@ FLUX_DEV_SCHEDULER: dict[str, Any] = dict(shift=3.0, use_dynamic_shifting=True, 
                                           base_image_seq_len=256, max_image_seq_len=4096)
 FULL_SIZE = 1024  # height and width of the full-size runs
 FULL_T5_SEQ = {"sd3": 256, "flux": 512}  # the pipelines' default max_sequence_length
+# --size mid: the full-size configs' widths (every layer as in the release) with fewer of them, at a small image, so
+# that a step's compute is made of real-width blocks and fits a CPU: SD3.5-medium's first 2 joint blocks (one with
+# dual attention), FLUX.1-dev's 1 double- and 1 single-stream block, text towers of 1 layer (their widths, untimed)
+MID = dict(size=128, t5_seq=64, layers={"sd3": dict(num_layers=2), "flux": dict(num_layers=1, num_single_layers=1)},
+           text_layers=1)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODELS = ("sd3", "flux")
@@ -122,11 +129,13 @@ SEQ = 16  # max_sequence_length of the tiny text encoders
 SAME_TOL = {"fp32": 1e-4, "bf16": 5e-2}  # max |ugd - floor| of the final latents that counts as the same result
 
 
-def full_size_components(model: str, device: torch.device | str = "meta", dtype: torch.dtype | None = None) -> dict[str, Any]:
+def full_size_components(model: str, device: torch.device | str = "meta", dtype: torch.dtype | None = None,
+                         mid: bool = False) -> dict[str, Any]:
     """The pipeline components of SD3.5-medium (``sd3``) or FLUX.1-dev (``flux``) from the configs above, with
     random weights built on ``device`` (``meta``: shapes only, no memory) and cast to ``dtype``, as the keyword
-    arguments of ``StableDiffusion3Pipeline`` / ``FluxPipeline``. The tokenizers are byte-level ones (ids < 520,
-    inside every vocabulary here): they only feed the untimed text encoding."""
+    arguments of ``StableDiffusion3Pipeline`` / ``FluxPipeline``; ``mid``: with the fewer layers of ``MID``. The
+    tokenizers are byte-level ones (ids < 520, inside every vocabulary here): they only feed the untimed text
+    encoding."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel, SD3Transformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
@@ -136,37 +145,43 @@ def full_size_components(model: str, device: torch.device | str = "meta", dtype:
     def made(m: torch.nn.Module) -> torch.nn.Module:  # cast each module as it is built: one fp32 copy at a time
         return m.to(dtype) if dtype is not None else m
 
-    tok, tok_t5 = tiny_clip_tokenizer(max_length=77), tiny_clip_tokenizer(max_length=FULL_T5_SEQ[model])
+    tok, tok_t5 = tiny_clip_tokenizer(max_length=77), tiny_clip_tokenizer(max_length=MID["t5_seq"] if mid else FULL_T5_SEQ[model])
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    depth: dict[str, Any] = MID["layers"][model] if mid else {}
+    if mid and model == "sd3":
+        depth = dict(depth, dual_attention_layers=tuple(i for i in SD35M_TRANSFORMER["dual_attention_layers"] if i < depth["num_layers"]))
+    clip_l, clip_g, t5 = (dict(CLIP_L, num_hidden_layers=MID["text_layers"]), dict(CLIP_BIGG, num_hidden_layers=MID["text_layers"]),
+                          dict(T5_XXL, num_layers=MID["text_layers"])) if mid else (CLIP_L, CLIP_BIGG, T5_XXL)
     sched = FlowMatchEulerDiscreteScheduler(**(SD35M_SCHEDULER if model == "sd3" else FLUX_DEV_SCHEDULER))
     torch.manual_seed(0)
     with torch.device(device):  # random init on the GPU: seconds instead of minutes
         if model == "sd3":
             return dict(
-                transformer=made(SD3Transformer2DModel(**SD35M_TRANSFORMER)),
+                transformer=made(SD3Transformer2DModel(**dict(SD35M_TRANSFORMER, **depth))),
                 vae=made(AutoencoderKL(**SD3_VAE)),
-                text_encoder=made(CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_L, **ids))),
+                text_encoder=made(CLIPTextModelWithProjection(CLIPTextConfig(**clip_l, **ids))),
                 tokenizer=tok,
-                text_encoder_2=made(CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_BIGG, **ids))),
+                text_encoder_2=made(CLIPTextModelWithProjection(CLIPTextConfig(**clip_g, **ids))),
                 tokenizer_2=tiny_clip_tokenizer(max_length=77),
-                text_encoder_3=made(T5EncoderModel(T5Config(**T5_XXL))),
+                text_encoder_3=made(T5EncoderModel(T5Config(**t5))),
                 tokenizer_3=tok_t5,
                 scheduler=sched,
             )
         return dict(
-            transformer=made(FluxTransformer2DModel(**FLUX_DEV_TRANSFORMER)),
+            transformer=made(FluxTransformer2DModel(**dict(FLUX_DEV_TRANSFORMER, **depth))),
             vae=made(AutoencoderKL(**FLUX_VAE)),
-            text_encoder=made(CLIPTextModel(CLIPTextConfig(**CLIP_L, **ids))),  # CLIP-L without projection
+            text_encoder=made(CLIPTextModel(CLIPTextConfig(**clip_l, **ids))),  # CLIP-L without projection
             tokenizer=tok,
-            text_encoder_2=made(T5EncoderModel(T5Config(**T5_XXL))),
+            text_encoder_2=made(T5EncoderModel(T5Config(**t5))),
             tokenizer_2=tok_t5,
             scheduler=sched,
         )
 
 
-def build(model: str, tiny: bool, dtype: torch.dtype, device: torch.device) -> _FlowPipelineBackbone:
+def build(model: str, tiny: bool, dtype: torch.dtype, device: torch.device, mid: bool = False) -> _FlowPipelineBackbone:
     """A random-weight pipeline in ``dtype`` on ``device``, as a ugd backbone (the pipeline a user loads
-    with ``torch_dtype``): the tiny configs, or the full-size ones at 1024x1024 (``meta``: shapes only)."""
+    with ``torch_dtype``): the tiny configs, the full-size ones at 1024x1024 (``meta``: shapes only), or (``mid``)
+    the full-size widths with the fewer layers of ``MID`` at its small image."""
     if tiny:
         if model == "sd3":
             pipe = tiny_sd3_pipeline(0).to(device=device, dtype=dtype)
@@ -175,10 +190,11 @@ def build(model: str, tiny: bool, dtype: torch.dtype, device: torch.device) -> _
         return FluxBackbone.from_pipeline(pipe, height=16, width=16, max_sequence_length=SEQ, device=device)
     from diffusers import FluxPipeline, StableDiffusion3Pipeline
 
-    components = full_size_components(model, device, dtype)
+    components = full_size_components(model, device, dtype, mid=mid)
     # text encoders wait on the CPU between encodings (the backbone's default off the CPU; meta stays meta)
-    kwargs: dict[str, Any] = dict(height=FULL_SIZE, width=FULL_SIZE, max_sequence_length=FULL_T5_SEQ[model], device=device,
-                                  offload_text=device.type not in ("cpu", "meta"))
+    side = MID["size"] if mid else FULL_SIZE
+    kwargs: dict[str, Any] = dict(height=side, width=side, max_sequence_length=MID["t5_seq"] if mid else FULL_T5_SEQ[model],
+                                  device=device, offload_text=device.type not in ("cpu", "meta"))
     if model == "sd3":
         return StableDiffusion3Backbone.from_pipeline(StableDiffusion3Pipeline(**components), **kwargs)
     return FluxBackbone.from_pipeline(FluxPipeline(**components), **kwargs)
@@ -262,24 +278,30 @@ class Cell:
 def main(argv: list[str] | None = None) -> list[Cell]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--size", choices=("auto", "full", "tiny"), default="auto", help="auto: full configs on CUDA, tiny on CPU")
+    p.add_argument("--size", choices=("auto", "full", "mid", "tiny"), default="auto",
+                   help="auto: full configs on CUDA, tiny on CPU; mid: the full configs' widths, fewer layers, a 128x128 image (any device)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
     p.add_argument("--steps", type=int, default=4, help="DDIM steps per timed run (the first is not timed); at least 2")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None,
                    help="default: bf16 at full size (the dtype the model cards load them in), fp32 for the tiny configs")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1, help="ugd and floor runs per mode, interleaved; the median is reported")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="on CPU, time steps in this process's CPU time rather than wall clock (steadier on a shared machine)")
     p.add_argument("--json", default="", help="also write every cell to this JSON file")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     tiny = args.size == "tiny" or (args.size == "auto" and device.type != "cuda")
-    if not tiny and not (device.type == "cuda" and torch.cuda.is_available()):
+    mid = args.size == "mid"
+    if not tiny and not mid and not (device.type == "cuda" and torch.cuda.is_available()):
         print(f"flow_cost: --size full (SD3.5-medium, FLUX.1-dev at 1024x1024) needs a CUDA device, got --device {args.device}"
               f"{'' if torch.cuda.is_available() else ' and none is present'}; --size tiny runs anywhere", file=sys.stderr)
         raise SystemExit(2)
     if args.steps < 2:
         sys.exit("--steps must be at least 2 (the first step is not timed)")
-    dname = args.dtype or ("fp32" if tiny else "bf16")
+    dname = args.dtype or ("fp32" if tiny or (mid and device.type != "cuda") else "bf16")
+    clock = time.process_time if args.cpu_time and device.type == "cpu" else time.perf_counter
     import diffusers
 
     diffusers.utils.logging.set_verbosity_error()  # its warnings would break the table
@@ -294,9 +316,11 @@ def main(argv: list[str] | None = None) -> list[Cell]:
                 sys.exit(f"unknown {name} {m!r}; use: {', '.join(known)}")
     start = time.perf_counter()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    size = "tiny configs" if tiny else f"full-size configs (SD3.5-medium, FLUX.1-dev) at {FULL_SIZE}x{FULL_SIZE}"
+    size = ("tiny configs" if tiny else f"full-size configs (SD3.5-medium, FLUX.1-dev) at {FULL_SIZE}x{FULL_SIZE}" if not mid
+            else f"mid configs (the full-size widths; {MID['layers']}; text towers of {MID['text_layers']} layer) at {MID['size']}x{MID['size']}")
     print(f"machine: {gpu}, torch {torch.__version__}, {size}, {dname}, batch 1, CFG {CFG_SCALE} (SD3; FLUX.1-dev: "
-          f"guidance embedding 3.5), {args.steps} DDIM steps per run (first untimed), threads {args.threads}\n", flush=True)
+          f"guidance embedding 3.5), {args.steps} DDIM steps per run (first untimed), threads {args.threads}, "
+          f"{args.repeats} interleaved run(s) per side (median), {'CPU' if clock is time.process_time else 'wall'} time\n", flush=True)
     if not tiny:
         print(f"memory knobs of forward+knobs: {', '.join(MEMORY_KNOBS)}\n", flush=True)
     print("| model | dtype | mode | ugd s/step | floor s/step | ratio | ugd peak GB | floor peak GB | finite | same result |")
@@ -305,7 +329,7 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     guide = bright_guide()
     oom = torch.cuda.OutOfMemoryError
     for model in models:
-        bb = build(model, tiny, DTYPES[dname], device)
+        bb = build(model, tiny, DTYPES[dname], device, mid=mid)
         if not tiny:
             counts = ", ".join(f"{role} {n / 1e6:.1f}M" for role, n in parameter_counts(bb).items())
             print(f"| {model} | parameters: {counts} | | | | | | | | |", flush=True)
@@ -322,8 +346,11 @@ def main(argv: list[str] | None = None) -> list[Cell]:
             knobs = MODES[mode]
             out_of_memory = False
             try:
-                u, up, zu = timed(device, lambda cb: ugd_run(bb, guide, knobs, args.steps, z0, cb))
-                f, fp, zf = timed(device, lambda cb: floor_run(bb, guide, knobs, args.steps, z0, cb))
+                us, fs = [], []
+                for _ in range(args.repeats):  # interleaved, so a change of the machine's load hits both sides
+                    us.append(timed(device, lambda cb: ugd_run(bb, guide, knobs, args.steps, z0, cb), clock))
+                    fs.append(timed(device, lambda cb: floor_run(bb, guide, knobs, args.steps, z0, cb), clock))
+                (u, up, zu), (f, fp, zf) = (sorted(runs, key=lambda r: r[0])[len(runs) // 2] for runs in (us, fs))  # medians
             except oom:
                 out_of_memory = True
             if out_of_memory:
@@ -342,8 +369,9 @@ def main(argv: list[str] | None = None) -> list[Cell]:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     print()
-    if tiny:
-        why = "this run used the tiny configs; --size full measures it" if torch.cuda.is_available() else "no CUDA device was present"
+    if tiny or mid:
+        why = f"this run used the {'tiny' if tiny else 'mid'} configs; --size full measures it" if torch.cuda.is_available() \
+            else "no CUDA device was present"
         print(f"GPU cost at full size (SD3.5-medium, FLUX.1-dev at {FULL_SIZE}x{FULL_SIZE}): unmeasured ({why})")
     print(f"total wall time {time.perf_counter() - start:.0f} s", flush=True)
     if args.json:

@@ -9,9 +9,11 @@ from typing import Any, Callable
 import torch
 
 
-def timed(device: torch.device, run: Callable[[Callable[[], None]], torch.Tensor]) -> tuple[float, float | None, torch.Tensor]:
+def timed(device: torch.device, run: Callable[[Callable[[], None]], torch.Tensor],
+          clock: Callable[[], float] = time.perf_counter) -> tuple[float, float | None, torch.Tensor]:
     """(median seconds per step after the first, peak GB on CUDA else None, the run's output). ``run(on_step)``
-    calls ``on_step`` at each step's end; gaps are CUDA events on GPU, wall clock on CPU."""
+    calls ``on_step`` at each step's end; gaps are CUDA events on GPU, ``clock`` on CPU (wall clock, or
+    ``time.process_time``: the process's CPU time, which neighbours on a shared machine do not inflate)."""
     cuda = device.type == "cuda"
     marks: list[Any] = []
 
@@ -21,7 +23,7 @@ def timed(device: torch.device, run: Callable[[Callable[[], None]], torch.Tensor
             ev.record()
             marks.append(ev)
         else:
-            marks.append(time.perf_counter())
+            marks.append(clock())
 
     if cuda:
         torch.cuda.synchronize()

@@ -93,3 +93,17 @@ def test_full_size_without_cuda_refuses_in_one_line():
     assert r.stdout == "" and "Traceback" not in r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("flow_cost: --size full") and "needs a CUDA device" in line
+
+
+def test_mid_size_keeps_the_full_widths_with_fewer_layers(flow_cost):
+    """--size mid (a CPU-sized proxy for the per-step share of ugd's bookkeeping): every block as in the release,
+    fewer of them, a 128x128 image."""
+    sd3 = flow_cost.build("sd3", tiny=False, dtype=torch.float32, device=torch.device("meta"), mid=True)
+    t = sd3.transformer
+    assert len(t.transformer_blocks) == 2 and t.config.num_attention_heads * t.config.attention_head_dim == 1536
+    assert [b.use_dual_attention for b in t.transformer_blocks] == [True, True]  # SD3.5-medium's first two blocks
+    assert (sd3.height, sd3.sample_shape) == (128, (16, 16, 16)) and sd3.pipe.text_encoder_3.config.d_model == 4096
+    flux = flow_cost.build("flux", tiny=False, dtype=torch.float32, device=torch.device("meta"), mid=True)
+    t = flux.transformer
+    assert (len(t.transformer_blocks), len(t.single_transformer_blocks), t.inner_dim) == (1, 1, 3072)
+    assert flux.height == 128 and flux.pipe.text_encoder_2.config.d_model == 4096
