@@ -177,4 +177,6 @@ def test_a_share_floor_keeps_a_met_guides_share():
         g = loss_and_grad(as_guide_set(quad(0.9)), near, gens, GuidanceStats(), normalize=True, held=held)[1]
         assert torch.allclose(per_sample_rms(g), torch.full((2,), share), rtol=1e-4)
     with pytest.raises(UgdError, match="guide_share_floor"):
-        SamplerConfig(guide_share_floor=1.5)
+        SamplerConfig(guide_normalize="peak", guide_share_floor=1.5)
+    with pytest.raises(UgdError, match="needs guide_normalize=peak"):
+        SamplerConfig(guide_normalize="grad", guide_share_floor=0.3)

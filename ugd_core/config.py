@@ -127,6 +127,9 @@ class SamplerConfig:
         if not 0.0 <= self.guide_share_floor <= 1.0:
             raise UgdError(f"guide_share_floor must lie in [0, 1] (a met guide's smallest share; 1 = guide_normalize=grad), "
                            f"got {self.guide_share_floor}")
+        if self.guide_share_floor > 0 and self.guide_normalize != "peak":
+            raise UgdError(f"guide_share_floor={self.guide_share_floor} is the least share of a fading guide: it needs "
+                           f"guide_normalize=peak, got guide_normalize={self.guide_normalize}")
         if self.backward_backtrack > 0 and self.backward_optimizer != "sgd":
             raise UgdError("backward_backtrack > 0 line-searches plain gradient steps: set backward_optimizer=sgd, or backward_backtrack=0 for Adam")
         if self.forward_on == "sphere" and (self.eta <= 0 or self.scheduler != "ddim"):

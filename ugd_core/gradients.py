@@ -105,7 +105,8 @@ class HeldScales:
     of the step. ``first`` (``guide_normalize="first"``): r_i of the guide's first evaluation, for its loss and
     gradient. ``peak`` (``guide_normalize="peak"``): the largest r_i so far, for the gradient only (the loss
     stays divided by the r_i of the point evaluated, as with ``grad``); its share r_i / max r_i is kept at least
-    ``floor`` (the normaliser is min(max r_i, r_i / floor))."""
+    ``floor`` (the normaliser is min(max r_i, r_i / floor)). A composition reduced by log-mean-exp over probes
+    takes the gradient of its loss, so there ``peak`` acts as ``grad``."""
 
     mode: str = "first"
     floor: float = 0.0
