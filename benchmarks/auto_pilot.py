@@ -122,6 +122,12 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # "0" in a mask drawn as a "c"): a met guide's share kept at least a floor (guide_share_floor), seeds 524-526
     "peak floor 0.1": "auto|guide_normalize=peak|guide_share_floor=0.1",
     "peak floor 0.3": "auto|guide_normalize=peak|guide_share_floor=0.3",
+    # round 11 (the default where a step draws no noise, auto-eps, at DPM-Solver++ 15 steps reached 0.89x of auto's
+    # DDIM-50 box IoU): its neighbours on that solver, run with --steps 15, fresh pilot seeds 527-529
+    "eps dpm": "auto-eps|scheduler=DPMSolverMultistepScheduler",
+    "eps dpm fwd 0.2": "auto-eps|scheduler=DPMSolverMultistepScheduler|forward_strength=0.2",
+    "eps dpm bwd 0.2": "auto-eps|scheduler=DPMSolverMultistepScheduler|backward_lr=0.2",
+    "eps dpm k3": "auto-eps|scheduler=DPMSolverMultistepScheduler|recurrence=3",
 }
 
 

@@ -34,8 +34,10 @@ AUTO: dict[str, Any] = dict(
 
 # The default where a step draws no noise (a deterministic or multistep diffusers scheduler, or eta = 0), which
 # DSG's step needs: `auto` with the forward step unit-RMS on eps (0.1) and backward steps of 0.1. The first
-# `auto` (pilot rounds 1-2, docs/bench/auto-pilot-round2.md).
-AUTO_EPS: dict[str, Any] = dict(AUTO, forward_strength=0.1, forward_on="eps", forward_normalize="grad", eta=0.0, backward_lr=0.1)
+# `auto` (pilot rounds 1-2, docs/bench/auto-pilot-round2.md) with self-recurrence k = 3 (pilot round 11, at
+# DPM-Solver++ 15 steps, docs/bench/auto-pilot-round11.md).
+AUTO_EPS: dict[str, Any] = dict(AUTO, forward_strength=0.1, forward_on="eps", forward_normalize="grad", eta=0.0, backward_lr=0.1,
+                                recurrence=3)
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "auto": (
@@ -48,7 +50,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "auto-eps": (
         "The default with another scheduler or eta=0: scale-free guidance with the forward step on eps (unit-RMS 0.1), any solver",
         AUTO_EPS,
-        "ugd (docs/algorithm.md, 'Scale-free guidance'); the first auto, picked in pilot rounds 1-2 of benchmarks/auto_pilot.py",
+        "ugd (docs/algorithm.md, 'Scale-free guidance'); the first auto, picked in pilot rounds 1-2 of benchmarks/auto_pilot.py, "
+        "with recurrence k=3 from round 11 (at DPM-Solver++ 15 steps)",
     ),
     "ugd": (
         "Universal guidance: forward s=1 (s(t) = s sqrt(1 - a_t), on eps) + backward Adam m=1 lr 0.01 on clamped x0 + recurrence k=3",
