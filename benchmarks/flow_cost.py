@@ -31,7 +31,6 @@ runs in bf16 unless ``--dtype`` says otherwise; a cell that runs out of GPU memo
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -46,7 +45,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_timing import timed  # noqa: E402
+from step_timing import finish, gigabytes, timed  # noqa: E402
 
 from ugd_core import SamplerConfig, make_guide, sample  # noqa: E402
 from ugd_core.sampler import NoiseSchedule  # noqa: E402
@@ -362,8 +361,7 @@ def main(argv: list[str] | None = None) -> list[Cell]:
             finite = bool(torch.isfinite(zu).all() and torch.isfinite(zf).all())
             cell = Cell(model, dname, mode, u, f, up, fp, finite, diff, diff <= SAME_TOL[dname])
             cells.append(cell)
-            gb = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-            print(f"| {model} | {dname} | {mode} | {u:.4f} | {f:.4f} | {u / f:.3f} | {gb(up)} | {gb(fp)} | "
+            print(f"| {model} | {dname} | {mode} | {u:.4f} | {f:.4f} | {u / f:.3f} | {gigabytes(up)} | {gigabytes(fp)} | "
                   f"{'yes' if finite else 'NO'} | {'yes' if cell.same else 'NO'} (max diff {diff:.1e}) |", flush=True)
         del bb
         if device.type == "cuda":
@@ -373,11 +371,7 @@ def main(argv: list[str] | None = None) -> list[Cell]:
         why = f"this run used the {'tiny' if tiny else 'mid'} configs; --size full measures it" if torch.cuda.is_available() \
             else "no CUDA device was present"
         print(f"GPU cost at full size (SD3.5-medium, FLUX.1-dev at {FULL_SIZE}x{FULL_SIZE}): unmeasured ({why})")
-    print(f"total wall time {time.perf_counter() - start:.0f} s", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump([c.__dict__ for c in cells], fh, indent=1)
-    return cells
+    return finish(cells, start, args.json)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Timings never go into a test; compare ratios measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -36,7 +35,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_timing import timed  # noqa: E402
+from step_timing import finish, gigabytes, timed  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ugd_core import SamplerConfig, make_guide, sample  # noqa: E402
@@ -293,17 +292,13 @@ def main(argv: list[str] | None = None) -> list[Cell]:
                     ff = bool(torch.isfinite(ff).all())
                     cell = Cell(model, dname, knobs_on, mode, u, f, up, fp, uf and ff)
                     cells.append(cell)
-                    gb = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
                     print(f"| {model} | {dname} | {'on' if knobs_on else 'off'} | {mode} | {u:.4f} | {f:.4f} | {u / f:.3f} | "
-                          f"{gb(up)} | {gb(fp)} | {'yes' if cell.finite else 'NO'} |", flush=True)
+                          f"{gigabytes(up)} | {gigabytes(fp)} | {'yes' if cell.finite else 'NO'} |", flush=True)
             del bb, guide
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    print(f"\ntotal wall time {time.perf_counter() - start:.0f} s", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump([c.__dict__ for c in cells], fh, indent=1)
-    return cells
+    print()
+    return finish(cells, start, args.json)
 
 
 if __name__ == "__main__":

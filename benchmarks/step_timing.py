@@ -1,7 +1,8 @@
-"""Per-step time and peak memory of one sampling run (shared by sd_cost.py and flow_cost.py)."""
+"""Per-step time and peak memory of one sampling run, and the tables' shared ends (used by sd_cost.py and flow_cost.py)."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from typing import Any, Callable
@@ -36,3 +37,17 @@ def timed(device: torch.device, run: Callable[[Callable[[], None]], torch.Tensor
     else:
         gaps, peak = [b - a for a, b in zip(marks, marks[1:])], None
     return statistics.median(gaps), peak, out
+
+
+def gigabytes(v: float | None) -> str:
+    """A peak-memory cell: ``-`` where none was measured (CPU)."""
+    return "–" if v is None else f"{v:.2f}"
+
+
+def finish(cells: list[Any], start: float, json_path: str) -> list[Any]:
+    """Print the run's wall time and, given a path, write every cell (a dataclass) there as JSON; returns ``cells``."""
+    print(f"total wall time {time.perf_counter() - start:.0f} s", flush=True)
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump([c.__dict__ for c in cells], fh, indent=1)
+    return cells

@@ -1,18 +1,10 @@
 """benchmarks/flow_cost.py runs end to end on the CPU with the tiny SD3 / FLUX.1 configs, and its floor is faithful."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 
-
-def test_flow_cost_runs_on_cpu_tiny_configs(capsys):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "flow_cost.py"
-    spec = importlib.util.spec_from_file_location("flow_cost", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["flow_cost"] = mod  # its dataclass resolves annotations through sys.modules
-    spec.loader.exec_module(mod)
+def test_flow_cost_runs_on_cpu_tiny_configs(capsys, load_benchmark):
+    mod = load_benchmark("flow_cost")
     cells = mod.main(["--device", "cpu", "--models", "sd3,flux", "--modes", "unguided,forward", "--steps", "2"])
     assert [(c.model, c.mode) for c in cells] == [("sd3", "unguided"), ("sd3", "forward"), ("flux", "unguided"), ("flux", "forward")]
     for c in cells:

@@ -1,7 +1,6 @@
 """The full-size configs of benchmarks/flow_cost.py (SD3.5-medium, FLUX.1-dev) build the published models: checked
 on the meta device (shapes only, no memory, seconds); without CUDA, ``--size full`` refuses in one line."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -24,13 +23,8 @@ FLUX_DEV = dict(denoiser=11_901_408_320, vae=83_819_683, text=123_060_480, text_
 
 
 @pytest.fixture(scope="module")
-def flow_cost():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    spec = importlib.util.spec_from_file_location("flow_cost", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["flow_cost"] = mod  # its dataclass resolves annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
+def flow_cost(load_benchmark):
+    return load_benchmark("flow_cost")
 
 
 def _vocab_fits(pipe, names):

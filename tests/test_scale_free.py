@@ -124,6 +124,14 @@ def test_the_digits_backbone_defaults_to_auto_at_its_own_step_count():
     assert cfg.num_steps == 7
 
 
+FAR, NEAR = torch.full((2, 8, 2, 2), -0.5), torch.full((2, 8, 2, 2), 0.85)  # quad(0.9)'s gradient RMS there: 2.8, 0.1
+
+
+def normalised(x, held=None):
+    """(loss, gradient) of quad(0.9) at x with unit-RMS normalisation, held normalisers if given."""
+    return loss_and_grad(as_guide_set(quad(0.9)), x, [torch.Generator()] * len(x), GuidanceStats(), normalize=True, held=held)
+
+
 def test_first_step_normalisers_are_scale_free_and_let_a_met_guide_fade():
     """guide_normalize=first: r_i from each guide's first evaluation, held for the run. A loss in other units
     gives the same images; and a guide's gradient share falls as its loss is met (r_i no longer follows it)."""
@@ -133,10 +141,7 @@ def test_first_step_normalisers_are_scale_free_and_let_a_met_guide_fade():
     b = run([quad(0.9, scale=1e3), (cubic(scale=1e-3), 1.0)], guide_normalize="first")
     assert (a - b).abs().max() <= 1e-4 and (a - run([quad(0.9), (cubic(), 1.0)])).abs().max() > 1e-3
     held = HeldScales()
-    far = torch.full((2, 8, 2, 2), -0.5)
-    near = torch.full((2, 8, 2, 2), 0.85)
-    g_far = loss_and_grad(as_guide_set(quad(0.9)), far, [torch.Generator()] * 2, GuidanceStats(), normalize=True, held=held)[1]
-    g_near = loss_and_grad(as_guide_set(quad(0.9)), near, [torch.Generator()] * 2, GuidanceStats(), normalize=True, held=held)[1]
+    g_far, g_near = normalised(FAR, held)[1], normalised(NEAR, held)[1]
     assert per_sample_rms(g_far).allclose(torch.ones(2)) and (per_sample_rms(g_near) < 0.05).all()
 
 
@@ -151,17 +156,13 @@ def test_peak_normalisers_fade_a_met_guide_while_its_loss_keeps_its_own():
     assert (a - b).abs().max() <= 1e-4 and (a - run([quad(0.9), (cubic(), 1.0)], guide_normalize="grad")).abs().max() > 1e-3
     assert (run([quad(0.9)], guide_normalize="peak") - run([quad(0.9)], guide_normalize="grad")).abs().max() <= 1e-4
     held = HeldScales("peak")
-    gens = [torch.Generator()] * 2
-    far, near = torch.full((2, 8, 2, 2), -0.5), torch.full((2, 8, 2, 2), 0.85)
-    l_far, g_far = loss_and_grad(as_guide_set(quad(0.9)), far, gens, GuidanceStats(), normalize=True, held=held)
-    l_near, g_near = loss_and_grad(as_guide_set(quad(0.9)), near, gens, GuidanceStats(), normalize=True, held=held)
+    _, g_far = normalised(FAR, held)
+    l_near, g_near = normalised(NEAR, held)
     assert per_sample_rms(g_far).allclose(torch.ones(2)) and (per_sample_rms(g_near) < 0.05).all()  # 0.1 / 2.8
-    l_own, _ = loss_and_grad(as_guide_set(quad(0.9)), near, gens, GuidanceStats(), normalize=True)
-    assert l_near.allclose(l_own)  # the loss is divided by its own RMS, as with grad
+    assert l_near.allclose(normalised(NEAR)[0])  # the loss is divided by its own RMS, as with grad
     # the peak only rises: a steeper point raises it, and the near point is then divided by that one
-    steep = torch.full((2, 8, 2, 2), -3.0)
-    loss_and_grad(as_guide_set(quad(0.9)), steep, gens, GuidanceStats(), normalize=True, held=held)
-    g_after = loss_and_grad(as_guide_set(quad(0.9)), near, gens, GuidanceStats(), normalize=True, held=held)[1]
+    normalised(torch.full((2, 8, 2, 2), -3.0), held)
+    g_after = normalised(NEAR, held)[1]
     assert torch.allclose(per_sample_rms(g_after), per_sample_rms(g_near) * 2.8 / 7.8, rtol=1e-4)
 
 
@@ -169,12 +170,10 @@ def test_a_share_floor_keeps_a_met_guides_share():
     """guide_share_floor=f: with peak normalisers a guide's share r_i / max r_i never falls below f (f = 1: grad)."""
     from ugd_core.gradients import HeldScales
 
-    gens = [torch.Generator()] * 2
-    far, near = torch.full((2, 8, 2, 2), -0.5), torch.full((2, 8, 2, 2), 0.85)
     for floor, share in ((0.0, 0.05 / 1.4), (0.3, 0.3), (1.0, 1.0)):
         held = HeldScales("peak", floor)
-        loss_and_grad(as_guide_set(quad(0.9)), far, gens, GuidanceStats(), normalize=True, held=held)
-        g = loss_and_grad(as_guide_set(quad(0.9)), near, gens, GuidanceStats(), normalize=True, held=held)[1]
+        normalised(FAR, held)
+        g = normalised(NEAR, held)[1]
         assert torch.allclose(per_sample_rms(g), torch.full((2,), share), rtol=1e-4)
     with pytest.raises(UgdError, match="guide_share_floor"):
         SamplerConfig(guide_normalize="peak", guide_share_floor=1.5)

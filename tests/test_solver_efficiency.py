@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "solver_efficiency.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("solver_efficiency", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -24,18 +14,18 @@ def _module():
     (["--variant", "dpm++:forwrd_strength=2"], "forward_strength"),
     (["--variant", "dpm++"], "SOLVER:KNOB=VALUE"),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, needle):
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, needle, load_benchmark):
     out = tmp_path / "out"
-    assert _module().main([*argv, "--out", str(out)]) == 2
+    assert load_benchmark("solver_efficiency").main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and needle in err and "\n" not in err
     assert not out.exists()
 
 
 @pytest.mark.slow
-def test_tiny_run_writes_table_json_and_counts_passes(tmp_path):
+def test_tiny_run_writes_table_json_and_counts_passes(tmp_path, load_benchmark):
     pytest.importorskip("ugd_digits")
-    mod = _module()
+    mod = load_benchmark("solver_efficiency")
     from ugd_core.registry import get_registry
 
     reg = get_registry()
