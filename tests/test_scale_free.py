@@ -179,3 +179,43 @@ def test_a_share_floor_keeps_a_met_guides_share():
         SamplerConfig(guide_normalize="peak", guide_share_floor=1.5)
     with pytest.raises(UgdError, match="needs guide_normalize=peak"):
         SamplerConfig(guide_normalize="grad", guide_share_floor=0.3)
+
+
+def linear(direction: torch.Tensor, name: str):
+    """l(x) = <x, direction> per sample: its gradient is ``direction`` everywhere."""
+    return make_guide(name, f=lambda x: x, loss=lambda out, y: (out * direction).flatten(1).sum(1), target=0.0)
+
+
+@pytest.mark.parametrize("weights, gain", [((1.0, 1.0), 2**0.5), ((1.0, 2.0), 5**0.5 / 2)])
+def test_added_backward_steps_are_as_long_as_each_guides_own(weights, gain):
+    """backward_compose=add: the first backward step of two guides with orthogonal gradients is lr times
+    RMS(sum_i w_i u_i) / max w_i (sqrt(2) for equal weights, sqrt(5) / 2 for weights 1 and 2), whatever
+    their raw sizes, where the default (share) keeps it at lr; parallel guides add to 2 lr."""
+    from ugd_core.gradients import Smoothing
+    from ugd_core.sampler import StepKnobs, UniversalGuidance
+
+    a, b = torch.zeros(8, 2, 2), torch.zeros(8, 2, 2)
+    a[:4], b[4:] = 3.0, 0.01  # orthogonal, RMS 2.1 and 0.007
+
+    def first_step(guides, compose):
+        cfg = SamplerConfig(**dict(AUTO, backward_steps=1, backward_backtrack=0, backward_compose=compose))
+        run_ = UniversalGuidance(backbone(), as_guide_set(guides), cfg, [torch.Generator()] * 2)
+        knobs = StepKnobs(forward_strength=0.0, backward_steps=1, backward_lr=0.1, recurrence=1, smoothing_std=0.0)
+        return per_sample_rms(run_.backward_guidance(torch.zeros(2, 8, 2, 2), torch.zeros(2, dtype=torch.long), knobs, Smoothing()))
+
+    pair = [(linear(a, "a"), weights[0]), (linear(b, "b"), weights[1])]
+    assert torch.allclose(first_step(pair, "share"), torch.full((2,), 0.1), rtol=1e-5)
+    assert torch.allclose(first_step(pair, "add"), torch.full((2,), 0.1 * gain), rtol=1e-5)
+    assert torch.allclose(first_step([linear(a, "a"), linear(2 * a, "a2")], "add"), torch.full((2,), 0.2), rtol=1e-5)
+    assert torch.allclose(first_step([(linear(a, "a"), 2.0)], "add"), torch.full((2,), 0.1), rtol=1e-5)  # one guide: lr
+
+
+def test_added_backward_steps_are_scale_free_and_one_guide_is_unchanged():
+    """With backward_compose=add the default's samples do not depend on either loss's units (1e-4), they differ
+    from the shared step's in a composition, and a single guide's sample is bit for bit the shared one's."""
+    a = run([quad(0.9), cubic()], backward_compose="add")
+    b = run([quad(0.9, scale=1e3), cubic(scale=1e-3)], backward_compose="add")
+    assert (a - b).abs().max() <= 1e-4 and (a - run([quad(0.9), cubic()])).abs().max() > 1e-3
+    assert torch.equal(run([cubic()], backward_compose="add"), run([cubic()]))
+    with pytest.raises(UgdError, match="backward_compose=add .* needs guide_normalize"):
+        SamplerConfig(**dict(AUTO, guide_normalize="none", backward_compose="add"))

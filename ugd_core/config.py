@@ -58,6 +58,10 @@ class SamplerConfig:
     backward_lr: float = 0.1
     backward_optimizer: str = "sgd"  # sgd | adam
     backward_normalize: str = "none"  # none | grad: unit-RMS gradient per sample, lr in x0 units per step
+    # with several guides (needs guide_normalize and backward_normalize=grad): share (the guides share one step
+    # of length lr) | add (the step's length is lr * RMS(sum_i w_i g_i / r_i) / max_i w_i: each guide steps about
+    # as far as it would alone where the guides' gradients are orthogonal); one guide: the same step either way
+    backward_compose: str = "share"
     # > 0: each backward step is line-searched per sample, kept only where the loss falls, else halved up to
     # this many times (a sample whose loss stops falling stops); needs backward_optimizer=sgd (0 = off)
     backward_backtrack: int = 0
@@ -113,6 +117,7 @@ class SamplerConfig:
             "forward_normalize": ("none", "grad", "loss"),
             "guide_normalize": ("none", "grad", "first", "peak"),
             "backward_normalize": ("none", "grad"),
+            "backward_compose": ("share", "add"),
             "forward_input": ("x0", "zt"),
             "forward_on": ("eps", "z_prev", "z_t", "sphere"),
             "backward_on": ("eps", "x0"),
@@ -130,6 +135,9 @@ class SamplerConfig:
         if self.guide_share_floor > 0 and self.guide_normalize != "peak":
             raise UgdError(f"guide_share_floor={self.guide_share_floor} is the least share of a fading guide: it needs "
                            f"guide_normalize=peak, got guide_normalize={self.guide_normalize}")
+        if self.backward_compose == "add" and (self.guide_normalize == "none" or self.backward_normalize != "grad"):
+            raise UgdError("backward_compose=add sums the guides' unit-RMS steps: it needs guide_normalize (grad, first or peak) "
+                           f"and backward_normalize=grad, got guide_normalize={self.guide_normalize}, backward_normalize={self.backward_normalize}")
         if self.backward_backtrack > 0 and self.backward_optimizer != "sgd":
             raise UgdError("backward_backtrack > 0 line-searches plain gradient steps: set backward_optimizer=sgd, or backward_backtrack=0 for Adam")
         if self.forward_on == "sphere" and (self.eta <= 0 or self.scheduler != "ddim"):

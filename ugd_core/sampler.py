@@ -187,7 +187,7 @@ class UniversalGuidance:
         return own(z_t, t, cond).to(z_t.dtype)
 
     def forward_guidance(self, z_t: Tensor, t: Tensor, a_t: float, cond: Any, k: StepKnobs,
-                         smoothing: Smoothing) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor] | None]:
+                         smoothing: Smoothing) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor] | None]:
         """eps(z_t), the forward step s(t) * N(grad_{z_t} l(f(D(x0(z_t, eps))))) (None when off), and, where
         backward guidance will start from this same x0_hat (:meth:`reuses_forward_loss`), the loss and its
         gradient with respect to x0_hat there, so that backward guidance need not evaluate them again.
@@ -209,7 +209,7 @@ class UniversalGuidance:
             if self.reuses_forward_loss(k):  # the same chain rule, split at x0_hat
                 (g_x0,) = torch.autograd.grad(images, x0, g_img, retain_graph=True)
                 (g_z,) = torch.autograd.grad(x0, z, g_x0)
-                at_x0 = (loss, keep_finite(g_x0, torch.zeros_like(g_x0), self.stats.guidance))
+                at_x0 = (loss, keep_finite(g_x0, torch.zeros_like(g_x0), self.stats.guidance), self._compose_gain(g_img))
             else:
                 (g_z,) = torch.autograd.grad(images, z, g_img)  # chain rule through D (and the denoiser)
         self.stats.denoiser_backward += 0 if on_zt else 1
@@ -232,17 +232,28 @@ class UniversalGuidance:
             return g / _bcast(loss.clamp(min=1e-12).sqrt(), g)
         return g
 
-    def _delta_loss_grad(self, x0_hat: Tensor, delta: Tensor, t: Tensor, smoothing: Smoothing) -> tuple[Tensor, Tensor]:
-        """l(f(D(x0_hat + delta))) [N] and its gradient with respect to delta (the guide and D only)."""
+    def _delta_loss_grad(self, x0_hat: Tensor, delta: Tensor, t: Tensor, smoothing: Smoothing) -> tuple[Tensor, Tensor, Tensor]:
+        """l(f(D(x0_hat + delta))) [N], its gradient with respect to delta (the guide and D only), and the
+        backward step's gain there (:meth:`_compose_gain`)."""
         with torch.enable_grad():
             d = delta.detach().requires_grad_(True)
             images = self.backbone.decode(x0_hat + d)
             loss, g_img = self._loss_grad(images, t, smoothing)
             (g_delta,) = torch.autograd.grad(images, d, g_img)
-        return loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance)
+        return loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance), self._compose_gain(g_img)
+
+    def _compose_gain(self, g_img: Tensor) -> Tensor:
+        """[N] the length of a normalised backward step in units of one guide's: 1, or with
+        ``backward_compose="add"`` and several guides RMS(sum_i w_i g_i / r_i) / max_i w_i of the unit-RMS guides'
+        weighted sum in the guides' image space (each guide then steps as far as it would alone where the
+        guides' gradients are orthogonal; sqrt(2) for two equal orthogonal guides, 2 for parallel ones)."""
+        n = g_img.shape[0]
+        if self.config.backward_compose != "add" or len(self.guides.items) < 2:
+            return torch.ones(n, device=g_img.device, dtype=g_img.dtype)  # x * 1.0 is exact: "share" is unchanged
+        return per_sample_rms(g_img) / max(item.weight for item in self.guides.items)
 
     def backward_guidance(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing,
-                          start: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                          start: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
         """delta* = argmin_delta l(f(D(x0_hat + delta))): m optimiser steps from delta = 0.
 
         With ``clip_x0`` the iterate x0_hat + delta is projected onto [-1, 1] before each step and
@@ -259,17 +270,17 @@ class UniversalGuidance:
         opt = optimizer([delta], lr=k.backward_lr)
         for i in range(k.backward_steps):
             self._project(x0_hat, delta)
-            _, g_delta = start if start is not None and i == 0 else self._delta_loss_grad(x0_hat, delta, t, smoothing)
-            delta.grad = self._backward_direction(g_delta)
+            _, g_delta, gain = start if start is not None and i == 0 else self._delta_loss_grad(x0_hat, delta, t, smoothing)
+            delta.grad = self._backward_direction(g_delta, gain)
             opt.step()
         self._project(x0_hat, delta)
         return keep_finite(delta.detach(), torch.zeros_like(x0_hat), self.stats.guidance)
 
-    def _backward_direction(self, g: Tensor) -> Tensor:
-        return g / _bcast(per_sample_rms(g), g) if self.config.backward_normalize == "grad" else g
+    def _backward_direction(self, g: Tensor, gain: Tensor) -> Tensor:
+        return g / _bcast(per_sample_rms(g), g) * _bcast(gain, g) if self.config.backward_normalize == "grad" else g
 
     def backward_line_search(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing,
-                             start: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                             start: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
         """m gradient steps on delta, each backtracked per sample (Armijo-style with a zero slope term,
         Nocedal & Wright Alg. 3.1): a trial delta - lr N(g) is kept for a sample only if its loss falls
         below the current one; otherwise its step is halved, at most ``backward_backtrack`` times, and a
@@ -282,20 +293,20 @@ class UniversalGuidance:
         delta = torch.zeros_like(x0_hat)
         if self.config.clip_x0:
             delta = torch.maximum(torch.minimum(delta, 1 - x0_hat), -1 - x0_hat)
-        loss, g = start if start is not None else self._delta_loss_grad(x0_hat, delta, t, smoothing)
+        loss, g, gain = start if start is not None else self._delta_loss_grad(x0_hat, delta, t, smoothing)
         active = torch.ones(n, dtype=torch.bool, device=x0_hat.device)  # samples whose last step lowered the loss
         for _ in range(k.backward_steps):
             lr = torch.full((n,), k.backward_lr, device=x0_hat.device, dtype=x0_hat.dtype)
-            direction = self._backward_direction(g)
+            direction = self._backward_direction(g, gain)
             pending = active.clone()
             for _ in range(self.config.backward_backtrack + 1):
                 trial = delta - _bcast(lr, delta) * direction
                 if self.config.clip_x0:
                     trial = torch.maximum(torch.minimum(trial, 1 - x0_hat), -1 - x0_hat)
-                new_loss, new_g = self._delta_loss_grad(x0_hat, trial, t, smoothing)
+                new_loss, new_g, new_gain = self._delta_loss_grad(x0_hat, trial, t, smoothing)
                 ok = pending & (new_loss < loss)  # a non-finite trial loss is never < : rejected
                 keep = ok.view(-1, *([1] * (delta.dim() - 1)))
-                delta, g = torch.where(keep, trial, delta), torch.where(keep, new_g, g)
+                delta, g, gain = torch.where(keep, trial, delta), torch.where(keep, new_g, g), torch.where(ok, new_gain, gain)
                 loss = torch.where(ok, new_loss, loss)
                 pending = pending & ~ok
                 if not bool(pending.any()):  # a data-dependent stop: one host read per trial
