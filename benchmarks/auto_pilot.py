@@ -135,6 +135,11 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     "auto x1.4": "auto|forward_strength=0.28|backward_lr=0.042",
     "auto bwd sum": "auto|backward_normalize=none",
     "auto add": "auto|backward_compose=add",
+    # round 13 (style trails dsg, 0.43x and 0.79x on the larger reported tables, and dsg is auto without backward
+    # steps and recurrence): which of auto's parts costs style; explored on seeds 536-538, style only
+    "dsg": "dsg",
+    "auto no bwd": "auto|backward_steps=0",
+    "auto k1": "auto|recurrence=1",
 }
 
 
