@@ -140,6 +140,11 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     "dsg": "dsg",
     "auto no bwd": "auto|backward_steps=0",
     "auto k1": "auto|recurrence=1",
+    # round 14 (round 13: backward steps cost style but meet inpaint, box and brightness; the early steps' line
+    # searches are also the costly ones, 6-12 guide passes against 4 late): backward steps only in the chain's
+    # later part; explored on seeds 542-544
+    "auto bwd from 0.3": "auto|backward_window=[0.3,1.0]",
+    "auto bwd from 0.5": "auto|backward_window=[0.5,1.0]",
 }
 
 
