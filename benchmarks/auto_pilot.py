@@ -145,6 +145,10 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # later part; explored on seeds 542-544
     "auto bwd from 0.3": "auto|backward_window=[0.3,1.0]",
     "auto bwd from 0.5": "auto|backward_window=[0.5,1.0]",
+    # round 15 (round 13-14: backward steps raise style's raw loss late in the chain; measured, 50-100% of the samples
+    # an accepted line search moves there end with a higher raw loss, because the line search compares l / RMS(grad l)
+    # at each point): each normaliser held at the search's start (backward_merit=start), seeds 545-547
+    "auto merit start": "auto|backward_merit=start",
 }
 
 

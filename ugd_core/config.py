@@ -62,9 +62,13 @@ class SamplerConfig:
     # of length lr) | add (the step's length is lr * RMS(sum_i w_i g_i / r_i) / max_i w_i: each guide steps about
     # as far as it would alone where the guides' gradients are orthogonal); one guide: the same step either way
     backward_compose: str = "share"
-    # > 0: each backward step is line-searched per sample, kept only where the loss falls, else halved up to
+    # > 0: each backward step is line-searched per sample, kept only where the loss falls (backward_merit), else halved up to
     # this many times (a sample whose loss stops falling stops); needs backward_optimizer=sgd (0 = off)
     backward_backtrack: int = 0
+    # what the line search compares, with guide_normalize=grad: point (sum_i w_i l_i / r_i with each r_i at the
+    # point scored: for one guide l / RMS(grad l), which a step can lower while raising l) | start (each r_i held
+    # at the search's start x0_hat: one fixed function per search, for one guide the raw loss)
+    backward_merit: str = "point"
     backward_schedule: ScheduleLike = "constant"
     backward_window: tuple[float, float] = (0.0, 1.0)
     # where delta lands: eps (eps re-derived at fixed z_t so that x0(z_t, eps) = x0_hat + delta: universal
@@ -118,6 +122,7 @@ class SamplerConfig:
             "guide_normalize": ("none", "grad", "first", "peak"),
             "backward_normalize": ("none", "grad"),
             "backward_compose": ("share", "add"),
+            "backward_merit": ("point", "start"),
             "forward_input": ("x0", "zt"),
             "forward_on": ("eps", "z_prev", "z_t", "sphere"),
             "backward_on": ("eps", "x0"),
@@ -138,6 +143,9 @@ class SamplerConfig:
         if self.backward_compose == "add" and (self.guide_normalize == "none" or self.backward_normalize != "grad"):
             raise UgdError("backward_compose=add sums the guides' unit-RMS steps: it needs guide_normalize (grad, first or peak) "
                            f"and backward_normalize=grad, got guide_normalize={self.guide_normalize}, backward_normalize={self.backward_normalize}")
+        if self.backward_merit == "start" and self.guide_normalize == "peak":
+            raise UgdError("backward_merit=start holds each guide's normaliser over a line search, but guide_normalize=peak divides "
+                           "each loss by the normaliser of the point it scores; use guide_normalize=grad, or backward_merit=point")
         if self.backward_backtrack > 0 and self.backward_optimizer != "sgd":
             raise UgdError("backward_backtrack > 0 line-searches plain gradient steps: set backward_optimizer=sgd, or backward_backtrack=0 for Adam")
         if self.forward_on == "sphere" and (self.eta <= 0 or self.scheduler != "ddim"):

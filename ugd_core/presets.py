@@ -13,11 +13,12 @@ from typing import Any
 # gradient is unit-RMS before the weighted sum (guide_normalize); the forward step is DSG's spherical step
 # (forward_on="sphere", ancestral eta = 1): z_{t-1}'s noise turned by the rate 0.2 toward -grad l and kept at
 # the noise level, so only the gradient's direction counts; backward guidance takes unit-RMS steps of x0 that
-# are kept only where the guides' loss falls (halved up to 3 times); self-recurrence k = 2 in the middle of the
-# chain (20-60%). Multiplying any guide's loss by c > 0 leaves every step unchanged, and no backward step can
-# make the loss rise. Values picked on pilot seeds by a rule fixed before the runs (benchmarks/auto_pilot.py;
-# the rounds' outputs are docs/bench/auto-pilot-round1.md ... -round10.md: round 9's pick, guide_normalize=peak, was
-# sent back by its reported look, and round 10 kept this).
+# are kept only where the guides' normalised loss sum_i w_i l_i / r_i falls, each r_i at the point scored (halved
+# up to 3 times; backward_merit="point"); self-recurrence k = 2 in the middle of the chain (20-60%). Multiplying any
+# guide's loss by c > 0 leaves every step unchanged, and no backward step can diverge. Values picked on pilot
+# seeds by a rule fixed before the runs (benchmarks/auto_pilot.py; the rounds' outputs are
+# docs/bench/auto-pilot-round1.md ... -round16.md: the picks of rounds 9 and 12 were sent back by their reported
+# looks, and no other round replaced this).
 AUTO: dict[str, Any] = dict(
     guide_normalize="grad",
     forward_strength=0.2,
