@@ -45,7 +45,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_timing import finish, gigabytes, timed  # noqa: E402
+from step_timing import CostCell, finish, gigabytes, timed  # noqa: E402
 
 from ugd_core import SamplerConfig, make_guide, sample  # noqa: E402
 from ugd_core.sampler import NoiseSchedule  # noqa: E402
@@ -260,15 +260,7 @@ def ugd_run(bb: _FlowPipelineBackbone, guide: Any, knobs: dict[str, Any], steps:
 
 # ---- timing ----------------------------------------------------------------------------------------
 @dataclass
-class Cell:
-    model: str
-    dtype: str
-    mode: str
-    ugd_s: float
-    floor_s: float
-    ugd_peak_gb: float | None
-    floor_peak_gb: float | None
-    finite: bool
+class Cell(CostCell):
     max_diff: float  # max |ugd - floor| of the final latents
     same: bool
     out_of_memory: bool = False  # the cell ran out of GPU memory (times NaN)

@@ -35,7 +35,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_timing import finish, gigabytes, timed  # noqa: E402
+from step_timing import CostCell, finish, gigabytes, timed  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ugd_core import SamplerConfig, make_guide, sample  # noqa: E402
@@ -216,16 +216,8 @@ def ugd_run(bb: StableDiffusionBackbone, guide: Any, knobs: dict[str, Any], step
 
 # ---- timing ----------------------------------------------------------------------------------------
 @dataclass
-class Cell:
-    model: str
-    dtype: str
-    knobs: bool
-    mode: str
-    ugd_s: float
-    floor_s: float
-    ugd_peak_gb: float | None
-    floor_peak_gb: float | None
-    finite: bool
+class Cell(CostCell):
+    knobs: bool  # the memory knobs on (grad_checkpointing, vae_slicing, attention_slicing)
 
 
 def main(argv: list[str] | None = None) -> list[Cell]:
@@ -290,7 +282,7 @@ def main(argv: list[str] | None = None) -> list[Cell]:
                     uf = bool(torch.isfinite(uf).all())
                     f, fp, ff = timed(device, lambda cb: floor_run(bb, guide, knobs, args.steps, cb))
                     ff = bool(torch.isfinite(ff).all())
-                    cell = Cell(model, dname, knobs_on, mode, u, f, up, fp, uf and ff)
+                    cell = Cell(model, dname, mode, u, f, up, fp, uf and ff, knobs=knobs_on)
                     cells.append(cell)
                     print(f"| {model} | {dname} | {'on' if knobs_on else 'off'} | {mode} | {u:.4f} | {f:.4f} | {u / f:.3f} | "
                           f"{gigabytes(up)} | {gigabytes(fp)} | {'yes' if cell.finite else 'NO'} |", flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -37,6 +38,21 @@ def timed(device: torch.device, run: Callable[[Callable[[], None]], torch.Tensor
     else:
         gaps, peak = [b - a for a, b in zip(marks, marks[1:])], None
     return statistics.median(gaps), peak, out
+
+
+@dataclass
+class CostCell:
+    """One cell of a cost table: ugd's and the floor's median seconds and peak GB (None on CPU), and whether
+    both runs ended finite. The scripts add their own columns."""
+
+    model: str
+    dtype: str
+    mode: str
+    ugd_s: float
+    floor_s: float
+    ugd_peak_gb: float | None
+    floor_peak_gb: float | None
+    finite: bool
 
 
 def gigabytes(v: float | None) -> str:
