@@ -221,11 +221,12 @@ def test_added_backward_steps_are_scale_free_and_one_guide_is_unchanged():
         SamplerConfig(**dict(AUTO, guide_normalize="none", backward_compose="add"))
 
 
-def test_a_line_search_scored_at_its_start_never_raises_the_raw_loss():
+def test_line_search_merits_a_step_that_raises_the_raw_loss():
     """l = sum |x|^3 + 0.01 per pixel, at x = 0.1 with a step of 0.3: the trial x = -0.2 raises l (0.011 -> 0.018
     a pixel) but lowers l / RMS(grad l) (0.011 / 0.03 -> 0.018 / 0.12), so the default merit (each r at the point
     it scores) keeps it; backward_merit=start holds r at the start, rejects it and keeps the halved step (x =
-    -0.05, l = 0.010125 a pixel)."""
+    -0.05, l = 0.010125 a pixel); pareto needs both, and each of the halved trials (-0.05, 0.025, 0.0625) raises
+    l / RMS(grad l) (1.35, 5.3, 0.87 against 0.37): it keeps x."""
     from ugd_core.gradients import Smoothing
     from ugd_core.sampler import StepKnobs, UniversalGuidance
 
@@ -233,18 +234,30 @@ def test_a_line_search_scored_at_its_start_never_raises_the_raw_loss():
     x0 = torch.full((2, 8, 2, 2), 0.1)
     knobs = StepKnobs(forward_strength=0.0, backward_steps=1, backward_lr=0.3, recurrence=1, smoothing_std=0.0)
     after = {}
-    for merit in ("point", "start"):
+    for merit in ("point", "start", "pareto"):
         cfg = SamplerConfig(**dict(AUTO, backward_steps=1, backward_merit=merit))
         run_ = UniversalGuidance(backbone(), as_guide_set(guide), cfg, [torch.Generator()] * 2)
         delta = run_.backward_guidance(x0, torch.zeros(2, dtype=torch.long), knobs, Smoothing(), merit=run_._merit())
         after[merit] = (x0 + delta)[:, 0, 0, 0]
     assert torch.allclose(after["point"], torch.full((2,), -0.2)) and torch.allclose(after["start"], torch.full((2,), -0.05))
+    assert torch.equal(after["pareto"], torch.full((2,), 0.1))
     with pytest.raises(UgdError, match="backward_merit=start"):
         SamplerConfig(**dict(AUTO, guide_normalize="peak", backward_merit="start"))
 
 
-def test_a_line_search_scored_at_its_start_is_scale_free_and_guides_the_same_in_any_units():
-    """backward_merit=start compares sum_i w_i l_i / r_i(start): a loss in other units leaves the samples (1e-4)."""
-    a = run([quad(0.9), cubic()], backward_merit="start")
-    b = run([quad(0.9, scale=1e3), cubic(scale=1e-3)], backward_merit="start")
+@pytest.mark.parametrize("merit", ["start", "pareto"])
+def test_line_search_merits_are_scale_free(merit):
+    """backward_merit=start compares sum_i w_i l_i / r_i(start), pareto also each guide's own loss with itself:
+    a loss in other units leaves the samples (1e-4)."""
+    a = run([quad(0.9), cubic()], backward_merit=merit)
+    b = run([quad(0.9, scale=1e3), cubic(scale=1e-3)], backward_merit=merit)
     assert (a - b).abs().max() <= 1e-4 and torch.isfinite(a).all()
+
+
+def test_loss_and_grad_reports_each_guides_own_loss():
+    """own_losses: each guide's loss before its weight and normaliser, in the guides' order."""
+    x = torch.full((2, 8, 2, 2), 0.5)
+    own: list = []
+    loss_and_grad(as_guide_set([(quad(0.9), 3.0), (cubic(), 2.0)]), x, [torch.Generator()] * 2, GuidanceStats(), normalize=True,
+                  own_losses=own)
+    assert torch.allclose(own[0], torch.full((2,), 32 * 0.4**2)) and torch.allclose(own[1], torch.full((2,), 32 * 0.2**3))

@@ -67,7 +67,8 @@ class SamplerConfig:
     backward_backtrack: int = 0
     # what the line search compares, with guide_normalize=grad: point (sum_i w_i l_i / r_i with each r_i at the
     # point scored: for one guide l / RMS(grad l), which a step can lower while raising l) | start (each r_i held
-    # at the search's start x0_hat: one fixed function per search, for one guide the raw loss)
+    # at the search's start x0_hat: one fixed function per search, for one guide the raw loss) | pareto (point's,
+    # and no guide's own loss may rise)
     backward_merit: str = "point"
     backward_schedule: ScheduleLike = "constant"
     backward_window: tuple[float, float] = (0.0, 1.0)
@@ -122,7 +123,7 @@ class SamplerConfig:
             "guide_normalize": ("none", "grad", "first", "peak"),
             "backward_normalize": ("none", "grad"),
             "backward_compose": ("share", "add"),
-            "backward_merit": ("point", "start"),
+            "backward_merit": ("point", "start", "pareto"),
             "forward_input": ("x0", "zt"),
             "forward_on": ("eps", "z_prev", "z_t", "sphere"),
             "backward_on": ("eps", "x0"),

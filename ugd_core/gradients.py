@@ -145,6 +145,7 @@ def loss_and_grad(
     t: Tensor | None = None,
     normalize: bool = False,
     held: HeldScales | None = None,
+    own_losses: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weighted loss per sample [N] and its gradient with respect to ``images``.
 
@@ -156,6 +157,9 @@ def loss_and_grad(
     per-sample RMS r_i of its own gradient (r_i held constant), before the weighted sum: the gradient of
     l_i / r_i is unit-RMS, l_i / r_i does not change when l_i is multiplied by any c > 0, and a guide's
     ``weight`` is its share of the step whatever its loss's units.
+
+    ``own_losses``, when given, receives each guide's own loss [N] (the probes' mean, before its weight and
+    normaliser): the differentiable guides in order, then the zero-order ones.
     """
     x = images.detach()
     total_loss = torch.zeros(x.shape[0], device=x.device)
@@ -168,7 +172,10 @@ def loss_and_grad(
         with torch.enable_grad():
             inputs = [leaf if off is None else leaf + off for off in offsets]
             weights = [1.0 if normalize else item.weight for item in diff]  # with normalize, weights apply after it
-            per_guide = [torch.stack([w * guide_loss(item.guide, inp, t) for inp in inputs]) for w, item in zip(weights, diff)]
+            unweighted = [torch.stack([guide_loss(item.guide, inp, t) for inp in inputs]) for item in diff]
+            if own_losses is not None:
+                own_losses.extend(losses.mean(0).detach() for losses in unweighted)
+            per_guide = [w * losses for w, losses in zip(weights, unweighted)]
             additive = smoothing.reduce != "log_mean_exp"
             raw: list[Tensor] = []
             if normalize:  # l_i / r_i, r_i the RMS of g_i = grad l_i (of the probes' mean), held constant
@@ -202,6 +209,8 @@ def loss_and_grad(
         stats.zero_order_guides.add(item.guide.name)
         with torch.no_grad():
             base = guide_loss(item.guide, x, t)
+            if own_losses is not None:
+                own_losses.append(base)
             g = torch.zeros_like(x)
             for _ in range(zo_probes):
                 u = randn(x.shape[1:], generators, x.device, x.dtype)

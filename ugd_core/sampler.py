@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -79,6 +79,17 @@ class StepKnobs:
     backward_lr: float
     recurrence: int  # k; 1 = no self-recurrence
     smoothing_std: float
+
+
+class Scored(NamedTuple):
+    """A point backward guidance scored: the loss its line search compares [N], the gradient, the step's gain
+    [N] (:meth:`UniversalGuidance._compose_gain`) and, with ``backward_merit="pareto"``, each guide's own loss
+    [G, N] (else None)."""
+
+    loss: Tensor
+    grad: Tensor
+    gain: Tensor
+    own: Tensor | None
 
 
 @dataclass
@@ -165,11 +176,19 @@ class UniversalGuidance:
         held = config.guide_normalize in ("first", "peak")
         self.held = HeldScales(config.guide_normalize, config.guide_share_floor) if held else None  # kept over the run
 
-    def _loss_grad(self, images: Tensor, t: Tensor, smoothing: Smoothing, merit: HeldScales | None = None) -> tuple[Tensor, Tensor]:
+    def _loss_grad(self, images: Tensor, t: Tensor, smoothing: Smoothing, merit: HeldScales | None = None,
+                   own: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
         c = self.config
         normalize = c.guide_normalize != "none"
         held = merit if merit is not None else self.held
-        return loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t, normalize, held)
+        return loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t, normalize, held, own)
+
+    def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing, merit: HeldScales | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The guides' compared loss [N] and gradient at ``images``, and with ``backward_merit="pareto"`` each guide's
+        own loss [G, N] (else None)."""
+        own: list[Tensor] | None = [] if self.config.backward_merit == "pareto" else None
+        loss, g_img = self._loss_grad(images, t, smoothing, merit, own)
+        return loss, g_img, torch.stack(own) if own is not None else None
 
     def _merit(self) -> HeldScales | None:
         """With ``backward_merit="start"`` (and unit-RMS guides), each guide's normaliser r_i held from the first
@@ -194,7 +213,7 @@ class UniversalGuidance:
         return own(z_t, t, cond).to(z_t.dtype)
 
     def forward_guidance(self, z_t: Tensor, t: Tensor, a_t: float, cond: Any, k: StepKnobs, smoothing: Smoothing,
-                         merit: HeldScales | None = None) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor] | None]:
+                         merit: HeldScales | None = None) -> tuple[Tensor, Tensor | None, Scored | None]:
         """eps(z_t), the forward step s(t) * N(grad_{z_t} l(f(D(x0(z_t, eps))))) (None when off), and, where
         backward guidance will start from this same x0_hat (:meth:`reuses_forward_loss`), the loss and its
         gradient with respect to x0_hat there, so that backward guidance need not evaluate them again.
@@ -215,11 +234,11 @@ class UniversalGuidance:
             x0 = z if on_zt else self.x0(z, eps, a_t, t, cond)
             images = self.backbone.decode(x0)
             reused = self.reuses_forward_loss(k)
-            loss, g_img = self._loss_grad(images, t, smoothing, merit if reused else None)
+            loss, g_img, own = self._scored(images, t, smoothing, merit if reused else None)
             if reused:  # the same chain rule, split at x0_hat
                 (g_x0,) = torch.autograd.grad(images, x0, g_img, retain_graph=True)
                 (g_z,) = torch.autograd.grad(x0, z, g_x0)
-                at_x0 = (loss, keep_finite(g_x0, torch.zeros_like(g_x0), self.stats.guidance), self._compose_gain(g_img))
+                at_x0 = Scored(loss, keep_finite(g_x0, torch.zeros_like(g_x0), self.stats.guidance), self._compose_gain(g_img), own)
             else:
                 (g_z,) = torch.autograd.grad(images, z, g_img)  # chain rule through D (and the denoiser)
         self.stats.denoiser_backward += 0 if on_zt else 1
@@ -243,15 +262,14 @@ class UniversalGuidance:
         return g
 
     def _delta_loss_grad(self, x0_hat: Tensor, delta: Tensor, t: Tensor, smoothing: Smoothing,
-                         merit: HeldScales | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """l(f(D(x0_hat + delta))) [N], its gradient with respect to delta (the guide and D only), and the
-        backward step's gain there (:meth:`_compose_gain`)."""
+                         merit: HeldScales | None = None) -> Scored:
+        """l(f(D(x0_hat + delta))) [N] and its gradient with respect to delta (the guide and D only), scored."""
         with torch.enable_grad():
             d = delta.detach().requires_grad_(True)
             images = self.backbone.decode(x0_hat + d)
-            loss, g_img = self._loss_grad(images, t, smoothing, merit)
+            loss, g_img, own = self._scored(images, t, smoothing, merit)
             (g_delta,) = torch.autograd.grad(images, d, g_img)
-        return loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance), self._compose_gain(g_img)
+        return Scored(loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance), self._compose_gain(g_img), own)
 
     def _compose_gain(self, g_img: Tensor) -> Tensor:
         """[N] the length of a normalised backward step in units of one guide's: 1, or with
@@ -264,7 +282,7 @@ class UniversalGuidance:
         return per_sample_rms(g_img) / max(item.weight for item in self.guides.items)
 
     def backward_guidance(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing,
-                          start: tuple[Tensor, Tensor, Tensor] | None = None, merit: HeldScales | None = None) -> Tensor:
+                          start: Scored | None = None, merit: HeldScales | None = None) -> Tensor:
         """delta* = argmin_delta l(f(D(x0_hat + delta))): m optimiser steps from delta = 0.
 
         With ``clip_x0`` the iterate x0_hat + delta is projected onto [-1, 1] before each step and
@@ -281,8 +299,8 @@ class UniversalGuidance:
         opt = optimizer([delta], lr=k.backward_lr)
         for i in range(k.backward_steps):
             self._project(x0_hat, delta)
-            _, g_delta, gain = start if start is not None and i == 0 else self._delta_loss_grad(x0_hat, delta, t, smoothing)
-            delta.grad = self._backward_direction(g_delta, gain)
+            at = start if start is not None and i == 0 else self._delta_loss_grad(x0_hat, delta, t, smoothing)
+            delta.grad = self._backward_direction(at.grad, at.gain)
             opt.step()
         self._project(x0_hat, delta)
         return keep_finite(delta.detach(), torch.zeros_like(x0_hat), self.stats.guidance)
@@ -291,7 +309,7 @@ class UniversalGuidance:
         return g / _bcast(per_sample_rms(g), g) * _bcast(gain, g) if self.config.backward_normalize == "grad" else g
 
     def backward_line_search(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing,
-                             start: tuple[Tensor, Tensor, Tensor] | None = None, merit: HeldScales | None = None) -> Tensor:
+                             start: Scored | None = None, merit: HeldScales | None = None) -> Tensor:
         """m gradient steps on delta, each backtracked per sample (Armijo-style with a zero slope term,
         Nocedal & Wright Alg. 3.1): a trial delta - lr N(g) is kept for a sample only if its loss falls
         below the current one; otherwise its step is halved, at most ``backward_backtrack`` times, and a
@@ -299,27 +317,31 @@ class UniversalGuidance:
         same rejected trials). The compared loss only ever decreases, so a step cannot diverge, and positive
         rescaling of the loss leaves every comparison (and, with normalised gradients, every step) unchanged.
         With unit-RMS guides the compared loss is sum_i w_i l_i / r_i, each r_i at the point scored (a step can
-        lower it while raising l_i), or with ``merit`` (``backward_merit="start"``) held at the search's start.
+        lower it while raising l_i), or with ``merit`` (``backward_merit="start"``) held at the search's start;
+        with ``backward_merit="pareto"`` a trial must also leave no guide's own loss higher.
         """
         n = x0_hat.shape[0]
         delta = torch.zeros_like(x0_hat)
         if self.config.clip_x0:
             delta = torch.maximum(torch.minimum(delta, 1 - x0_hat), -1 - x0_hat)
-        loss, g, gain = start if start is not None else self._delta_loss_grad(x0_hat, delta, t, smoothing, merit)
+        at = start if start is not None else self._delta_loss_grad(x0_hat, delta, t, smoothing, merit)
         active = torch.ones(n, dtype=torch.bool, device=x0_hat.device)  # samples whose last step lowered the loss
         for _ in range(k.backward_steps):
             lr = torch.full((n,), k.backward_lr, device=x0_hat.device, dtype=x0_hat.dtype)
-            direction = self._backward_direction(g, gain)
+            direction = self._backward_direction(at.grad, at.gain)
             pending = active.clone()
             for _ in range(self.config.backward_backtrack + 1):
                 trial = delta - _bcast(lr, delta) * direction
                 if self.config.clip_x0:
                     trial = torch.maximum(torch.minimum(trial, 1 - x0_hat), -1 - x0_hat)
-                new_loss, new_g, new_gain = self._delta_loss_grad(x0_hat, trial, t, smoothing, merit)
-                ok = pending & (new_loss < loss)  # a non-finite trial loss is never < : rejected
+                new = self._delta_loss_grad(x0_hat, trial, t, smoothing, merit)
+                ok = pending & (new.loss < at.loss)  # a non-finite trial loss is never < : rejected
+                if at.own is not None:  # pareto: and no guide's own loss rises
+                    ok = ok & (new.own <= at.own).all(0)
                 keep = ok.view(-1, *([1] * (delta.dim() - 1)))
-                delta, g, gain = torch.where(keep, trial, delta), torch.where(keep, new_g, g), torch.where(ok, new_gain, gain)
-                loss = torch.where(ok, new_loss, loss)
+                delta = torch.where(keep, trial, delta)
+                at = Scored(torch.where(ok, new.loss, at.loss), torch.where(keep, new.grad, at.grad),
+                            torch.where(ok, new.gain, at.gain), None if at.own is None else torch.where(ok, new.own, at.own))
                 pending = pending & ~ok
                 if not bool(pending.any()):  # a data-dependent stop: one host read per trial
                     break
