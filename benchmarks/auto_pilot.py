@@ -153,6 +153,9 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # round 17 (rounds 15-16: the held merit lowers every loss but draws non-digits): keep the per-point merit (its
     # searches stop once a loss is flat) and also reject any trial that raises a guide's own loss, seeds 554-559
     "auto pareto": "auto|backward_merit=pareto",
+    # round 19 (round 18 gave auto the pareto merit at DDIM; auto-eps, the default of other schedulers, kept the
+    # per-point one): the same question for auto-eps at DPM-Solver++ 15 steps, seeds 566-571
+    "eps dpm pareto": "auto-eps|scheduler=DPMSolverMultistepScheduler|backward_merit=pareto",
 }
 
 
