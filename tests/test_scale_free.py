@@ -238,7 +238,7 @@ def test_line_search_merits_a_step_that_raises_the_raw_loss():
     for merit in ("point", "start", "pareto"):
         cfg = SamplerConfig(**dict(AUTO, backward_steps=1, backward_merit=merit))
         run_ = UniversalGuidance(backbone(), as_guide_set(guide), cfg, [torch.Generator()] * 2)
-        delta = run_.backward_guidance(x0, torch.zeros(2, dtype=torch.long), knobs, Smoothing(), merit=run_._merit())
+        delta = run_.backward_guidance(x0, torch.zeros(2, dtype=torch.long), knobs, Smoothing())
         after[merit] = (x0 + delta)[:, 0, 0, 0]
     assert torch.allclose(after["point"], torch.full((2,), -0.2)) and torch.allclose(after["start"], torch.full((2,), -0.05))
     assert torch.equal(after["pareto"], torch.full((2,), 0.1))

@@ -176,24 +176,21 @@ class UniversalGuidance:
         held = config.guide_normalize in ("first", "peak")
         self.held = HeldScales(config.guide_normalize, config.guide_share_floor) if held else None  # kept over the run
 
-    def _loss_grad(self, images: Tensor, t: Tensor, smoothing: Smoothing, merit: HeldScales | None = None,
-                   own: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing,
+                merit: HeldScales | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The guides' compared loss [N] and gradient at ``images`` (normalisers held in ``merit`` when given, else
+        the run's), and with ``backward_merit="pareto"`` each guide's own loss [G, N] (else None)."""
         c = self.config
-        normalize = c.guide_normalize != "none"
+        own: list[Tensor] | None = [] if c.backward_merit == "pareto" else None
         held = merit if merit is not None else self.held
-        return loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t, normalize, held, own)
-
-    def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing, merit: HeldScales | None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """The guides' compared loss [N] and gradient at ``images``, and with ``backward_merit="pareto"`` each guide's
-        own loss [G, N] (else None)."""
-        own: list[Tensor] | None = [] if self.config.backward_merit == "pareto" else None
-        loss, g_img = self._loss_grad(images, t, smoothing, merit, own)
+        loss, g_img = loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t,
+                                    c.guide_normalize != "none", held, own)
         return loss, g_img, torch.stack(own) if own is not None else None
 
     def _merit(self) -> HeldScales | None:
-        """With ``backward_merit="start"`` (and unit-RMS guides), each guide's normaliser r_i held from the first
-        evaluation of a step's backward guidance, x0_hat: every trial of its line search is then scored by one
-        fixed function, sum_i w_i l_i / r_i(x0_hat), and for one guide an accepted step lowers the raw loss."""
+        """With ``backward_merit="start"`` (and unit-RMS guides), each guide's normaliser r_i held from a line
+        search's first evaluation, at x0_hat: every trial is then scored by one fixed function,
+        sum_i w_i l_i / r_i(x0_hat), and for one guide an accepted step lowers the raw loss."""
         return HeldScales("first") if self.config.backward_merit == "start" and self.config.guide_normalize == "grad" else None
 
     def denoise(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
@@ -212,16 +209,14 @@ class UniversalGuidance:
                            "has no x0_at_pure_noise; use a schedule with a_t > 0 at its first step")
         return own(z_t, t, cond).to(z_t.dtype)
 
-    def forward_guidance(self, z_t: Tensor, t: Tensor, a_t: float, cond: Any, k: StepKnobs, smoothing: Smoothing,
-                         merit: HeldScales | None = None) -> tuple[Tensor, Tensor | None, Scored | None]:
+    def forward_guidance(self, z_t: Tensor, t: Tensor, a_t: float, cond: Any, k: StepKnobs,
+                         smoothing: Smoothing) -> tuple[Tensor, Tensor | None, Scored | None]:
         """eps(z_t), the forward step s(t) * N(grad_{z_t} l(f(D(x0(z_t, eps))))) (None when off), and, where
         backward guidance will start from this same x0_hat (:meth:`reuses_forward_loss`), the loss and its
         gradient with respect to x0_hat there, so that backward guidance need not evaluate them again.
 
         N is ``forward_normalize``. With ``forward_input="zt"`` the guide sees z_t itself and only the
         guide is differentiated; otherwise the gradient runs through the denoiser (one backward pass).
-        ``merit``: the step's held normalisers (:meth:`_merit`), first set here where backward guidance reuses
-        this evaluation (at its first evaluation a held normaliser is the point's own: the same values).
         """
         if k.forward_strength == 0.0:
             with torch.no_grad():
@@ -233,9 +228,8 @@ class UniversalGuidance:
             eps = self.denoise(z.detach() if on_zt else z, t, cond)
             x0 = z if on_zt else self.x0(z, eps, a_t, t, cond)
             images = self.backbone.decode(x0)
-            reused = self.reuses_forward_loss(k)
-            loss, g_img, own = self._scored(images, t, smoothing, merit if reused else None)
-            if reused:  # the same chain rule, split at x0_hat
+            loss, g_img, own = self._scored(images, t, smoothing)
+            if self.reuses_forward_loss(k):  # the same chain rule, split at x0_hat
                 (g_x0,) = torch.autograd.grad(images, x0, g_img, retain_graph=True)
                 (g_z,) = torch.autograd.grad(x0, z, g_x0)
                 at_x0 = Scored(loss, keep_finite(g_x0, torch.zeros_like(g_x0), self.stats.guidance), self._compose_gain(g_img), own)
@@ -248,10 +242,11 @@ class UniversalGuidance:
     def reuses_forward_loss(self, k: StepKnobs) -> bool:
         """Whether backward guidance starts where the forward step scored the guides, so that it can take their
         loss and gradient from it: the forward step leaves eps (and so x0_hat) as it was, the guide saw x0_hat,
-        no probes or zero-order estimates draw fresh noise, and no projection moves the start."""
+        no probes or zero-order estimates draw fresh noise, no projection moves the start, and the line search
+        does not hold its own normalisers from its first evaluation (``backward_merit="start"``)."""
         c = self.config
         return (k.backward_steps > 0 and c.forward_on != "eps" and c.forward_input == "x0" and k.smoothing_std == 0
-                and not c.clip_x0 and all(item.guide.differentiable for item in self.guides.items))
+                and not c.clip_x0 and self._merit() is None and all(item.guide.differentiable for item in self.guides.items))
 
     def _normalize(self, g: Tensor, loss: Tensor) -> Tensor:
         mode = self.config.forward_normalize
@@ -282,7 +277,7 @@ class UniversalGuidance:
         return per_sample_rms(g_img) / max(item.weight for item in self.guides.items)
 
     def backward_guidance(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing,
-                          start: Scored | None = None, merit: HeldScales | None = None) -> Tensor:
+                          start: Scored | None = None) -> Tensor:
         """delta* = argmin_delta l(f(D(x0_hat + delta))): m optimiser steps from delta = 0.
 
         With ``clip_x0`` the iterate x0_hat + delta is projected onto [-1, 1] before each step and
@@ -293,7 +288,7 @@ class UniversalGuidance:
         gradient at delta = 0 when the forward step already computed them there.
         """
         if self.config.backward_backtrack > 0:
-            return self.backward_line_search(x0_hat, t, k, smoothing, start, merit)
+            return self.backward_line_search(x0_hat, t, k, smoothing, start)
         delta = torch.zeros_like(x0_hat, requires_grad=True)
         optimizer = torch.optim.Adam if self.config.backward_optimizer == "adam" else torch.optim.SGD
         opt = optimizer([delta], lr=k.backward_lr)
@@ -309,7 +304,7 @@ class UniversalGuidance:
         return g / _bcast(per_sample_rms(g), g) * _bcast(gain, g) if self.config.backward_normalize == "grad" else g
 
     def backward_line_search(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing,
-                             start: Scored | None = None, merit: HeldScales | None = None) -> Tensor:
+                             start: Scored | None = None) -> Tensor:
         """m gradient steps on delta, each backtracked per sample (Armijo-style with a zero slope term,
         Nocedal & Wright Alg. 3.1): a trial delta - lr N(g) is kept for a sample only if its loss falls
         below the current one; otherwise its step is halved, at most ``backward_backtrack`` times, and a
@@ -317,13 +312,14 @@ class UniversalGuidance:
         same rejected trials). The compared loss only ever decreases, so a step cannot diverge, and positive
         rescaling of the loss leaves every comparison (and, with normalised gradients, every step) unchanged.
         With unit-RMS guides the compared loss is sum_i w_i l_i / r_i, each r_i at the point scored (a step can
-        lower it while raising l_i), or with ``merit`` (``backward_merit="start"``) held at the search's start;
+        lower it while raising l_i), or with ``backward_merit="start"`` held at the search's start (:meth:`_merit`);
         with ``backward_merit="pareto"`` a trial must also leave no guide's own loss higher.
         """
         n = x0_hat.shape[0]
         delta = torch.zeros_like(x0_hat)
         if self.config.clip_x0:
             delta = torch.maximum(torch.minimum(delta, 1 - x0_hat), -1 - x0_hat)
+        merit = self._merit()  # held from this search's first evaluation, at x0_hat
         at = start if start is not None else self._delta_loss_grad(x0_hat, delta, t, smoothing, merit)
         active = torch.ones(n, dtype=torch.bool, device=x0_hat.device)  # samples whose last step lowered the loss
         for _ in range(k.backward_steps):
@@ -363,13 +359,12 @@ class UniversalGuidance:
         c, stats = self.config, self.stats.guidance
         # with smoothing_shared, one set of probes for this step, drawn in the guide's image shape (TFG tfg.py:99)
         smoothing = Smoothing(k.smoothing_std, c.smoothing_probes, c.smoothing_reduce, shared=c.smoothing_shared)
-        merit = self._merit()  # fresh at every step (and every recurrence pass)
-        eps, step, at_x0 = self.forward_guidance(z_t, t, a_t, cond, k, smoothing, merit)
+        eps, step, at_x0 = self.forward_guidance(z_t, t, a_t, cond, k, smoothing)
         if step is not None and c.forward_on == "eps":
             eps, step = keep_finite(eps + step, eps, stats), None  # eps_hat = eps + s(t) grad
         x0 = self.x0(z_t, eps, a_t, t, cond)
         if k.backward_steps > 0:
-            delta = self.backward_guidance(x0, t, k, smoothing, at_x0, merit)
+            delta = self.backward_guidance(x0, t, k, smoothing, at_x0)
             if c.backward_on == "eps":  # eps_tilde = eps_hat - sqrt(a_t / (1 - a_t)) delta, so x0(z_t, eps_tilde) = x0 + delta
                 eps = keep_finite(eps - (a_t / (1 - a_t)) ** 0.5 * delta, eps, stats)
             x0 = x0 + delta
