@@ -53,6 +53,9 @@ TASKS = ("label", "mask", "box", "identity", "style", "inpaint", "brightness")
 CLASS_TASKS = ("label", "box", "inpaint", "mask+label")
 SCALE_FREE: dict[str, Any] = dict(guide_normalize="grad", forward_normalize="grad", backward_normalize="grad",
                                   backward_optimizer="sgd", backward_backtrack=3)
+# The registered `auto` of rounds 6-18, before round 18 gave its line search the pareto merit: the candidates of
+# those rounds are built on it, so that they rerun as they ran.
+AUTO_POINT = "auto|backward_merit=point"
 # Candidates: registered presets by name, or knob sets (all general sampler knobs).
 CANDIDATES: dict[str, dict[str, Any] | str] = {
     "digits-full": "digits-full",
@@ -106,23 +109,23 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # round 6 (after the reported looks: compositions trail, box + label 0.52-0.69x): each guide's normaliser held
     # from the run's first evaluation (guide_normalize=first), so a met guide (a saturated class) takes a
     # shrinking share; fresh pilot seeds 512-514
-    "auto first": "auto|guide_normalize=first",
+    "auto first": f"{AUTO_POINT}|guide_normalize=first",
     # round 7 (after round 6: box + label and mask + label still trail; scored per guide, --score per-guide):
     # where and how hard the spherical step turns, on fresh pilot seeds 515-517
-    "auto decrease": "auto|forward_schedule=decrease",  # DSG's rate 0.78 at the noisiest step falling to 0: layout first
-    "auto 0.3": "auto|forward_strength=0.3",
-    "auto k3": "auto|recurrence=3",
-    "auto k2 early": "auto|recurrence_window=[0.0,0.6]",
+    "auto decrease": f"{AUTO_POINT}|forward_schedule=decrease",  # DSG's rate 0.78 at the noisiest step falling to 0: layout first
+    "auto 0.3": f"{AUTO_POINT}|forward_strength=0.3",
+    "auto k3": f"{AUTO_POINT}|recurrence=3",
+    "auto k2 early": f"{AUTO_POINT}|recurrence_window=[0.0,0.6]",
     # round 8 (round 7 showed the box task's class term at 4e-7 of its unguided loss and the box guide at 0.45):
     # "auto first" again (round 6's candidate), now scored by the least-met guide (--score worst-guide), seeds 518-520
     # round 9 (round 8: holding normalisers placed the box but cost the class, through the line search's comparisons):
     # each guide's gradient divided by its largest RMS so far, the loss by its own (guide_normalize=peak), seeds 521-523
-    "auto peak": "auto|guide_normalize=peak",  # round 9's pick
-    "auto grad": "auto|guide_normalize=grad",  # the registered `auto` of rounds 5-9 (its rows there read "auto")
+    "auto peak": f"{AUTO_POINT}|guide_normalize=peak",  # round 9's pick
+    "auto grad": f"{AUTO_POINT}|guide_normalize=grad",  # the registered `auto` of rounds 5-18 (its rows in rounds 5-9 read "auto")
     # round 10 (the reported look at round 9's pick: the box placed better, the class lost in both compositions, a
     # "0" in a mask drawn as a "c"): a met guide's share kept at least a floor (guide_share_floor), seeds 524-526
-    "peak floor 0.1": "auto|guide_normalize=peak|guide_share_floor=0.1",
-    "peak floor 0.3": "auto|guide_normalize=peak|guide_share_floor=0.3",
+    "peak floor 0.1": f"{AUTO_POINT}|guide_normalize=peak|guide_share_floor=0.1",
+    "peak floor 0.3": f"{AUTO_POINT}|guide_normalize=peak|guide_share_floor=0.3",
     # round 11 (the default where a step draws no noise, auto-eps, at DPM-Solver++ 15 steps reached 0.89x of auto's
     # DDIM-50 box IoU): its neighbours on that solver, run with --steps 15, fresh pilot seeds 527-529
     "eps dpm": "auto-eps|scheduler=DPMSolverMultistepScheduler",
@@ -133,23 +136,23 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # it gets alone). Explored on seeds 530-532 (box and mask + label only): both steps sqrt(2) longer, and the
     # backward step the plain sum of the unit-RMS guides (backward_normalize=none); decided on fresh seeds 533-535
     # between the incumbent and the general knob the second became (backward_compose=add), all eight tasks
-    "auto x1.4": "auto|forward_strength=0.28|backward_lr=0.042",
-    "auto bwd sum": "auto|backward_normalize=none",
-    "auto add": "auto|backward_compose=add",
+    "auto x1.4": f"{AUTO_POINT}|forward_strength=0.28|backward_lr=0.042",
+    "auto bwd sum": f"{AUTO_POINT}|backward_normalize=none",
+    "auto add": f"{AUTO_POINT}|backward_compose=add",
     # round 13 (style trails dsg, 0.43x and 0.79x on the larger reported tables, and dsg is auto without backward
     # steps and recurrence): which of auto's parts costs style; explored on seeds 536-538, style only
     "dsg": "dsg",
-    "auto no bwd": "auto|backward_steps=0",
-    "auto k1": "auto|recurrence=1",
+    "auto no bwd": f"{AUTO_POINT}|backward_steps=0",
+    "auto k1": f"{AUTO_POINT}|recurrence=1",
     # round 14 (round 13: backward steps cost style but meet inpaint, box and brightness; the early steps' line
     # searches are also the costly ones, 6-12 guide passes against 4 late): backward steps only in the chain's
     # later part; explored on seeds 542-544
-    "auto bwd from 0.3": "auto|backward_window=[0.3,1.0]",
-    "auto bwd from 0.5": "auto|backward_window=[0.5,1.0]",
+    "auto bwd from 0.3": f"{AUTO_POINT}|backward_window=[0.3,1.0]",
+    "auto bwd from 0.5": f"{AUTO_POINT}|backward_window=[0.5,1.0]",
     # round 15 (round 13-14: backward steps raise style's raw loss late in the chain; measured, 50-100% of the samples
     # an accepted line search moves there end with a higher raw loss, because the line search compares l / RMS(grad l)
     # at each point): each normaliser held at the search's start (backward_merit=start), seeds 545-547
-    "auto merit start": "auto|backward_merit=start",
+    "auto merit start": f"{AUTO_POINT}|backward_merit=start",
     # round 17 (rounds 15-16: the held merit lowers every loss but draws non-digits): keep the per-point merit (its
     # searches stop once a loss is flat) and also reject any trial that raises a guide's own loss, seeds 554-559
     "auto pareto": "auto|backward_merit=pareto",

@@ -56,7 +56,7 @@ class CostCell:
 
 
 def gigabytes(v: float | None) -> str:
-    """A peak-memory cell: ``-`` where none was measured (CPU)."""
+    """A peak-memory cell: a dash where none was measured (CPU)."""
     return "–" if v is None else f"{v:.2f}"
 
 
