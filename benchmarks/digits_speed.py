@@ -7,14 +7,16 @@ Prints two markdown tables.
 
 1. **Samples/s as shipped**: unguided, the ``digits`` preset and the digits backbone's registered default
    preset (read from the registry, so it follows the default), each resolved as ``ugd generate`` resolves
-   it (the preset's steps, else the backbone's ``default_steps``), at ``--batch`` images per batch.
+   it (the preset's steps, else the backbone's ``default_steps``), ``--batch`` images sampled as
+   ``ugd generate -n BATCH`` samples them (batches of the CLI's default size, side by side in its lanes).
 2. **Each option's ratio**: time with the option / time without it, for each mode, from variants
    interleaved within every repeat of this one process (median over repeats), in wall-clock time and
    in this process's CPU time (``time.process_time``, less sensitive to neighbours on a shared machine).
    "identical" says whether the images are bit-identical to the baseline's (else the max difference):
    an option that is not must be named in the run's record (``channels_last`` is a sampler knob).
 
-Options: ``channels_last`` (the knob), ``inference_mode`` (unguided: the whole run under
+Options: ``lanes`` (the ``--batch`` images as 2 or 4 batches sampled side by side, each lane on its share of
+the threads: ``cli.lanes``), ``channels_last`` (the knob), ``inference_mode`` (unguided: the whole run under
 ``torch.inference_mode`` instead of the sampler's ``no_grad``), ``threads=1``, ``batch=1/4/64`` (per
 sample), ``bf16`` (the ``dtype`` knob), ``no_onednn`` (oneDNN off: what it already buys), ``--compile``
 (``torch.compile`` of the UNet, inductor; its compile seconds printed, cached by inductor under
@@ -43,14 +45,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ugd_core  # noqa: E402,F401 - before torch: sets OMP_WAIT_POLICY (see ugd_core/__init__.py)
 import torch  # noqa: E402
 
+from cli.lanes import in_lanes, lane_plan  # noqa: E402
 from cli.run import RunSpec, build_guide, resolve_config  # noqa: E402
+from cli.spec import DEFAULT_BATCH_SIZE  # noqa: E402
 from ugd_core import SamplerConfig, sample  # noqa: E402
 from ugd_core.backbones import cast_module  # noqa: E402
 from ugd_core.registry import get_registry  # noqa: E402
 
 GUIDE = "digit-robust:label=7"  # the README's guide
 FP32_WEIGHTS: dict[str, Any] = {}  # the UNet's own weights, restored after a dtype variant
-DEFAULT_OPTIONS = "channels_last,inference_mode,threads,batch,bf16"  # no_onednn on request: 8-30x slower runs
+DEFAULT_OPTIONS = "lanes,channels_last,inference_mode,threads,batch,bf16"  # no_onednn on request: 8-30x slower runs
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Variant:
     batch: int | None = None
     threads: int | None = None
     unet: Any = None  # a replacement denoiser module (compiled)
+    lanes: int = 1  # the images split into this many batches, sampled side by side (cli.lanes)
 
 
 @contextmanager
@@ -85,13 +90,19 @@ def no_onednn() -> Any:
 def run_once(backbone: Any, guide: Any, cfg: SamplerConfig, v: Variant, batch: int, threads: int, seed0: int) -> tuple[Any, float, float, Any]:
     """(images, wall seconds per sample, CPU seconds per sample, stats) of one ``sample()`` call."""
     n = v.batch or batch
-    torch.set_num_threads(v.threads or threads)
+    seeds = list(range(seed0, seed0 + n))
+    size = -(-n // v.lanes)
+    batches = [seeds[i : i + size] for i in range(0, n, size)]
+    torch.set_num_threads(v.threads or max(1, threads // v.lanes))
     cfg = cfg.updated(**v.knobs) if v.knobs else cfg
+    outs: dict[int, Any] = {}
     with swapped_unet(backbone, v.unet), v.context():
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = sample(backbone, guide, cfg, num_images=n, seed=list(range(seed0, seed0 + n)))
+        w0, c0 = time.perf_counter(), time.process_time()  # process_time: every lane's CPU time
+        in_lanes(batches, v.lanes, lambda s, step: sample(backbone, guide, cfg, num_images=len(s), seed=s), outs.__setitem__, lambda d, t: None)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     torch.set_num_threads(threads)
+    out = outs[0]
+    out.images = torch.cat([outs[k].images for k in range(len(batches))])
     if "dtype" in v.knobs:  # a cast down and back up would keep rounded weights: reload the fp32 ones
         cast_module(backbone.unet, torch.float32)
         backbone.unet.load_state_dict(FP32_WEIGHTS)
@@ -149,6 +160,8 @@ def main() -> None:
         "channels_last": [Variant("channels_last", dict(channels_last=True))],
         "inference_mode": [Variant("inference_mode", context=torch.inference_mode)],
         "threads": [Variant("threads=1", threads=1)] if args.threads > 1 else [],
+        "lanes": [Variant(f"lanes={k} (batch {args.batch // k} each, {max(1, args.threads // k)} thread)", lanes=k)
+                  for k in (2, 4) if k <= args.batch and k <= 2 * args.threads],
         "batch": [Variant(f"batch={b}", batch=b) for b in (1, 4, 64) if b != args.batch],
         "bf16": [Variant("dtype=bf16", dict(dtype="bf16"))],
         "no_onednn": [Variant("oneDNN off", context=no_onednn)],
@@ -174,14 +187,18 @@ def main() -> None:
     else:
         modes_shipped = modes
     if modes_shipped:
-        print(f"as shipped, median of {args.shipped_repeats} runs after a warm-up\n")
+        print(f"as shipped (as `ugd generate -n {args.batch}`: batches of {DEFAULT_BATCH_SIZE} in {lanes} lane(s)), "
+              f"median of {args.shipped_repeats} runs after a warm-up\n")
         print("| mode | steps | samples/s | s/sample | denoiser fwd / bwd per chain |")
         print("|---|---|---|---|---|")
+    # as `ugd generate -n BATCH` runs: batches of the CLI's default size, side by side in its lanes
+    lanes, _ = lane_plan(None, -(-args.batch // DEFAULT_BATCH_SIZE), args.threads, "cpu")
+    shipped = Variant("shipped", lanes=lanes)
     for label, (g, cfg) in modes_shipped.items():
-        run_once(backbone, g, cfg, Variant("warm-up"), args.batch, args.threads, 0)
+        run_once(backbone, g, cfg, shipped, args.batch, args.threads, 0)
         walls = []
         for r in range(args.shipped_repeats):
-            _, w, _, st = run_once(backbone, g, cfg, Variant("shipped"), args.batch, args.threads, 1000 * (r + 1))
+            _, w, _, st = run_once(backbone, g, cfg, shipped, args.batch, args.threads, 1000 * (r + 1))
             walls.append(w)
         med = statistics.median(walls)
         print(f"| {label} | {cfg.num_steps} | {1 / med:.2f} | {med:.3f} | {st.denoiser_forward} / {st.denoiser_backward} |", flush=True)

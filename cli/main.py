@@ -22,7 +22,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from cli.bench import SEED_RANGES
-from cli.spec import DEFAULT_BACKBONE
+from cli.spec import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE
 from ugd_core.config import knob_names
 from ugd_core.errors import UgdError
 from ugd_core.params import Param
@@ -294,7 +294,8 @@ def generate(
     set_: list[str] = typer.Option([], "--set", help=f"any sampler setting KEY=VALUE (JSON values); keys: {', '.join(knob_names())}"),
     seed: int = typer.Option(0, help="seed of the first image; image i uses seed + i"),
     num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="number of images"),
-    batch_size: int = typer.Option(16, min=1, help="images sampled together"),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, min=1, help="images sampled together"),
+    lanes: Optional[int] = typer.Option(None, min=1, help="batches sampled at once, each on its share of the torch threads (default: one per thread on a CPU, one on a GPU; a record keeps its lane's thread count, on which its pixels depend)", show_default=False),
     best_of: int = typer.Option(1, "--best-of", min=1, help="sample N candidates per image and keep the one with the lowest guide loss (each candidate's loss is recorded)"),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default: a new folder outputs/<date>/<NNNN>-<guide> per run)", show_default=False),
@@ -330,7 +331,7 @@ def generate(
         )
         spec = RunSpec(
             backbone=backbone, guides=list(guide), preset=preset, overrides=knobs, prompt=prompt, negative_prompt=negative_prompt,
-            seed=seed, num_images=num_images, batch_size=batch_size, device=device, best_of=best_of,
+            seed=seed, num_images=num_images, batch_size=batch_size, device=device, best_of=best_of, lanes=lanes,
         )
         message = ""
         if ray is None:  # the checks generate_to_dir makes first, before torch and the plugins' modules load

@@ -177,6 +177,7 @@ def _spec_for(record: dict[str, Any], seeds: list[int]) -> RunSpec:
         batch_size=len(seeds),
         device=record.get("device", "cpu"),
         threads=record.get("torch_threads"),
+        lanes=1,  # one batch, on the recorded thread count
         best_of=int(record.get("best_of", {}).get("n", 1)),
     )
 

@@ -31,6 +31,7 @@ from ugd_core.registry import Registry, get_registry
 from ugd_core.sampler import sample
 
 from .best_of import candidate_seeds, pick
+from .lanes import in_lanes, lane_plan
 from .outputs import (
     SHEET_NAME,
     OutputPlan,
@@ -175,11 +176,20 @@ def generate(spec: RunSpec, registry: Registry | None = None, progress: Progress
     """All images of a RunSpec in memory, batch by batch, models built once (nothing written)."""
     reg = registry or get_registry()
     built = build(spec, reg)
-    out: list[GeneratedImage] = []
+    batches = spec.batches()
+    done: dict[int, list[GeneratedImage]] = {}
     with torch_threads(spec.threads):
-        for seeds in spec.batches():
-            out.extend(generate_batch(spec, seeds, built, reg, progress))
-    return out
+        _sample_batches(spec, batches, built, reg, done.__setitem__, progress or (lambda done, total: None), None)
+    return [item for k in range(len(batches)) for item in done[k]]
+
+
+def _sample_batches(spec: RunSpec, batches: list[list[int]], built: Built, reg: Registry,
+                    on_batch: Callable[[int, list[GeneratedImage]], None], progress: Progress, on_step: StepHook | None) -> None:
+    """Every batch through :func:`generate_batch`, side by side in ``spec.lanes`` lanes (:mod:`cli.lanes`), each
+    lane on its share of the torch threads."""
+    lanes, threads = lane_plan(spec.lanes, len(batches), torch.get_num_threads(), resolve_device(spec.device))
+    with torch_threads(threads):
+        in_lanes(batches, lanes, lambda seeds, step: generate_batch(spec, seeds, built, reg, step, on_step), on_batch, progress)
 
 
 # -- executors -------------------------------------------------------------------------------
@@ -204,7 +214,8 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Samples in this process: models built once, batches one after another.
+    """Samples in this process: models built once, then the batches, side by side in ``spec.lanes`` lanes
+    (:mod:`cli.lanes`; by default one per torch thread on a CPU).
 
     Progress units are sampler steps over the whole run. Sampler warnings (e.g.
     non-finite gradients skipped) are ordinary Python ``RuntimeWarning``\\ s.
@@ -224,15 +235,11 @@ class LocalExecutor:
         resolve_device(spec.device)
 
     def run(self, checked: CheckedSpec, batches: list[list[int]], on_batch: Callable[[list[GeneratedImage]], None], progress: Progress) -> None:
-        """Build the models once, then sample and hand over each batch in order."""
+        """Build the models once, then sample the batches and hand over each as it completes."""
         reg, spec = self.registry(), checked.spec
         with torch_threads(spec.threads):
             built = build(checked, reg)
-            for k, seeds in enumerate(batches):
-                def step(i: int, n: int, k: int = k) -> None:
-                    progress(k * n + i, len(batches) * n)
-
-                on_batch(generate_batch(spec, seeds, built, reg, step, self._on_step))
+            _sample_batches(spec, batches, built, reg, lambda k, items: on_batch(items), progress, self._on_step)
 
 
 # -- runs to a folder ------------------------------------------------------------------------

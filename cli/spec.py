@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 from ugd_core.registry import Registry, get_registry
 
 DEFAULT_BACKBONE = "digits"
+DEFAULT_BATCH_SIZE = 8  # two batches of the README's 16 images, side by side on 2 cores (cli.lanes)
 
 
 @dataclass
@@ -33,8 +34,10 @@ class RunSpec:
 
     ``sampler`` holds complete settings (from an image record) and bypasses preset and
     overrides. ``threads`` pins the torch thread count while sampling (None: leave it as
-    it is); the same seed gives the same pixels only at the same thread count. ``best_of`` > 1
-    samples that many candidates per image and keeps the one the guides' losses prefer.
+    it is); the same seed gives the same pixels only at the same thread count. ``lanes``: how many
+    batches are sampled at once, each on an equal share of those threads (None: one per thread on a CPU,
+    one on a GPU; :mod:`cli.lanes`); it changes no pixel beyond the per-lane thread count the records keep.
+    ``best_of`` > 1 samples that many candidates per image and keeps the one the guides' losses prefer.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -45,10 +48,11 @@ class RunSpec:
     negative_prompt: str | None = None
     seed: int = 0
     num_images: int = 1
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH_SIZE
     device: str = "cpu"
     sampler: dict[str, Any] | None = None
     threads: int | None = None
+    lanes: int | None = None
     best_of: int = 1  # candidates per image, the one with the lowest guide loss kept (cli.best_of)
 
     def seeds(self) -> list[int]:
@@ -157,6 +161,8 @@ def _check_fields(spec: RunSpec) -> None:
         raise UgdError(f"batch_size {spec.batch_size!r} must be a whole number >= 1")
     if spec.threads is not None and (not is_int(spec.threads) or spec.threads < 1):
         raise UgdError(f"threads {spec.threads!r} must be a whole number >= 1 or absent")
+    if spec.lanes is not None and (not is_int(spec.lanes) or spec.lanes < 1):
+        raise UgdError(f"lanes {spec.lanes!r} must be a whole number >= 1 or absent (batches sampled at once)")
     if not isinstance(spec.device, str) or not (spec.device in ("cpu", "auto") or spec.device.startswith(("cuda", "mps"))):
         raise UgdError(f"device {spec.device!r} is not one of cpu, cuda, cuda:N, mps, auto")
     if not isinstance(spec.overrides, dict):

@@ -367,7 +367,7 @@ def test_an_out_that_is_a_file_is_one_line_before_sampling(tmp_path, where):
 
 def test_ctrl_c_says_what_was_written_and_leaves_no_temporary_file(tmp_path):
     INTERRUPT_AFTER["calls"] = 3  # forward-only, 2 steps: 2 guide calls per image, so Ctrl-C hits the second image
-    res = gen("--guide", "toy-ctrl-c", "--steps", "2", "--preset", "forward-only", "-n", "3", "--batch-size", "1", "--out", str(tmp_path))
+    res = gen("--guide", "toy-ctrl-c", "--steps", "2", "--preset", "forward-only", "-n", "3", "--batch-size", "1", "--lanes", "1", "--out", str(tmp_path))
     assert res.exit_code == 130, res.output
     written = sorted(p.name for p in tmp_path.glob("ugd-*.png"))
     assert written == ["ugd-000000.png"]

@@ -80,7 +80,8 @@ def tiny_registry():
 def tiny_spec(n: int = 6, backbone: str = "tiny", **overrides) -> RunSpec:
     knobs = dict(num_steps=8)
     knobs.update(overrides)
-    return RunSpec(backbone=backbone, guides=["pull:target=-0.4"], overrides=knobs, seed=100, num_images=n, batch_size=2)
+    # one lane: batches complete in order (tests/test_lanes.py runs several at once)
+    return RunSpec(backbone=backbone, guides=["pull:target=-0.4"], overrides=knobs, seed=100, num_images=n, batch_size=2, lanes=1)
 
 
 def local() -> LocalExecutor:

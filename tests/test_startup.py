@@ -49,6 +49,7 @@ runner = CliRunner()
 @pytest.mark.parametrize("args, names", [
     (["generate", "-n", "0"], "--num-images"),
     (["generate", "--batch-size", "0"], "--batch-size"),
+    (["generate", "--lanes", "0"], "--lanes"),
     (["generate", "--steps", "many"], "--steps"),
     (["generate", "--no-such-option"], "--no-such-option"),
     (["info"], "'name'"),

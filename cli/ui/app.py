@@ -24,7 +24,7 @@ from ugd_core.params import Param
 from ugd_core.registry import Registry, get_registry
 
 from ..records import read_image_record
-from ..spec import resolve_config
+from ..spec import DEFAULT_BATCH_SIZE, resolve_config
 from .form import (
     TOP_KNOBS,
     WIDGETS,
@@ -173,7 +173,7 @@ class Page:
         self._error("steps")
         self._error("scheduler")
         with gr.Row():
-            self.fields["batch_size"] = gr.Number(16, precision=0, label="Batch size (images sampled together)", elem_id="ugd-batch-size")
+            self.fields["batch_size"] = gr.Number(DEFAULT_BATCH_SIZE, precision=0, label="Batch size (images sampled together)", elem_id="ugd-batch-size")
             self.fields["device"] = gr.Dropdown(["cpu", "auto", "cuda", "mps"], value="cpu", allow_custom_value=True, label="Device", elem_id="ugd-device")
             self.fields["threads"] = gr.Number(0, precision=0, minimum=0, label="Torch threads (0: as is)", elem_id="ugd-threads")
             self.fields["best_of"] = gr.Number(1, precision=0, label="Best of N (keep the lowest-loss candidate)", elem_id="ugd-best-of")

@@ -21,7 +21,7 @@ from ugd_core.registry import Registry
 from ugd_core.schedules import SCHEDULER_ALIASES
 
 from ..records import check_record
-from ..spec import DEFAULT_BACKBONE, Part, RunSpec, check_settings, resolve_config, validate_spec
+from ..spec import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, Part, RunSpec, check_settings, resolve_config, validate_spec
 
 # -- parameters of guides and backbones ------------------------------------------------------
 
@@ -225,7 +225,7 @@ class Form:
     negative_prompt: str | None = None
     seed: Any = 0
     num_images: Any = 1
-    batch_size: Any = 16
+    batch_size: Any = DEFAULT_BATCH_SIZE
     device: str = "cpu"
     threads: Any = None
     best_of: Any = 1
@@ -275,7 +275,7 @@ def to_spec(form: Form, registry: Registry) -> RunSpec:
     return RunSpec(
         backbone=backbone, guides=guides, preset=preset, overrides=overrides,
         prompt=(form.prompt or None), negative_prompt=(form.negative_prompt or None),
-        seed=_int_or(form.seed, 0), num_images=_int_or(form.num_images, 1), batch_size=_int_or(form.batch_size, 16),
+        seed=_int_or(form.seed, 0), num_images=_int_or(form.num_images, 1), batch_size=_int_or(form.batch_size, DEFAULT_BATCH_SIZE),
         device=form.device or "cpu", threads=_int_or(form.threads, None) or None,  # 0: as is
         **({"best_of": _int_or(form.best_of, 1)} if _has_best_of() else {}),
     )

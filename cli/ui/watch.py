@@ -73,7 +73,6 @@ class Run:
         self._stop = threading.Event()
         self._steps = steps
         self._every = preview_every(steps)
-        self._batch = 0  # batches begun (a batch's first step starts the next)
         self._thread = threading.Thread(target=self._run, name="ugd-ui-run", daemon=True)
 
     def start(self) -> "Run":
@@ -121,8 +120,7 @@ class Run:
         grid = labelled_grid([[to_pil(im) for im in images]], captions=captions, tile=96)
         w = self.watch
         with self.lock:
-            self._batch += view.step == 1
-            batch = self._batch - 1
+            batch = (view.seeds[0] - w.spec.seed) // w.spec.batch_size  # the batch's place in the run (lanes run several at once)
             w.preview = Preview(list(view.seeds), view.step, grid, losses)
             w.previews += 1
             if w.first_preview_s is None:
