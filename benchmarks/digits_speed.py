@@ -182,6 +182,9 @@ def main() -> None:
           f"batch {args.batch}; load average at start {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
 
     # 1. samples/s as shipped
+    # as `ugd generate -n BATCH` runs: batches of the CLI's default size, side by side in its lanes
+    lanes, _ = lane_plan(None, -(-args.batch // DEFAULT_BATCH_SIZE), args.threads, "cpu")
+    shipped = Variant("shipped", lanes=lanes)
     if args.shipped_repeats < 1:
         modes_shipped: dict[str, tuple[Any, SamplerConfig]] = {}
     else:
@@ -191,9 +194,6 @@ def main() -> None:
               f"median of {args.shipped_repeats} runs after a warm-up\n")
         print("| mode | steps | samples/s | s/sample | denoiser fwd / bwd per chain |")
         print("|---|---|---|---|---|")
-    # as `ugd generate -n BATCH` runs: batches of the CLI's default size, side by side in its lanes
-    lanes, _ = lane_plan(None, -(-args.batch // DEFAULT_BATCH_SIZE), args.threads, "cpu")
-    shipped = Variant("shipped", lanes=lanes)
     for label, (g, cfg) in modes_shipped.items():
         run_once(backbone, g, cfg, shipped, args.batch, args.threads, 0)
         walls = []
