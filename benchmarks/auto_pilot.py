@@ -159,6 +159,11 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # round 19 (round 18 gave auto the pareto merit at DDIM; auto-eps, the default of other schedulers, kept the
     # per-point one): the same question for auto-eps at DPM-Solver++ 15 steps, seeds 566-571
     "eps dpm pareto": "auto-eps|scheduler=DPMSolverMultistepScheduler|backward_merit=pareto",
+    # round 20 (after a diagnostic on pilot seed 572: in inpaint + label, backward steps lower the known-pixel loss
+    # 100-fold at most steps, but a trial that would mend a sample's known pixels can raise its saturated class
+    # loss by a hair, which pareto refuses): the guides' own losses compared in units of each one's first loss
+    # (one guide: the same comparisons as pareto, so only compositions can change), seeds 572-577
+    "progress": "auto|backward_merit=progress",
 }
 
 

@@ -246,10 +246,11 @@ def test_line_search_merits_a_step_that_raises_the_raw_loss():
         SamplerConfig(**dict(AUTO, guide_normalize="peak", backward_merit="start"))
 
 
-@pytest.mark.parametrize("merit", ["start", "pareto"])
+@pytest.mark.parametrize("merit", ["start", "pareto", "progress"])
 def test_line_search_merits_are_scale_free(merit):
-    """backward_merit=start compares sum_i w_i l_i / r_i(start), pareto also each guide's own loss with itself:
-    a loss in other units leaves the samples (1e-4)."""
+    """backward_merit=start compares sum_i w_i l_i / r_i(start), pareto also each guide's own loss with itself,
+    progress the own losses' changes in units of each guide's first loss: a loss in other units leaves the
+    samples (1e-4)."""
     a = run([quad(0.9), cubic()], backward_merit=merit)
     b = run([quad(0.9, scale=1e3), cubic(scale=1e-3)], backward_merit=merit)
     assert (a - b).abs().max() <= 1e-4 and torch.isfinite(a).all()
@@ -262,3 +263,38 @@ def test_loss_and_grad_reports_each_guides_own_loss():
     loss_and_grad(as_guide_set([(quad(0.9), 3.0), (cubic(), 2.0)]), x, [torch.Generator()] * 2, GuidanceStats(), normalize=True,
                   own_losses=own)
     assert torch.allclose(own[0], torch.full((2,), 32 * 0.4**2)) and torch.allclose(own[1], torch.full((2,), 32 * 0.2**3))
+
+
+def test_progress_merit_lets_a_met_guide_rise_by_less_than_another_falls_in_units_of_their_starts():
+    """backward_merit=progress accepts a trial's own losses l_i against the current l_i_old when
+    sum_i w_i (l_i - l_i_old) / l_i0 <= 0, l_i0 each guide's first loss in the run; pareto needs every l_i <= l_i_old.
+    Guide A started at 1 and rises by 0.05, guide B started at 10 and falls by 1: progress keeps the trial
+    (0.05 - 0.1 < 0), pareto refuses it; a rise of 0.2 is refused by both; B's loss in other units changes nothing;
+    weight 3 on A turns the first trial (0.15 - 0.1 > 0)."""
+    from ugd_core.sampler import UniversalGuidance
+
+    def allows(merit, new, old, start, weights=(1.0, 1.0)):
+        cfg = SamplerConfig(**dict(AUTO, backward_merit=merit))
+        run_ = UniversalGuidance(backbone(), as_guide_set([(quad(0.9), weights[0]), (cubic(), weights[1])]), cfg, [torch.Generator()])
+        run_.own_start = torch.tensor(start).view(2, 1)
+        return bool(run_._own_losses_allow(torch.tensor(new).view(2, 1), torch.tensor(old).view(2, 1)))
+
+    assert allows("progress", [0.15, 8.0], [0.10, 9.0], [1.0, 10.0]) and not allows("pareto", [0.15, 8.0], [0.10, 9.0], [1.0, 10.0])
+    assert not allows("progress", [0.30, 8.0], [0.10, 9.0], [1.0, 10.0])
+    assert allows("progress", [0.15, 8e3], [0.10, 9e3], [1.0, 1e4])
+    assert not allows("progress", [0.15, 8.0], [0.10, 9.0], [1.0, 10.0], weights=(3.0, 1.0))
+
+
+def test_progress_merit_is_pareto_for_one_guide_and_keeps_the_first_losses_as_the_start():
+    """One guide: the sign of l - l_old decides both, so the samples are bit for bit pareto's; the start l_i0 is
+    the guides' own losses at the run's first evaluation."""
+    from ugd_core.gradients import Smoothing
+    from ugd_core.sampler import StepKnobs, UniversalGuidance
+
+    assert torch.equal(run([cubic()], backward_merit="progress"), run([cubic()], backward_merit="pareto"))
+    cfg = SamplerConfig(**dict(AUTO, backward_merit="progress"))
+    run_ = UniversalGuidance(backbone(), as_guide_set([quad(0.9), cubic()]), cfg, [torch.Generator()] * 2)
+    x0 = torch.full((2, 8, 2, 2), 0.5)
+    knobs = StepKnobs(forward_strength=0.0, backward_steps=2, backward_lr=0.1, recurrence=1, smoothing_std=0.0)
+    run_.backward_guidance(x0, torch.zeros(2, dtype=torch.long), knobs, Smoothing())
+    assert torch.allclose(run_.own_start, torch.tensor([[32 * 0.4**2] * 2, [32 * 0.2**3] * 2]))

@@ -68,7 +68,9 @@ class SamplerConfig:
     # what the line search compares, with guide_normalize=grad: point (sum_i w_i l_i / r_i with each r_i at the
     # point scored: for one guide l / RMS(grad l), which a step can lower while raising l) | start (each r_i held
     # at the search's start x0_hat: one fixed function per search, for one guide the raw loss) | pareto (point's,
-    # and no guide's own loss may rise)
+    # and no guide's own loss may rise) | progress (point's, and sum_i w_i l_i / l_i0 may not rise, l_i0 the
+    # guide's own loss at its first evaluation in the run: a guide far below where it started may rise a little
+    # where another falls by more of its own start; for one guide the same comparisons as pareto)
     backward_merit: str = "point"
     backward_schedule: ScheduleLike = "constant"
     backward_window: tuple[float, float] = (0.0, 1.0)
@@ -123,7 +125,7 @@ class SamplerConfig:
             "guide_normalize": ("none", "grad", "first", "peak"),
             "backward_normalize": ("none", "grad"),
             "backward_compose": ("share", "add"),
-            "backward_merit": ("point", "start", "pareto"),
+            "backward_merit": ("point", "start", "pareto", "progress"),
             "forward_input": ("x0", "zt"),
             "forward_on": ("eps", "z_prev", "z_t", "sphere"),
             "backward_on": ("eps", "x0"),

@@ -83,8 +83,8 @@ class StepKnobs:
 
 class Scored(NamedTuple):
     """A point backward guidance scored: the loss its line search compares [N], the gradient, the step's gain
-    [N] (:meth:`UniversalGuidance._compose_gain`) and, with ``backward_merit="pareto"``, each guide's own loss
-    [G, N] (else None)."""
+    [N] (:meth:`UniversalGuidance._compose_gain`) and, with ``backward_merit`` "pareto" or "progress", each
+    guide's own loss [G, N] (else None)."""
 
     loss: Tensor
     grad: Tensor
@@ -175,17 +175,24 @@ class UniversalGuidance:
         self.stats = SampleStats()
         held = config.guide_normalize in ("first", "peak")
         self.held = HeldScales(config.guide_normalize, config.guide_share_floor) if held else None  # kept over the run
+        self.own_start: Tensor | None = None  # [G, N] each guide's own loss at its first evaluation (backward_merit="progress")
 
     def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing,
                 merit: HeldScales | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """The guides' compared loss [N] and gradient at ``images`` (normalisers held in ``merit`` when given, else
-        the run's), and with ``backward_merit="pareto"`` each guide's own loss [G, N] (else None)."""
+        the run's), and with ``backward_merit`` "pareto" or "progress" each guide's own loss [G, N] (else None);
+        the first own losses of the run are kept as each guide's start l_i0 (``progress``)."""
         c = self.config
-        own: list[Tensor] | None = [] if c.backward_merit == "pareto" else None
+        own: list[Tensor] | None = [] if c.backward_merit in ("pareto", "progress") else None
         held = merit if merit is not None else self.held
         loss, g_img = loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t,
                                     c.guide_normalize != "none", held, own)
-        return loss, g_img, torch.stack(own) if own is not None else None
+        if own is None:
+            return loss, g_img, None
+        losses = torch.stack(own)
+        if self.own_start is None:
+            self.own_start = losses.abs().clamp(min=torch.finfo(losses.dtype).tiny)  # a loss that starts at 0 may never rise
+        return loss, g_img, losses
 
     def _merit(self) -> HeldScales | None:
         """With ``backward_merit="start"`` (and unit-RMS guides), each guide's normaliser r_i held from a line
@@ -313,7 +320,8 @@ class UniversalGuidance:
         rescaling of the loss leaves every comparison (and, with normalised gradients, every step) unchanged.
         With unit-RMS guides the compared loss is sum_i w_i l_i / r_i, each r_i at the point scored (a step can
         lower it while raising l_i), or with ``backward_merit="start"`` held at the search's start (:meth:`_merit`);
-        with ``backward_merit="pareto"`` a trial must also leave no guide's own loss higher.
+        with ``backward_merit="pareto"`` a trial must also leave no guide's own loss higher, with ``"progress"`` not
+        raise the guides' summed losses, each in units of its own first loss (:meth:`_own_losses_allow`).
         """
         n = x0_hat.shape[0]
         delta = torch.zeros_like(x0_hat)
@@ -332,8 +340,8 @@ class UniversalGuidance:
                     trial = torch.maximum(torch.minimum(trial, 1 - x0_hat), -1 - x0_hat)
                 new = self._delta_loss_grad(x0_hat, trial, t, smoothing, merit)
                 ok = pending & (new.loss < at.loss)  # a non-finite trial loss is never < : rejected
-                if at.own is not None:  # pareto: and no guide's own loss rises
-                    ok = ok & (new.own <= at.own).all(0)
+                if at.own is not None:
+                    ok = ok & self._own_losses_allow(new.own, at.own)
                 keep = ok.view(-1, *([1] * (delta.dim() - 1)))
                 delta = torch.where(keep, trial, delta)
                 at = Scored(torch.where(ok, new.loss, at.loss), torch.where(keep, new.grad, at.grad),
@@ -347,6 +355,18 @@ class UniversalGuidance:
             if not bool(active.any()):
                 break
         return keep_finite(delta, torch.zeros_like(x0_hat), self.stats.guidance)
+
+    def _own_losses_allow(self, new: Tensor, old: Tensor) -> Tensor:
+        """[N] whether a trial's own losses [G, N] pass against the current point's: ``pareto``, no guide's loss
+        rises; ``progress``, sum_i w_i (l_i - l_i_old) / l_i0 <= 0, each change in units of the guide's own start
+        (scale-free; for one guide the sign of l - l_old, so the same test as ``pareto``)."""
+        if self.config.backward_merit == "pareto":
+            return (new <= old).all(0)
+        assert self.own_start is not None  # set by the first evaluation, which scored the search's start
+        items = self.guides.items  # in own_losses' order: the differentiable guides, then the zero-order ones
+        weights = [i.weight for i in items if i.guide.differentiable] + [i.weight for i in items if not i.guide.differentiable]
+        w = torch.tensor(weights, dtype=new.dtype, device=new.device).view(-1, 1)
+        return (w * (new - old) / self.own_start).sum(0) <= 0
 
     def _project(self, x0_hat: Tensor, delta: Tensor) -> None:
         if self.config.clip_x0:
