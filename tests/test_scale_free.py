@@ -298,3 +298,45 @@ def test_progress_merit_is_pareto_for_one_guide_and_keeps_the_first_losses_as_th
     knobs = StepKnobs(forward_strength=0.0, backward_steps=2, backward_lr=0.1, recurrence=1, smoothing_std=0.0)
     run_.backward_guidance(x0, torch.zeros(2, dtype=torch.long), knobs, Smoothing())
     assert torch.allclose(run_.own_start, torch.tensor([[32 * 0.4**2] * 2, [32 * 0.2**3] * 2]))
+
+
+def test_relative_merit_lets_no_large_term_outvote_a_small_terms_gain():
+    """backward_merit_scale=relative: a trial falls when sum_i w_i log(m_i' / m_i) < 0 over the guides' terms
+    m_i = w_i l_i / r_i; absolute when sum_i m_i' < sum_i m_i. A saturated term 50 -> 51.5 (+3%) beside a term
+    0.03 -> 0.015 (halved): absolute refuses (51.515 > 50.03), relative takes it (log 1.03 + log 0.5 < 0); 50 -> 110
+    (x2.2) outweighs the halving; a weight of 2 on the small term doubles its say; one guide is the same test."""
+    from ugd_core.sampler import Scored, UniversalGuidance
+
+    def falls(scale, new, old, weights=(1.0, 1.0)):
+        cfg = SamplerConfig(**dict(AUTO, backward_merit_scale=scale))
+        guides = as_guide_set([(quad(0.9), weights[0]), (cubic(), weights[1])][: len(new)])
+        run_ = UniversalGuidance(backbone(), guides, cfg, [torch.Generator()])
+        at = lambda m: Scored(torch.tensor([sum(m)]), torch.zeros(1), torch.ones(1), None, torch.tensor(m).view(-1, 1))
+        return bool(run_._falls(at(new), at(old)))
+
+    assert falls("relative", [51.5, 0.015], [50.0, 0.03]) and not falls("absolute", [51.5, 0.015], [50.0, 0.03])
+    assert not falls("relative", [110.0, 0.015], [50.0, 0.03])
+    assert not falls("relative", [55.0, 0.028], [50.0, 0.03]) and falls("relative", [55.0, 0.0227], [50.0, 0.03], weights=(1.0, 2.0))
+    for new in ([49.0], [51.0]):
+        assert falls("relative", new, [50.0]) == falls("absolute", new, [50.0])
+
+
+def test_relative_merit_is_absolute_for_one_guide_and_scale_free_for_several():
+    assert torch.equal(run([cubic()], backward_merit_scale="relative"), run([cubic()]))
+    a = run([quad(0.9), cubic()], backward_merit_scale="relative")
+    b = run([quad(0.9, scale=1e3), cubic(scale=1e-3)], backward_merit_scale="relative")
+    assert (a - b).abs().max() <= 1e-4 and torch.isfinite(a).all()
+    with pytest.raises(UgdError, match="backward_merit_scale=relative .* smoothing_reduce=log_mean_exp"):
+        SamplerConfig(**dict(AUTO, backward_merit_scale="relative", smoothing_reduce="log_mean_exp"))
+
+
+def test_loss_and_grad_reports_each_guides_term_of_the_loss():
+    """terms: each guide's w_i l_i / r_i as summed into the loss, in the guides' order."""
+    x = torch.randn(2, 8, 2, 2, generator=torch.Generator().manual_seed(4))
+    terms: list = []
+    loss, _ = loss_and_grad(as_guide_set([(quad(0.9), 3.0), (cubic(), 2.0)]), x, [torch.Generator()] * 2, GuidanceStats(),
+                            normalize=True, terms=terms)
+    own = [32 * ((x - 0.9) ** 2).flatten(1).mean(1), 32 * ((x - 0.7).abs() ** 3).flatten(1).mean(1)]
+    rms = [per_sample_rms(2 * (x - 0.9)), per_sample_rms(3 * (x - 0.7).abs() * (x - 0.7))]
+    assert len(terms) == 2 and torch.allclose(terms[0], 3.0 * own[0] / rms[0]) and torch.allclose(terms[1], 2.0 * own[1] / rms[1])
+    assert torch.allclose(terms[0] + terms[1], loss)

@@ -72,6 +72,11 @@ class SamplerConfig:
     # guide's own loss at its first evaluation in the run: a guide far below where it started may rise a little
     # where another falls by more of its own start; for one guide the same comparisons as pareto)
     backward_merit: str = "point"
+    # how the compared loss's terms m_i (each guide's w_i l_i / r_i) add up: absolute (sum_i m_i must fall) |
+    # relative (sum_i w_i log(m_i' / m_i) < 0: each guide's term in proportion to itself, so a saturated guide
+    # whose term is large cannot outvote the others' relative gains; for one guide the same test); needs an
+    # additive smoothing_reduce (mean); a non-positive term counts as met (the dtype's tiny)
+    backward_merit_scale: str = "absolute"
     backward_schedule: ScheduleLike = "constant"
     backward_window: tuple[float, float] = (0.0, 1.0)
     # where delta lands: eps (eps re-derived at fixed z_t so that x0(z_t, eps) = x0_hat + delta: universal
@@ -126,6 +131,7 @@ class SamplerConfig:
             "backward_normalize": ("none", "grad"),
             "backward_compose": ("share", "add"),
             "backward_merit": ("point", "start", "pareto", "progress"),
+            "backward_merit_scale": ("absolute", "relative"),
             "forward_input": ("x0", "zt"),
             "forward_on": ("eps", "z_prev", "z_t", "sphere"),
             "backward_on": ("eps", "x0"),
@@ -149,6 +155,9 @@ class SamplerConfig:
         if self.backward_merit == "start" and self.guide_normalize == "peak":
             raise UgdError("backward_merit=start holds each guide's normaliser over a line search, but guide_normalize=peak divides "
                            "each loss by the normaliser of the point it scores; use guide_normalize=grad, or backward_merit=point")
+        if self.backward_merit_scale == "relative" and self.smoothing_reduce != "mean":
+            raise UgdError("backward_merit_scale=relative compares each guide's term of the loss, which smoothing_reduce="
+                           f"{self.smoothing_reduce} does not keep apart; use smoothing_reduce=mean or backward_merit_scale=absolute")
         if self.backward_backtrack > 0 and self.backward_optimizer != "sgd":
             raise UgdError("backward_backtrack > 0 line-searches plain gradient steps: set backward_optimizer=sgd, or backward_backtrack=0 for Adam")
         if self.forward_on == "sphere" and (self.eta <= 0 or self.scheduler != "ddim"):

@@ -146,6 +146,7 @@ def loss_and_grad(
     normalize: bool = False,
     held: HeldScales | None = None,
     own_losses: list[Tensor] | None = None,
+    terms: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weighted loss per sample [N] and its gradient with respect to ``images``.
 
@@ -159,7 +160,9 @@ def loss_and_grad(
     ``weight`` is its share of the step whatever its loss's units.
 
     ``own_losses``, when given, receives each guide's own loss [N] (the probes' mean, before its weight and
-    normaliser): the differentiable guides in order, then the zero-order ones.
+    normaliser): the differentiable guides in order, then the zero-order ones. ``terms``, when given (additive
+    reductions only), receives each guide's term of the weighted loss [N] in the same order, as computed (a
+    non-finite one stays non-finite there, where the sum counts it as 0).
     """
     x = images.detach()
     total_loss = torch.zeros(x.shape[0], device=x.device)
@@ -195,6 +198,8 @@ def loss_and_grad(
                     grad = diff[j].weight * raw[j] / _bcast(rms[j], raw[j])
                 else:
                     (grad,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=j < len(parts) - 1)
+                if terms is not None:
+                    terms.append(loss.detach())
                 if name is not None:
                     bad = ~torch.isfinite(loss)
                     grad = keep_finite(grad.to(x.dtype), torch.zeros_like(x), stats, bad, guide=name)
@@ -227,6 +232,8 @@ def loss_and_grad(
             total_loss, total_grad = total_loss + item.weight * base, total_grad + item.weight * g
         else:
             total_loss, total_grad = total_loss + item.weight * base, total_grad + item.weight * g / zo_probes
+        if terms is not None:
+            terms.append(item.weight * base)
     bad = ~torch.isfinite(total_loss)
     return total_loss, keep_finite(total_grad, torch.zeros_like(total_grad), stats, bad)
 

@@ -84,12 +84,14 @@ class StepKnobs:
 class Scored(NamedTuple):
     """A point backward guidance scored: the loss its line search compares [N], the gradient, the step's gain
     [N] (:meth:`UniversalGuidance._compose_gain`) and, with ``backward_merit`` "pareto" or "progress", each
-    guide's own loss [G, N] (else None)."""
+    guide's own loss [G, N] (else None), and with ``backward_merit_scale="relative"`` each guide's term of the
+    compared loss."""
 
     loss: Tensor
     grad: Tensor
     gain: Tensor
     own: Tensor | None
+    terms: Tensor | None = None  # [G, N] each guide's term of ``loss`` (backward_merit_scale="relative"), else None
 
 
 @dataclass
@@ -178,21 +180,24 @@ class UniversalGuidance:
         self.own_start: Tensor | None = None  # [G, N] each guide's own loss at its first evaluation (backward_merit="progress")
 
     def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing,
-                merit: HeldScales | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+                merit: HeldScales | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """The guides' compared loss [N] and gradient at ``images`` (normalisers held in ``merit`` when given, else
         the run's), and with ``backward_merit`` "pareto" or "progress" each guide's own loss [G, N] (else None);
-        the first own losses of the run are kept as each guide's start l_i0 (``progress``)."""
+        the first own losses of the run are kept as each guide's start l_i0 (``progress``); and with
+        ``backward_merit_scale="relative"`` each guide's term of the loss [G, N] (else None)."""
         c = self.config
         own: list[Tensor] | None = [] if c.backward_merit in ("pareto", "progress") else None
+        terms: list[Tensor] | None = [] if c.backward_merit_scale == "relative" else None
         held = merit if merit is not None else self.held
         loss, g_img = loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t,
-                                    c.guide_normalize != "none", held, own)
+                                    c.guide_normalize != "none", held, own, terms)
+        parts = torch.stack(terms) if terms is not None else None
         if own is None:
-            return loss, g_img, None
+            return loss, g_img, None, parts
         losses = torch.stack(own)
         if self.own_start is None:
             self.own_start = losses.abs().clamp(min=torch.finfo(losses.dtype).tiny)  # a loss that starts at 0 may never rise
-        return loss, g_img, losses
+        return loss, g_img, losses, parts
 
     def _merit(self) -> HeldScales | None:
         """With ``backward_merit="start"`` (and unit-RMS guides), each guide's normaliser r_i held from a line
@@ -235,11 +240,11 @@ class UniversalGuidance:
             eps = self.denoise(z.detach() if on_zt else z, t, cond)
             x0 = z if on_zt else self.x0(z, eps, a_t, t, cond)
             images = self.backbone.decode(x0)
-            loss, g_img, own = self._scored(images, t, smoothing)
+            loss, g_img, own, terms = self._scored(images, t, smoothing)
             if self.reuses_forward_loss(k):  # the same chain rule, split at x0_hat
                 (g_x0,) = torch.autograd.grad(images, x0, g_img, retain_graph=True)
                 (g_z,) = torch.autograd.grad(x0, z, g_x0)
-                at_x0 = Scored(loss, keep_finite(g_x0, torch.zeros_like(g_x0), self.stats.guidance), self._compose_gain(g_img), own)
+                at_x0 = Scored(loss, keep_finite(g_x0, torch.zeros_like(g_x0), self.stats.guidance), self._compose_gain(g_img), own, terms)
             else:
                 (g_z,) = torch.autograd.grad(images, z, g_img)  # chain rule through D (and the denoiser)
         self.stats.denoiser_backward += 0 if on_zt else 1
@@ -269,9 +274,9 @@ class UniversalGuidance:
         with torch.enable_grad():
             d = delta.detach().requires_grad_(True)
             images = self.backbone.decode(x0_hat + d)
-            loss, g_img, own = self._scored(images, t, smoothing, merit)
+            loss, g_img, own, terms = self._scored(images, t, smoothing, merit)
             (g_delta,) = torch.autograd.grad(images, d, g_img)
-        return Scored(loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance), self._compose_gain(g_img), own)
+        return Scored(loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance), self._compose_gain(g_img), own, terms)
 
     def _compose_gain(self, g_img: Tensor) -> Tensor:
         """[N] the length of a normalised backward step in units of one guide's: 1, or with
@@ -339,13 +344,14 @@ class UniversalGuidance:
                 if self.config.clip_x0:
                     trial = torch.maximum(torch.minimum(trial, 1 - x0_hat), -1 - x0_hat)
                 new = self._delta_loss_grad(x0_hat, trial, t, smoothing, merit)
-                ok = pending & (new.loss < at.loss)  # a non-finite trial loss is never < : rejected
+                ok = pending & self._falls(new, at)  # a non-finite trial loss never falls: rejected
                 if at.own is not None:
                     ok = ok & self._own_losses_allow(new.own, at.own)
                 keep = ok.view(-1, *([1] * (delta.dim() - 1)))
                 delta = torch.where(keep, trial, delta)
                 at = Scored(torch.where(ok, new.loss, at.loss), torch.where(keep, new.grad, at.grad),
-                            torch.where(ok, new.gain, at.gain), None if at.own is None else torch.where(ok, new.own, at.own))
+                            torch.where(ok, new.gain, at.gain), None if at.own is None else torch.where(ok, new.own, at.own),
+                            None if at.terms is None else torch.where(ok, new.terms, at.terms))
                 pending = pending & ~ok
                 if not bool(pending.any()):  # a data-dependent stop: one host read per trial
                     break
@@ -356,6 +362,23 @@ class UniversalGuidance:
                 break
         return keep_finite(delta, torch.zeros_like(x0_hat), self.stats.guidance)
 
+    def _guide_weights(self, like: Tensor) -> Tensor:
+        """[G, 1] the guides' weights in ``own_losses``' and ``terms``' order: the differentiable guides, then the
+        zero-order ones."""
+        items = self.guides.items
+        weights = [i.weight for i in items if i.guide.differentiable] + [i.weight for i in items if not i.guide.differentiable]
+        return torch.tensor(weights, dtype=like.dtype, device=like.device).view(-1, 1)
+
+    def _falls(self, new: Scored, old: Scored) -> Tensor:
+        """[N] whether a trial's compared loss falls: ``absolute``, sum_i m_i' < sum_i m_i; ``relative``,
+        sum_i w_i log(m_i' / m_i) < 0 over each guide's term m_i = w_i l_i / r_i (scale-free like the terms; for one
+        guide the sign of m' - m, so the same test)."""
+        if self.config.backward_merit_scale != "relative" or new.terms is None or old.terms is None:
+            return new.loss < old.loss
+        tiny = torch.finfo(new.terms.dtype).tiny  # a non-positive term counts as met
+        ratio = new.terms.clamp(min=tiny) / old.terms.clamp(min=tiny)
+        return (self._guide_weights(ratio) * ratio.log()).sum(0) < 0
+
     def _own_losses_allow(self, new: Tensor, old: Tensor) -> Tensor:
         """[N] whether a trial's own losses [G, N] pass against the current point's: ``pareto``, no guide's loss
         rises; ``progress``, sum_i w_i (l_i - l_i_old) / l_i0 <= 0, each change in units of the guide's own start
@@ -363,10 +386,7 @@ class UniversalGuidance:
         if self.config.backward_merit == "pareto":
             return (new <= old).all(0)
         assert self.own_start is not None  # set by the first evaluation, which scored the search's start
-        items = self.guides.items  # in own_losses' order: the differentiable guides, then the zero-order ones
-        weights = [i.weight for i in items if i.guide.differentiable] + [i.weight for i in items if not i.guide.differentiable]
-        w = torch.tensor(weights, dtype=new.dtype, device=new.device).view(-1, 1)
-        return (w * (new - old) / self.own_start).sum(0) <= 0
+        return (self._guide_weights(new) * (new - old) / self.own_start).sum(0) <= 0
 
     def _project(self, x0_hat: Tensor, delta: Tensor) -> None:
         if self.config.clip_x0:
