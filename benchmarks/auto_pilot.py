@@ -170,6 +170,13 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # by 3% while the known-pixel term fell by half): the terms compared in proportion to themselves (one guide:
     # the same test), seeds 579-584
     "relative": "auto|backward_merit_scale=relative",
+    # round 22 (after a diagnostic on round 21's seeds 579-584, inpaint + label: the mean known-pixel error is
+    # made by a few samples whose drawn digit disagrees with the known half, RMS about 0.3 at the last steps,
+    # which three backward steps of 0.03 a step cannot close; the last step's x0_hat + delta is the image itself,
+    # so more steps there are not undone by later noise): more backward steps at the last step only, seeds 585-590
+    "final 10": "auto|backward_final_steps=10",
+    "final 30": "auto|backward_final_steps=30",
+    "relative final 30": "auto|backward_merit_scale=relative|backward_final_steps=30",
 }
 
 

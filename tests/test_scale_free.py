@@ -340,3 +340,20 @@ def test_loss_and_grad_reports_each_guides_term_of_the_loss():
     rms = [per_sample_rms(2 * (x - 0.9)), per_sample_rms(3 * (x - 0.7).abs() * (x - 0.7))]
     assert len(terms) == 2 and torch.allclose(terms[0], 3.0 * own[0] / rms[0]) and torch.allclose(terms[1], 2.0 * own[1] / rms[1])
     assert torch.allclose(terms[0] + terms[1], loss)
+
+
+def test_backward_final_steps_set_m_at_the_last_step_only():
+    """backward_final_steps: m at the chain's last step (0: backward_steps there too), only where the backward
+    window covers that step; negative counts are one line."""
+    from ugd_core.sampler import NoiseSchedule, UniversalGuidance
+
+    chain = NoiseSchedule.from_scheduler(default_scheduler(), 5)
+
+    def steps(**knobs):
+        cfg = SamplerConfig(**dict(AUTO, num_steps=5, **knobs))
+        return [k.backward_steps for k in UniversalGuidance(backbone(), as_guide_set(quad(0.9)), cfg, []).step_knobs(chain)]
+
+    assert steps() == [3] * 5 and steps(backward_final_steps=10) == [3, 3, 3, 3, 10]
+    assert steps(backward_final_steps=10, backward_window=(0.0, 0.5)) == [3, 3, 3, 0, 0]
+    with pytest.raises(UgdError, match="backward_final_steps must be >= 0"):
+        SamplerConfig(**dict(AUTO, backward_final_steps=-1))

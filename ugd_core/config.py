@@ -55,6 +55,9 @@ class SamplerConfig:
 
     # backward guidance: m optimiser steps on delta minimising loss(x0_hat + delta)   (TFG's mu, N_iter)
     backward_steps: int = 0
+    # m at the chain's last step, whose x0_hat + delta is the image itself (nothing re-noises it after);
+    # 0 = backward_steps there too. Only where backward guidance is on at that step (its window)
+    backward_final_steps: int = 0
     backward_lr: float = 0.1
     backward_optimizer: str = "sgd"  # sgd | adam
     backward_normalize: str = "none"  # none | grad: unit-RMS gradient per sample, lr in x0 units per step
@@ -120,7 +123,7 @@ class SamplerConfig:
 
     def validate(self) -> None:
         """Raise UgdError for values the sampler cannot use."""
-        minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "forward_min_abar": (0.0, ""), "backward_backtrack": (0, " (0 = no line search)")}
+        minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "backward_final_steps": (0, " (0 = backward_steps)"), "forward_min_abar": (0.0, ""), "backward_backtrack": (0, " (0 = no line search)")}
         for name, (low, note) in minimums.items():
             if getattr(self, name) < low:
                 raise UgdError(f"{name} must be >= {low}{note}, got {getattr(self, name)}")

@@ -437,7 +437,8 @@ class UniversalGuidance:
                 forward_strength=c.forward_strength * fwd[i]
                 if guided and in_window(c.forward_window, i, n) and chain.alpha_bar[i] >= c.forward_min_abar
                 else 0.0,
-                backward_steps=c.backward_steps if guided and in_window(c.backward_window, i, n) else 0,
+                backward_steps=(c.backward_final_steps if i == n - 1 and c.backward_final_steps > 0 else c.backward_steps)
+                if guided and in_window(c.backward_window, i, n) else 0,
                 backward_lr=c.backward_lr * bwd[i],
                 recurrence=c.recurrence if in_window(c.recurrence_window, i, n) else 1,
                 smoothing_std=c.smoothing_std * smo[i],
