@@ -179,7 +179,7 @@ def generate(spec: RunSpec, registry: Registry | None = None, progress: Progress
     batches = spec.batches()
     done: dict[int, list[GeneratedImage]] = {}
     with torch_threads(spec.threads):
-        _sample_batches(spec, batches, built, reg, done.__setitem__, progress or (lambda done, total: None), None)
+        _sample_batches(spec, batches, built, reg, done.__setitem__, progress or (lambda _done, _total: None), None)
     return [item for k in range(len(batches)) for item in done[k]]
 
 

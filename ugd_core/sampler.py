@@ -373,8 +373,9 @@ class UniversalGuidance:
         """[N] whether a trial's compared loss falls: ``absolute``, sum_i m_i' < sum_i m_i; ``relative``,
         sum_i w_i log(m_i' / m_i) < 0 over each guide's term m_i = w_i l_i / r_i (scale-free like the terms; for one
         guide the sign of m' - m, so the same test)."""
-        if self.config.backward_merit_scale != "relative" or new.terms is None or old.terms is None:
+        if self.config.backward_merit_scale != "relative":
             return new.loss < old.loss
+        assert new.terms is not None and old.terms is not None  # _scored keeps them with "relative"
         tiny = torch.finfo(new.terms.dtype).tiny  # a non-positive term counts as met
         ratio = new.terms.clamp(min=tiny) / old.terms.clamp(min=tiny)
         return (self._guide_weights(ratio) * ratio.log()).sum(0) < 0
