@@ -177,6 +177,10 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     "final 10": "auto|backward_final_steps=10",
     "final 30": "auto|backward_final_steps=30",
     "relative final 30": "auto|backward_merit_scale=relative|backward_final_steps=30",
+    # round 23 (the reported looks put `naive`, whose guides read z_t itself, first on mask + label, 0.73 against
+    # auto's 0.53; a forward step on z_t also skips the denoiser's backward pass, about half of a guided pass):
+    # auto's spherical step turned by the guides' gradient at z_t, seeds 591-596
+    "zt": "auto|forward_input=zt",
 }
 
 
