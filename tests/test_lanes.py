@@ -109,3 +109,19 @@ def test_lanes_must_be_a_whole_number_of_at_least_one(tmp_path):
             generate_to_dir(replace(tiny_spec(), lanes=bad), tmp_path / "o", local())
         assert "\n" not in str(err.value)
     assert not Path(tmp_path / "o").exists()
+
+
+def test_the_browser_runs_loss_chart_puts_each_lanes_steps_in_its_own_batch(tmp_path, monkeypatch):
+    """The UI's run (cli.ui.watch.Run) charts every guide's loss at each step over the run: with two batches in
+    two lanes, batch k's step s is run step k * steps + s, whichever lane finished a step first."""
+    from cli.ui.watch import Run
+
+    monkeypatch.chdir(tmp_path)
+    spec = RunSpec(guides=["digit-robust:label=7"], overrides=dict(num_steps=3), seed=3, num_images=4, batch_size=2, lanes=2, threads=2)
+    run = Run(spec, steps=3).start()
+    deadline = time.time() + 120
+    while not run.watch.finished and time.time() < deadline:
+        run.wait_change(1.0)
+    w = run.watch
+    assert w.finished and w.error is None and w.summary is not None and w.summary.written == 4
+    assert sorted(row["step"] for row in w.losses) == [1, 2, 3, 4, 5, 6] and (w.done, w.total) == (6, 6)
