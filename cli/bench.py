@@ -143,19 +143,38 @@ def load_cell(cache: Path, cell: dict[str, Any]) -> dict[str, Any] | None:
     return result
 
 
-def run_cells(suite: BenchmarkSuite, out_dir: Path | str, progress: Any = None) -> dict[str, Any]:
-    """Run a cell-based suite in this process, reusing cached cells; returns ``suite.summarize``'s dict."""
+def run_cells(suite: BenchmarkSuite, out_dir: Path | str, progress: Any = None, lanes: int | None = None) -> dict[str, Any]:
+    """Run a cell-based suite in this process, reusing cached cells; returns ``suite.summarize``'s dict.
+
+    A suite whose ``run_cell`` may run in several threads at once says so with ``cells_side_by_side = True``
+    (and may build what its cells share first in ``prepare()``); its cells then run in lanes as ``ugd generate``'s
+    batches do (:mod:`cli.lanes`: by default one per torch thread on a CPU, each cell on its share of the
+    threads, so on 2 cores two one-thread cells at once give the numbers of ``OMP_NUM_THREADS=1`` in turn).
+    ``lanes`` asks for a count; any other suite runs its cells one after another."""
+    import torch
+
+    from .lanes import in_lanes, lane_plan
+    from .run import torch_threads
+
     out = Path(out_dir)
     cache = out / "cells"
     cells = list(suite.cells())
     task_id = progress.add_task("bench cells", total=len(cells)) if progress is not None else None
-    results = []
-    for cell in cells:
-        result = load_cell(cache, cell)
-        if result is None:
-            result = suite.run_cell(cell)
-            save_cell(cache, cell, result)
-        results.append(result)
+    results: list[dict[str, Any] | None] = [load_cell(cache, cell) for cell in cells]
+    todo = [k for k, r in enumerate(results) if r is None]
+    if progress is not None:
+        progress.advance(task_id, len(cells) - len(todo))
+    side_by_side = getattr(suite, "cells_side_by_side", False)
+    count, threads = lane_plan(lanes if side_by_side else 1, len(todo), torch.get_num_threads(), str(getattr(suite, "device", "cpu")))
+    if count > 1 and callable(getattr(suite, "prepare", None)):
+        suite.prepare()  # type: ignore[attr-defined]
+
+    def done(j: int, result: dict[str, Any]) -> None:
+        save_cell(cache, cells[todo[j]], result)
+        results[todo[j]] = result
         if progress is not None:
             progress.advance(task_id)
-    return suite.summarize(results, out)
+
+    with torch_threads(threads):  # a cell's thread count follows from the lanes asked for, not from what is left
+        in_lanes([[k] for k in todo], count, lambda ks, step: suite.run_cell(cells[ks[0]]), done, lambda d, t: None)
+    return suite.summarize([r for r in results if r is not None], out)

@@ -56,3 +56,48 @@ def test_a_failing_cell_leaves_the_finished_ones_cached(tmp_path, monkeypatch):
 def test_suites_are_checked_against_the_typed_protocols():
     assert isinstance(GaussSuite(), BenchmarkSuite) and isinstance(GaussSuite(), TunableSuite)
     assert not isinstance(object(), BenchmarkSuite)  # a suite without cells/run_cell/summarize is not one
+
+
+class _Cells:
+    """A suite whose cells record the thread and torch thread count that ran them."""
+
+    def __init__(self, side_by_side: bool):
+        self.cells_side_by_side = side_by_side
+        self.prepared = 0
+
+    def prepare(self):
+        self.prepared += 1
+
+    def cells(self):
+        return [dict(task="t", method="m", seed=s) for s in range(6)]
+
+    def run_cell(self, cell):
+        import threading
+        import time
+
+        import torch
+
+        time.sleep(0.05)  # long enough for a second lane to start meanwhile
+        return dict(cell, thread=threading.current_thread().name, torch_threads=torch.get_num_threads())
+
+    def summarize(self, results, out_dir):
+        return dict(markdown="", results=results)
+
+
+def test_a_suite_that_allows_it_runs_its_cells_side_by_side_in_order(tmp_path):
+    """cells_side_by_side = True: the cells run in lanes (two on two torch threads, one thread each, shared
+    state prepared once first), and summarize still gets them in cells() order; without it, one after another
+    in the calling thread on every thread."""
+    import torch
+
+    from cli.run import torch_threads
+
+    with torch_threads(2):
+        lanes = _Cells(True)
+        out = run_cells(lanes, tmp_path / "a")["results"]
+        alone = _Cells(False)
+        turn = run_cells(alone, tmp_path / "b")["results"]
+        assert torch.get_num_threads() == 2  # restored
+    assert [r["seed"] for r in out] == list(range(6)) and lanes.prepared == 1
+    assert len({r["thread"] for r in out}) == 2 and {r["torch_threads"] for r in out} == {1}
+    assert {r["thread"] for r in turn} == {"MainThread"} and {r["torch_threads"] for r in turn} == {2} and alone.prepared == 0

@@ -190,6 +190,15 @@ class DigitsBench:
 
     # -- shared resources ------------------------------------------------------------------
 
+    cells_side_by_side = True  # run_cell only reads what prepare() builds: cli.bench.run_cells may run cells in lanes
+
+    def prepare(self) -> None:
+        """Build what every cell shares (backbone, evaluators, NN judge, the real digits' features) once, before
+        cells run side by side."""
+        _ = self.backbone, self.nn_judge
+        self.real_features()
+        self.real_features(tuple(range(10)))  # the label task's class-balanced set
+
     @property
     def backbone(self) -> Any:
         if self._backbone is None:
