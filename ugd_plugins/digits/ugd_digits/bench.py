@@ -190,12 +190,15 @@ class DigitsBench:
 
     # -- shared resources ------------------------------------------------------------------
 
-    cells_side_by_side = True  # run_cell only reads what prepare() builds: cli.bench.run_cells may run cells in lanes
+    # a cell builds its own guides and only reads the shared models, which prepare() builds: cli.bench.run_cells
+    # may run cells in lanes
+    cells_side_by_side = True
 
     def prepare(self) -> None:
-        """Build what every cell shares (backbone, evaluators, NN judge, the real digits' features) once, before
-        cells run side by side."""
-        _ = self.backbone, self.nn_judge
+        """Build what every cell shares (backbone, evaluator networks and temperature, NN judge, the real digits'
+        features) once, before cells run side by side."""
+        ev = self.evaluators
+        _ = self.backbone, self.nn_judge, ev.classifier, ev.identity, ev.temperature
         self.real_features()
         self.real_features(tuple(range(10)))  # the label task's class-balanced set
 
