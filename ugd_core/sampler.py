@@ -195,7 +195,7 @@ class UniversalGuidance:
         if own is None:
             return loss, g_img, None, parts
         losses = torch.stack(own)
-        if self.own_start is None:
+        if self.own_start is None and c.backward_merit == "progress":
             self.own_start = losses.abs().clamp(min=torch.finfo(losses.dtype).tiny)  # a loss that starts at 0 may never rise
         return loss, g_img, losses, parts
 
