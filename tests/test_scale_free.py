@@ -366,3 +366,17 @@ def test_backward_final_steps_set_m_at_the_last_step_only():
     assert steps(backward_final_steps=10, backward_window=(0.0, 0.5)) == [3, 3, 3, 0, 0]
     with pytest.raises(UgdError, match="backward_final_steps must be >= 0"):
         SamplerConfig(**dict(AUTO, backward_final_steps=-1))
+
+
+def test_own_losses_and_terms_come_in_loss_order_whatever_the_guides_order():
+    """A zero-order guide listed first is reported after the differentiable ones (loss_order), so the line
+    search weighs each own loss and term with its own guide's weight."""
+    from ugd_core.gradients import loss_order
+
+    hard = make_guide("hard", f=lambda x: x, loss=lambda out, y: (out - y).pow(2).flatten(1).sum(1), target=0.2, differentiable=False)
+    guides = as_guide_set([(hard, 5.0), (quad(0.9), 3.0), (cubic(), 2.0)])
+    assert [(i.guide.name, i.weight) for i in loss_order(guides)] == [("quad", 3.0), ("cubic", 2.0), ("hard", 5.0)]
+    x = torch.full((2, 8, 2, 2), 0.5)
+    own: list = []
+    loss_and_grad(guides, x, [torch.Generator()] * 2, GuidanceStats(), normalize=True, own_losses=own)
+    assert torch.allclose(own[0], torch.full((2,), 32 * 0.4**2)) and torch.allclose(own[2], torch.full((2,), 32 * 0.3**2))

@@ -134,6 +134,12 @@ def _bcast(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
+def loss_order(guides: GuideSet) -> list:
+    """The guides in the order :func:`loss_and_grad` reports them (``own_losses``, ``terms``): the
+    differentiable ones, then the zero-order ones, each group in the set's order."""
+    return sorted(guides.items, key=lambda item: not item.guide.differentiable)  # a stable sort keeps each group's order
+
+
 def loss_and_grad(
     guides: GuideSet,
     images: Tensor,
@@ -160,7 +166,7 @@ def loss_and_grad(
     ``weight`` is its share of the step whatever its loss's units.
 
     ``own_losses``, when given, receives each guide's own loss [N] (the probes' mean, before its weight and
-    normaliser): the differentiable guides in order, then the zero-order ones. ``terms``, when given (additive
+    normaliser), in :func:`loss_order`. ``terms``, when given (additive
     reductions only), receives each guide's term of the weighted loss [N] in the same order, as computed (a
     non-finite one stays non-finite there, where the sum counts it as 0).
     """

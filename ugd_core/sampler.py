@@ -31,7 +31,7 @@ from torch import Tensor
 from .backbones import Backbone, set_channels_last
 from .config import SamplerConfig
 from .errors import UgdError
-from .gradients import GuidanceStats, HeldScales, Smoothing, keep_finite, loss_and_grad, per_sample_rms
+from .gradients import GuidanceStats, HeldScales, Smoothing, keep_finite, loss_and_grad, loss_order, per_sample_rms
 from .guidance import GuideSet, as_guide_set
 from .noise import make_generators, randn
 from .schedules import in_window, schedule_values, scheduler_class
@@ -363,10 +363,8 @@ class UniversalGuidance:
         return keep_finite(delta, torch.zeros_like(x0_hat), self.stats.guidance)
 
     def _guide_weights(self, like: Tensor) -> Tensor:
-        """[G, 1] the guides' weights in ``own_losses``' and ``terms``' order: the differentiable guides, then the
-        zero-order ones."""
-        items = self.guides.items
-        weights = [i.weight for i in items if i.guide.differentiable] + [i.weight for i in items if not i.guide.differentiable]
+        """[G, 1] the guides' weights in the order of their own losses and terms (:func:`loss_order`)."""
+        weights = [item.weight for item in loss_order(self.guides)]
         return torch.tensor(weights, dtype=like.dtype, device=like.device).view(-1, 1)
 
     def _falls(self, new: Scored, old: Scored) -> Tensor:
