@@ -151,10 +151,7 @@ def run_cells(suite: BenchmarkSuite, out_dir: Path | str, progress: Any = None, 
     batches do (:mod:`cli.lanes`: by default one per torch thread on a CPU, each cell on its share of the
     threads, so on 2 cores two one-thread cells at once give the numbers of ``OMP_NUM_THREADS=1`` in turn).
     ``lanes`` asks for a count; any other suite runs its cells one after another."""
-    import torch
-
-    from .lanes import in_lanes, lane_plan
-    from .run import torch_threads
+    from .lanes import run_in_lanes
 
     out = Path(out_dir)
     cache = out / "cells"
@@ -165,8 +162,7 @@ def run_cells(suite: BenchmarkSuite, out_dir: Path | str, progress: Any = None, 
     if progress is not None:
         progress.advance(task_id, len(cells) - len(todo))
     side_by_side = getattr(suite, "cells_side_by_side", False)
-    count, threads = lane_plan(lanes if side_by_side else 1, len(todo), torch.get_num_threads(), str(getattr(suite, "device", "cpu")))
-    if count > 1 and callable(getattr(suite, "prepare", None)):
+    if side_by_side and todo and callable(getattr(suite, "prepare", None)):
         suite.prepare()  # type: ignore[attr-defined]
 
     def done(j: int, result: dict[str, Any]) -> None:
@@ -175,6 +171,7 @@ def run_cells(suite: BenchmarkSuite, out_dir: Path | str, progress: Any = None, 
         if progress is not None:
             progress.advance(task_id)
 
-    with torch_threads(threads):  # a cell's thread count follows from the lanes asked for, not from what is left
-        in_lanes([[k] for k in todo], count, lambda ks, step: suite.run_cell(cells[ks[0]]), done, lambda d, t: None)
+    # a cell's thread count follows from the lanes asked for, not from how many cells are left
+    run_in_lanes([[k] for k in todo], lanes if side_by_side else 1, str(getattr(suite, "device", "cpu")),
+                 lambda ks, step: suite.run_cell(cells[ks[0]]), done, lambda d, t: None)
     return suite.summarize([r for r in results if r is not None], out)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
@@ -25,6 +26,36 @@ def lane_plan(lanes: int | None, batches: int, threads: int, device: str) -> tup
     what a resumed run has left to do."""
     wanted = lanes if lanes is not None else (threads if device == "cpu" else 1)
     return max(1, min(wanted, batches)), max(1, threads // max(1, wanted))
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch threads (None: unchanged), restoring the count afterwards."""
+    import torch  # here, not at import: `ugd list` and a bad input's one line load no torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_in_lanes(
+    batches: list[list[int]],
+    lanes: int | None,
+    device: str,
+    sample: Callable[[list[int], Progress], T],
+    on_result: Callable[[int, T], None],
+    progress: Progress,
+) -> None:
+    """:func:`in_lanes` on this process's torch threads: the lanes of :func:`lane_plan`, each on its share."""
+    import torch
+
+    count, threads = lane_plan(lanes, len(batches), torch.get_num_threads(), device)
+    with torch_threads(threads):
+        in_lanes(batches, count, sample, on_result, progress)
 
 
 class _Stopped(Exception):

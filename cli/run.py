@@ -19,10 +19,9 @@ This module also re-exports the names of :mod:`cli.spec` (what a run is),
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 
@@ -31,7 +30,7 @@ from ugd_core.registry import Registry, get_registry
 from ugd_core.sampler import sample
 
 from .best_of import candidate_seeds, pick
-from .lanes import in_lanes, lane_plan
+from .lanes import run_in_lanes, torch_threads
 from .outputs import (
     SHEET_NAME,
     OutputPlan,
@@ -118,18 +117,6 @@ class GeneratedImage:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with ``threads`` torch threads (None: unchanged), restoring the count afterwards."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def generate_batch(
     spec: RunSpec,
     seeds: list[int],
@@ -187,9 +174,8 @@ def _sample_batches(spec: RunSpec, batches: list[list[int]], built: Built, reg: 
                     on_batch: Callable[[int, list[GeneratedImage]], None], progress: Progress, on_step: StepHook | None) -> None:
     """Every batch through :func:`generate_batch`, side by side in ``spec.lanes`` lanes (:mod:`cli.lanes`), each
     lane on its share of the torch threads."""
-    lanes, threads = lane_plan(spec.lanes, len(batches), torch.get_num_threads(), resolve_device(spec.device))
-    with torch_threads(threads):
-        in_lanes(batches, lanes, lambda seeds, step: generate_batch(spec, seeds, built, reg, step, on_step), on_batch, progress)
+    run_in_lanes(batches, spec.lanes, resolve_device(spec.device),
+                 lambda seeds, step: generate_batch(spec, seeds, built, reg, step, on_step), on_batch, progress)
 
 
 # -- executors -------------------------------------------------------------------------------
