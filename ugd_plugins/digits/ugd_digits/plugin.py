@@ -69,7 +69,7 @@ def _bench_params() -> list[Param]:
         Param("samples", "int", 4, "samples per target per seed"),
         Param("cases", "int", 4, "targets (digits of the held-out target set) per task per seed; label always uses all 10 classes"),
         Param("seeds", "str", ",".join(map(str, REPORTED_SEEDS)), "comma-separated seeds (reported seeds 1000-1999; "
-              "pilot 500-599 and tuning 300-399: docs/benchmarks.md, seeds)"),
+              "pilot 500-999 and tuning 300-399: docs/benchmarks.md, seeds)"),
         Param("steps", "str", "50", "DDIM steps; a comma-separated list (10,20,50,100,250,500) runs a step sweep"),
         Param("tasks", "str", ",".join(TASKS), "comma-separated tasks"),
         Param("methods", "str", ",".join(DEFAULT_METHODS), "comma-separated methods: the bench's ablations, registered preset names or preset JSON files (`ugd tune`)"),
