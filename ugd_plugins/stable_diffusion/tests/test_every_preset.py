@@ -39,6 +39,19 @@ def test_every_preset_is_finite_on_a_latent_backbone(backbone, name):
     assert out.images.shape[1] == 3
 
 
+def test_the_default_steers_every_sample_toward_its_guide_on_a_latent_backbone(backbone):
+    """Not only "guidance acted": with the default preset every sample ends nearer the guide's target than the
+    unguided sample of its seed (measured: 0.75-0.89x of unguided's loss at 3 steps on the two pipelines)."""
+    cfg = SamplerConfig(**dict(REGISTRY.get("preset", "auto").settings, num_steps=3))
+    guided = sample(backbone, bright(), cfg, num_images=4, seed=1, prompt="a cat").images
+    unguided = sample(backbone, None, cfg, num_images=4, seed=1, prompt="a cat").images
+
+    def loss(images):
+        return (images.mean(dim=(1, 2, 3)) - 0.3) ** 2
+
+    assert (loss(guided) < loss(unguided)).all(), (loss(guided), loss(unguided))
+
+
 @pytest.mark.parametrize("c", [1e-3, 1e3])
 def test_the_default_is_loss_scale_free_on_stable_diffusion(c):
     cfg = SamplerConfig(**dict(REGISTRY.get("preset", "auto").settings, num_steps=3))
