@@ -1,5 +1,5 @@
 """SD3 / SD3.5 and FLUX.1 backbones on tiny random configs of the real classes: unguided chains against
-diffusers' own pipeline loops, every peer preset on a flow, half precision, memory knobs, bad input."""
+diffusers' own pipeline loops, every preset on a flow (the defaults steering it), half precision, memory knobs, bad input."""
 
 import pytest
 import torch
@@ -54,12 +54,23 @@ def flux():
     return FluxBackbone.from_pipeline(tiny_flux_pipeline(), height=16, width=16, max_sequence_length=SEQ)
 
 
-@pytest.mark.parametrize("preset", ["ugd", "dps", "freedom", "mpgd", "tfg", "lgd"])
-def test_every_peer_preset_runs_finite_on_a_flow(flux, preset):
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_runs_finite_on_a_flow(flux, preset):
     settings = {**PRESETS[preset][1], "num_steps": 3}
     out = sample(flux, bright(), SamplerConfig(**settings), num_images=2, seed=1, prompt="a cat")
     assert torch.isfinite(out.images).all() and out.images.abs().max() <= 1
     assert out.stats.guidance.nonfinite_skipped == 0
+
+
+@pytest.mark.parametrize("preset", ["auto", "auto-eps"])
+def test_the_defaults_steer_every_flow_sample_toward_the_target(flux, preset):
+    """The default (`auto`; `auto-eps` with a scheduler that draws no noise) on a flow, untuned: every sample ends
+    brighter than the unguided sample of its seed, toward the target 0.9 (measured: mean +0.06 to +0.09 against
+    -0.025 to -0.002 unguided, 4 steps)."""
+    cfg = SamplerConfig(**{**PRESETS[preset][1], "num_steps": 4})
+    guided = sample(flux, bright(0.9), cfg, num_images=4, seed=2, prompt="a cat").images.mean(dim=(1, 2, 3))
+    free = sample(flux, None, cfg, num_images=4, seed=2, prompt="a cat").images.mean(dim=(1, 2, 3))
+    assert (guided > free + 0.03).all(), (guided, free)
 
 
 def test_guidance_moves_a_flow_toward_the_target(flux):
