@@ -309,6 +309,39 @@ def test_progress_merit_is_pareto_for_one_guide_and_keeps_the_first_losses_as_th
     assert torch.allclose(run_.own_start, torch.tensor([[32 * 0.4**2] * 2, [32 * 0.2**3] * 2]))
 
 
+def test_pareto_slack_lets_each_guide_rise_by_at_most_its_share_of_its_start():
+    """backward_merit_slack s: pareto accepts l_i <= l_i_old + s l_i0 for every guide (l_i0 its first loss in the
+    run), s = 0 exactly pareto's l_i <= l_i_old. A saturated guide (start 8, now 1e-7) may rise by 5e-5 with
+    s = 1e-5 (at most 8e-5) but not by 1e-3; the other guide may not rise at all beyond its own 1e-5 x 0.7; the
+    same in other units; any other merit with a slack is a one-line error."""
+    from ugd_core.sampler import UniversalGuidance
+
+    def allows(slack, new, old, start=(8.0, 0.7)):
+        cfg = SamplerConfig(**dict(AUTO, backward_merit_slack=slack))
+        run_ = UniversalGuidance(backbone(), as_guide_set([quad(0.9), cubic()]), cfg, [torch.Generator()])
+        run_.own_start = torch.tensor(start).view(2, 1)
+        return bool(run_._own_losses_allow(torch.tensor(new).view(2, 1), torch.tensor(old).view(2, 1)))
+
+    assert allows(1e-5, [1e-7 + 5e-5, 0.3], [1e-7, 0.4]) and not allows(0.0, [1e-7 + 5e-5, 0.3], [1e-7, 0.4])
+    assert not allows(1e-5, [1e-7 + 1e-3, 0.3], [1e-7, 0.4])
+    assert allows(1e-5, [1e-7, 0.4 + 5e-6], [1e-7, 0.4]) and not allows(1e-5, [1e-7, 0.4 + 1e-5], [1e-7, 0.4])
+    assert allows(1e-5, [1e-4 + 5e-2, 300.0], [1e-4, 400.0], start=(8e3, 700.0))
+    with pytest.raises(UgdError, match="backward_merit_slack=0.001 loosens backward_merit=pareto"):
+        SamplerConfig(**dict(AUTO, backward_merit="point", backward_merit_slack=1e-3))
+    with pytest.raises(UgdError, match="backward_merit_slack must be >= 0"):
+        SamplerConfig(**dict(AUTO, backward_merit_slack=-1.0))
+
+
+def test_pareto_slack_zero_is_pareto_bit_for_bit_and_a_slack_is_scale_free():
+    """The default slack 0 leaves auto's samples as they were (no start is kept); with a slack the start l_i0 is
+    the run's first own losses, so a loss in other units leaves the samples (1e-4), and a slack moves them."""
+    assert torch.equal(run([quad(0.9), cubic()], backward_merit_slack=0.0), run([quad(0.9), cubic()]))
+    a = run([quad(0.9), cubic()], backward_merit_slack=1e-2)
+    b = run([quad(0.9, scale=1e3), cubic(scale=1e-3)], backward_merit_slack=1e-2)
+    assert (a - b).abs().max() <= 1e-4 and torch.isfinite(a).all()
+    assert (a - run([quad(0.9), cubic()])).abs().max() > 1e-2  # measured 0.027: the slack let trials through
+
+
 def test_relative_merit_lets_no_large_term_outvote_a_small_terms_gain():
     """backward_merit_scale=relative: a trial falls when sum_i w_i log(m_i' / m_i) < 0 over the guides' terms
     m_i = w_i l_i / r_i; absolute when sum_i m_i' < sum_i m_i. A saturated term 50 -> 51.5 (+3%) beside a term

@@ -75,6 +75,11 @@ class SamplerConfig:
     # guide's own loss at its first evaluation in the run: a guide far below where it started may rise a little
     # where another falls by more of its own start; for one guide the same comparisons as pareto)
     backward_merit: str = "point"
+    # with pareto: how far a trial may raise each guide's own loss, in units of that guide's own loss at its first
+    # evaluation in the run, l_i' <= l_i + slack * l_i0 (0 = not at all: pareto as it is); a saturated guide's hair-
+    # thin rise no longer blocks a step that another guide needs, and a guide can give back at most slack of its
+    # start per trial; scale-free like the other merits
+    backward_merit_slack: float = 0.0
     # how the compared loss's terms m_i (each guide's w_i l_i / r_i) add up: absolute (sum_i m_i must fall) |
     # relative (sum_i w_i log(m_i' / m_i) < 0: each guide's term in proportion to itself, so a saturated guide
     # whose term is large cannot outvote the others' relative gains; for one guide the same test); needs an
@@ -123,7 +128,7 @@ class SamplerConfig:
 
     def validate(self) -> None:
         """Raise UgdError for values the sampler cannot use."""
-        minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "backward_final_steps": (0, " (0 = backward_steps)"), "forward_min_abar": (0.0, ""), "backward_backtrack": (0, " (0 = no line search)")}
+        minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "backward_final_steps": (0, " (0 = backward_steps)"), "forward_min_abar": (0.0, ""), "backward_backtrack": (0, " (0 = no line search)"), "backward_merit_slack": (0.0, " (0 = pareto's own test)")}
         for name, (low, note) in minimums.items():
             if getattr(self, name) < low:
                 raise UgdError(f"{name} must be >= {low}{note}, got {getattr(self, name)}")
@@ -158,6 +163,9 @@ class SamplerConfig:
         if self.backward_merit == "start" and self.guide_normalize == "peak":
             raise UgdError("backward_merit=start holds each guide's normaliser over a line search, but guide_normalize=peak divides "
                            "each loss by the normaliser of the point it scores; use guide_normalize=grad, or backward_merit=point")
+        if self.backward_merit_slack > 0 and self.backward_merit != "pareto":
+            raise UgdError(f"backward_merit_slack={self.backward_merit_slack:g} loosens backward_merit=pareto's test, but backward_merit is "
+                           f"{self.backward_merit}; use backward_merit=pareto, or backward_merit_slack=0")
         if self.backward_merit_scale == "relative" and self.smoothing_reduce != "mean":
             raise UgdError("backward_merit_scale=relative compares each guide's term of the loss, which smoothing_reduce="
                            f"{self.smoothing_reduce} does not keep apart; use smoothing_reduce=mean or backward_merit_scale=absolute")

@@ -177,7 +177,7 @@ class UniversalGuidance:
         self.stats = SampleStats()
         held = config.guide_normalize in ("first", "peak")
         self.held = HeldScales(config.guide_normalize, config.guide_share_floor) if held else None  # kept over the run
-        self.own_start: Tensor | None = None  # [G, N] each guide's own loss at its first evaluation (backward_merit="progress")
+        self.own_start: Tensor | None = None  # [G, N] each guide's own loss at its first evaluation (progress; pareto's slack)
 
     def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing,
                 merit: HeldScales | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
@@ -195,7 +195,7 @@ class UniversalGuidance:
         if own is None:
             return loss, g_img, None, parts
         losses = torch.stack(own)
-        if self.own_start is None and c.backward_merit == "progress":
+        if self.own_start is None and (c.backward_merit == "progress" or c.backward_merit_slack > 0):
             self.own_start = losses.abs().clamp(min=torch.finfo(losses.dtype).tiny)  # a loss that starts at 0 may never rise
         return loss, g_img, losses, parts
 
@@ -380,10 +380,15 @@ class UniversalGuidance:
 
     def _own_losses_allow(self, new: Tensor, old: Tensor) -> Tensor:
         """[N] whether a trial's own losses [G, N] pass against the current point's: ``pareto``, no guide's loss
-        rises; ``progress``, sum_i w_i (l_i - l_i_old) / l_i0 <= 0, each change in units of the guide's own start
-        (scale-free; for one guide the sign of l - l_old, so the same test as ``pareto``)."""
+        rises (by more than ``backward_merit_slack`` l_i0); ``progress``, sum_i w_i (l_i - l_i_old) / l_i0 <= 0, each
+        change in units of the guide's own start l_i0 (scale-free; for one guide the sign of l - l_old, so the same
+        test as ``pareto``)."""
+        slack = self.config.backward_merit_slack
         if self.config.backward_merit == "pareto":
-            return (new <= old).all(0)
+            if slack == 0:
+                return (new <= old).all(0)
+            assert self.own_start is not None  # kept from the run's first evaluation when slack > 0
+            return (new <= old + slack * self.own_start).all(0)
         assert self.own_start is not None  # set by the first evaluation, which scored the search's start
         return (self._guide_weights(new) * (new - old) / self.own_start).sum(0) <= 0
 
