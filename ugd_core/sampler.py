@@ -183,8 +183,9 @@ class UniversalGuidance:
                 merit: HeldScales | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """The guides' compared loss [N] and gradient at ``images`` (normalisers held in ``merit`` when given, else
         the run's), and with ``backward_merit`` "pareto" or "progress" each guide's own loss [G, N] (else None);
-        the first own losses of the run are kept as each guide's start l_i0 (``progress``); and with
-        ``backward_merit_scale="relative"`` each guide's term of the loss [G, N] (else None)."""
+        the first own losses of the run are kept as each guide's start l_i0 (``progress``; pareto's
+        ``backward_merit_slack``); and with ``backward_merit_scale="relative"`` each guide's term of the loss [G, N]
+        (else None)."""
         c = self.config
         own: list[Tensor] | None = [] if c.backward_merit in ("pareto", "progress") else None
         terms: list[Tensor] | None = [] if c.backward_merit_scale == "relative" else None
