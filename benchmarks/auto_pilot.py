@@ -193,6 +193,10 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # slack in units of its own first loss, per trial, seeds 603-608
     "slack 1e-4": "auto|backward_merit_slack=1e-4",
     "slack 1e-3": "auto|backward_merit_slack=1e-3",
+    # round 26 (a reported table of every preset with the knobs, seeds 1039-1040, had ugd's preset, which clips
+    # x0_hat + delta to the data range in its backward step, place both masks better than auto): the same clip in
+    # auto's line search, seeds 609-614
+    "clip": "auto|clip_x0=true",
 }
 
 
