@@ -274,19 +274,26 @@ def test_loss_and_grad_reports_each_guides_own_loss():
     assert torch.allclose(own[0], torch.full((2,), 32 * 0.4**2)) and torch.allclose(own[1], torch.full((2,), 32 * 0.2**3))
 
 
+def own_losses_allow(new, old, start, weights=(1.0, 1.0), **knobs) -> bool:
+    """The line search's test of a trial's own losses ``new`` against ``old`` (two guides, one sample), each guide's
+    first loss in the run ``start``, with ``auto``'s knobs changed by ``knobs``."""
+    from ugd_core.sampler import UniversalGuidance
+
+    cfg = SamplerConfig(**dict(AUTO, **knobs))
+    run_ = UniversalGuidance(backbone(), as_guide_set([(quad(0.9), weights[0]), (cubic(), weights[1])]), cfg, [torch.Generator()])
+    run_.own_start = torch.tensor(start).view(2, 1)
+    return bool(run_._own_losses_allow(torch.tensor(new).view(2, 1), torch.tensor(old).view(2, 1)))
+
+
 def test_progress_merit_lets_a_met_guide_rise_by_less_than_another_falls_in_units_of_their_starts():
     """backward_merit=progress accepts a trial's own losses l_i against the current l_i_old when
     sum_i w_i (l_i - l_i_old) / l_i0 <= 0, l_i0 each guide's first loss in the run; pareto needs every l_i <= l_i_old.
     Guide A started at 1 and rises by 0.05, guide B started at 10 and falls by 1: progress keeps the trial
     (0.05 - 0.1 < 0), pareto refuses it; a rise of 0.2 is refused by both; B's loss in other units changes nothing;
     weight 3 on A turns the first trial (0.15 - 0.1 > 0)."""
-    from ugd_core.sampler import UniversalGuidance
 
     def allows(merit, new, old, start, weights=(1.0, 1.0)):
-        cfg = SamplerConfig(**dict(AUTO, backward_merit=merit))
-        run_ = UniversalGuidance(backbone(), as_guide_set([(quad(0.9), weights[0]), (cubic(), weights[1])]), cfg, [torch.Generator()])
-        run_.own_start = torch.tensor(start).view(2, 1)
-        return bool(run_._own_losses_allow(torch.tensor(new).view(2, 1), torch.tensor(old).view(2, 1)))
+        return own_losses_allow(new, old, start, weights, backward_merit=merit)
 
     assert allows("progress", [0.15, 8.0], [0.10, 9.0], [1.0, 10.0]) and not allows("pareto", [0.15, 8.0], [0.10, 9.0], [1.0, 10.0])
     assert not allows("progress", [0.30, 8.0], [0.10, 9.0], [1.0, 10.0])
@@ -314,13 +321,9 @@ def test_pareto_slack_lets_each_guide_rise_by_at_most_its_share_of_its_start():
     run), s = 0 exactly pareto's l_i <= l_i_old. A saturated guide (start 8, now 1e-7) may rise by 5e-5 with
     s = 1e-5 (at most 8e-5) but not by 1e-3; the other guide may not rise at all beyond its own 1e-5 x 0.7; the
     same in other units; any other merit with a slack is a one-line error."""
-    from ugd_core.sampler import UniversalGuidance
 
     def allows(slack, new, old, start=(8.0, 0.7)):
-        cfg = SamplerConfig(**dict(AUTO, backward_merit_slack=slack))
-        run_ = UniversalGuidance(backbone(), as_guide_set([quad(0.9), cubic()]), cfg, [torch.Generator()])
-        run_.own_start = torch.tensor(start).view(2, 1)
-        return bool(run_._own_losses_allow(torch.tensor(new).view(2, 1), torch.tensor(old).view(2, 1)))
+        return own_losses_allow(new, old, start, backward_merit_slack=slack)
 
     assert allows(1e-5, [1e-7 + 5e-5, 0.3], [1e-7, 0.4]) and not allows(0.0, [1e-7 + 5e-5, 0.3], [1e-7, 0.4])
     assert not allows(1e-5, [1e-7 + 1e-3, 0.3], [1e-7, 0.4])

@@ -196,9 +196,14 @@ class UniversalGuidance:
         if own is None:
             return loss, g_img, None, parts
         losses = torch.stack(own)
-        if self.own_start is None and (c.backward_merit == "progress" or c.backward_merit_slack > 0):
+        if self.own_start is None and self._keeps_start:
             self.own_start = losses.abs().clamp(min=torch.finfo(losses.dtype).tiny)  # a loss that starts at 0 may never rise
         return loss, g_img, losses, parts
+
+    @property
+    def _keeps_start(self) -> bool:
+        """Whether the run keeps each guide's first own loss l_i0: ``progress`` and pareto's slack measure in it."""
+        return self.config.backward_merit == "progress" or self.config.backward_merit_slack > 0
 
     def _merit(self) -> HeldScales | None:
         """With ``backward_merit="start"`` (and unit-RMS guides), each guide's normaliser r_i held from a line
@@ -384,13 +389,9 @@ class UniversalGuidance:
         rises (by more than ``backward_merit_slack`` l_i0); ``progress``, sum_i w_i (l_i - l_i_old) / l_i0 <= 0, each
         change in units of the guide's own start l_i0 (scale-free; for one guide the sign of l - l_old, so the same
         test as ``pareto``)."""
-        slack = self.config.backward_merit_slack
+        assert self.own_start is not None or not self._keeps_start  # set by the run's first evaluation
         if self.config.backward_merit == "pareto":
-            if slack == 0:
-                return (new <= old).all(0)
-            assert self.own_start is not None  # kept from the run's first evaluation when slack > 0
-            return (new <= old + slack * self.own_start).all(0)
-        assert self.own_start is not None  # set by the first evaluation, which scored the search's start
+            return (new <= (old + self.config.backward_merit_slack * self.own_start if self._keeps_start else old)).all(0)
         return (self._guide_weights(new) * (new - old) / self.own_start).sum(0) <= 0
 
     def _project(self, x0_hat: Tensor, delta: Tensor) -> None:
