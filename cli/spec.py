@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ugd_core.config import SamplerConfig, check_knobs, resolve_preset
 from ugd_core.errors import UgdError
 from ugd_core.params import parse_spec, resolve_params
+from ugd_core.schedules import scheduler_draws_noise
 
 if TYPE_CHECKING:
     from ugd_core.guidance import GuideSet, WeightedGuide
@@ -250,13 +251,20 @@ def resolve_device(device: str) -> str:
 
 
 def draws_no_noise(overrides: dict[str, Any]) -> bool:
-    """Whether ``--scheduler`` / ``--eta`` ask for steps that draw no noise (another scheduler, or eta <= 0); a value
-    that is no number is left to the settings check, which names it."""
+    """Whether ``--scheduler`` / ``--eta`` ask for steps that draw no noise the sampler can turn (DDIM with
+    eta <= 0, or a scheduler whose step takes no noise from the caller); a value that is no number, or no
+    scheduler, is left to the settings check, which names it."""
     try:
         eta = float(overrides.get("eta", 1.0))
     except (TypeError, ValueError):
         eta = 1.0
-    return str(overrides.get("scheduler", "ddim")) != "ddim" or eta <= 0
+    name = str(overrides.get("scheduler", "ddim"))
+    if name == "ddim":
+        return eta <= 0
+    try:
+        return not scheduler_draws_noise(name)
+    except UgdError:
+        return True
 
 
 def resolve_config(spec: RunSpec, registry: Registry, backbone: str | None = None) -> tuple[SamplerConfig, str | None]:

@@ -41,17 +41,32 @@ def quad(scale: float = 1.0):
     return make_guide("quad", f=lambda x: x, loss=lambda out, y: scale * (out - y).pow(2).flatten(1).sum(1), target=0.9)
 
 
-@pytest.mark.parametrize("knobs", [dict(eta=0.0), dict(scheduler="DPMSolverMultistepScheduler")])
-def test_the_sphere_needs_the_noise_of_an_ancestral_ddim_step(knobs):
-    with pytest.raises(UgdError, match="needs scheduler='ddim' and eta > 0.*--preset auto-eps"):
+@pytest.mark.parametrize("knobs", [dict(eta=0.0), dict(scheduler="DPMSolverMultistepScheduler"), dict(scheduler="euler-a")])
+def test_the_sphere_needs_a_step_whose_noise_it_can_turn(knobs):
+    """DDIM with eta = 0 and DPM-Solver++'s ODE form draw no noise; Euler-ancestral draws its own (a generator,
+    no variance_noise): one line naming the schedulers that work and auto-eps, before any sampling."""
+    with pytest.raises(UgdError, match="turns each step's noise.*dpm\\+\\+-sde.*--preset auto-eps"):
         SamplerConfig(**dict(AUTO, **knobs))
 
 
+def test_the_probe_knows_which_steps_take_their_noise_from_the_caller():
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
+
+    from ugd_core.schedules import scheduler_draws_noise, step_takes_noise
+
+    assert step_takes_noise(DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++"))
+    assert not step_takes_noise(DPMSolverMultistepScheduler())  # the ODE form ignores variance_noise
+    assert not step_takes_noise(DDIMScheduler())  # diffusers' DDIM adds noise only with an eta the sampler does not pass
+    assert not step_takes_noise(EulerAncestralDiscreteScheduler())  # its own generator only
+    assert scheduler_draws_noise("dpm++-sde") and not scheduler_draws_noise("dpm++")
+
+
 @pytest.mark.parametrize("given, preset", [(dict(), "auto"), (dict(scheduler="dpm++"), "auto-eps"), (dict(eta=0.0), "auto-eps"),
-                                            (dict(scheduler="ddim"), "auto")])
+                                            (dict(scheduler="ddim"), "auto"), (dict(scheduler="dpm++-sde"), "auto")])
 def test_the_default_preset_follows_the_step_it_guides(given, preset):
-    """With no --preset the digits backbone's default is auto; where a step draws no noise (another scheduler,
-    eta = 0) it is auto-eps, whose forward step lands on eps, and the run's record names it."""
+    """With no --preset the digits backbone's default is auto, also with a stochastic DPM-Solver++ (dpm++-sde),
+    whose noise it turns; where a step draws no noise it can turn (DPM-Solver++'s ODE form, eta = 0) it is
+    auto-eps, whose forward step lands on eps, and the run's record names it."""
     from cli.spec import RunSpec, resolve_config
     from ugd_core.registry import get_registry
 
@@ -67,3 +82,41 @@ def test_auto_eps_runs_with_another_scheduler_and_ignores_the_loss_scale():
     unguided = sample(backbone, None, cfg, num_images=2, seed=4).images
     assert torch.isfinite(a).all() and (a - b).abs().max() <= 1e-4
     assert (a - unguided).abs().max() > 1e-2
+
+
+def test_auto_steps_through_the_stochastic_dpm_solver_and_ignores_the_loss_scale():
+    """The same default with DPM-Solver++ (SDE form): the sampler draws each step's noise per image, turns it
+    toward the guides (DSG's step) and hands it to the scheduler's step as variance_noise."""
+    backbone = testing.gaussian_backbone(0.2, 0.5, (2, 4, 4), default_scheduler())
+    cfg = SamplerConfig(**dict(AUTO, num_steps=8, scheduler="dpm++-sde"))
+    a = sample(backbone, quad(1.0), cfg, num_images=3, seed=4).images
+    b = sample(backbone, quad(1e3), cfg, num_images=3, seed=4).images
+    unguided = sample(backbone, None, cfg, num_images=3, seed=4).images
+    assert torch.isfinite(a).all() and (a - b).abs().max() <= 1e-4
+    own = lambda x: (x - 0.9).pow(2).flatten(1).mean(1)  # noqa: E731  the guide's own loss, per sample
+    assert (own(a) < 0.5 * own(unguided)).all()
+
+
+def test_an_unguided_stochastic_dpm_solver_run_is_diffusers_loop_with_each_images_noise():
+    """Reference: diffusers' DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++") stepped by hand with
+    the exact eps, each step's variance_noise drawn from image i's own generator (seed s + i) after its eps;
+    ugd's run equals it to 1e-6."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from ugd_core.noise import make_generators, randn
+
+    base = default_scheduler()
+    backbone = testing.gaussian_backbone(0.2, 0.5, (2, 4, 4), base)
+    cfg = SamplerConfig(**dict(AUTO, num_steps=6, scheduler="dpm++-sde", recurrence=1))
+    got = sample(backbone, None, cfg, num_images=2, seed=7).latents
+
+    settings = {k: v for k, v in base.config.items() if k != "_use_default_values"}
+    sched = DPMSolverMultistepScheduler.from_config(settings, prediction_type="epsilon", algorithm_type="sde-dpmsolver++")
+    sched.set_timesteps(6)
+    gens = make_generators([7, 8])
+    eps_of = testing.gaussian_eps(base.alphas_cumprod, 0.2, 0.5)
+    x = randn((2, 4, 4), gens, "cpu")
+    for t in sched.timesteps:
+        eps = eps_of(x, torch.full((2,), int(t)))
+        x = sched.step(eps, t, x, variance_noise=randn((2, 4, 4), gens, "cpu")).prev_sample
+    assert torch.allclose(got, x, atol=1e-6)

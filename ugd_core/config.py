@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import UgdError
 from .params import closest
-from .schedules import SCHEDULES, ScheduleLike, scheduler_class
+from .schedules import SCHEDULES, ScheduleLike, scheduler_class, scheduler_draws_noise
 
 
 @dataclass
@@ -26,7 +26,7 @@ class SamplerConfig:
     eta: float = 0.0  # DDIM stochasticity; 0 = deterministic, 1 = ancestral (as diffusers' DDIMScheduler.step)
     cfg_scale: float = 7.5  # classifier-free guidance for text backbones (ignored by others)
     # ddim = ugd's exact DDIM (as diffusers' DDIMScheduler.step); else a diffusers scheduler class name or an
-    # alias (dpm++, dpmsolver, unipc, euler, euler-a, ddpm) built from the backbone's scheduler config
+    # alias (dpm++, dpm++-sde, dpmsolver, unipc, euler, euler-a, ddpm) built from the backbone's scheduler config
     scheduler: str = "ddim"
 
     # forward guidance: the step s(t) * grad_{z_t} loss(x0_hat(z_t))   (TFG's rho, DPS's zeta, FreeDoM's rho)
@@ -38,7 +38,8 @@ class SamplerConfig:
     # where the step lands: eps (eps += step, universal guidance) | z_prev (z_{t-1} -= step: DPS, FreeDoM, LGD)
     # | z_t (a step on z_t carried to z_{t-1} by 1/sqrt(alpha_t), alpha_t = a_t / a_prev: TFG)
     # | sphere (z_{t-1}'s noise sigma_t n is turned toward -grad by the rate s(t) in [0, 1] and kept on its sphere
-    # of radius sqrt(d) sigma_t, so only the gradient's direction counts: DSG; needs DDIM with eta > 0)
+    # of radius sqrt(d) sigma_t, so only the gradient's direction counts: DSG; needs DDIM with eta > 0, or a scheduler whose step takes
+    # the noise it adds as variance_noise, such as dpm++-sde)
     forward_on: str = "eps"
     # no forward step where a_t < this noise level: the z_t gradient carries 1 / sqrt(a_t) through x0_hat,
     # so at the noisiest steps of a cosine schedule (a_t ~ 1e-6) one step throws z far off; in units of a_t,
@@ -171,13 +172,14 @@ class SamplerConfig:
                            f"{self.smoothing_reduce} does not keep apart; use smoothing_reduce=mean or backward_merit_scale=absolute")
         if self.backward_backtrack > 0 and self.backward_optimizer != "sgd":
             raise UgdError("backward_backtrack > 0 line-searches plain gradient steps: set backward_optimizer=sgd, or backward_backtrack=0 for Adam")
-        if self.forward_on == "sphere" and (self.eta <= 0 or self.scheduler != "ddim"):
-            raise UgdError("forward_on='sphere' turns the noise an ancestral DDIM step draws: it needs scheduler='ddim' "
-                           "and eta > 0; for another scheduler or eta=0 use --preset auto-eps (the forward step on eps)")
+        if self.forward_on == "sphere" and (self.eta <= 0 if self.scheduler == "ddim" else not scheduler_draws_noise(self.scheduler)):
+            why = "DDIM with eta=0 draws no noise" if self.scheduler == "ddim" else f"scheduler={self.scheduler!r} takes no noise from the sampler"
+            raise UgdError(f"forward_on='sphere' turns each step's noise, and {why}: use scheduler='ddim' with eta > 0 or a "
+                           "stochastic solver (dpm++-sde), or --preset auto-eps (the forward step on eps)")
         if self.scheduler != "ddim":
             scheduler_class(self.scheduler)
             for name, value in (("forward_on", self.forward_on), ("backward_on", self.backward_on)):
-                if value != "eps":
+                if value != "eps" and not (name == "forward_on" and value == "sphere"):
                     raise UgdError(f"{name}={value!r} needs scheduler='ddim'; other schedulers take guidance through eps ({name}=eps)")
         for name in ("forward_window", "backward_window", "recurrence_window"):
             lo, hi = getattr(self, name)

@@ -34,7 +34,7 @@ from .errors import UgdError
 from .gradients import GuidanceStats, HeldScales, Smoothing, keep_finite, loss_and_grad, loss_order, per_sample_rms
 from .guidance import GuideSet, as_guide_set
 from .noise import make_generators, randn
-from .schedules import in_window, schedule_values, scheduler_class
+from .schedules import in_window, schedule_values, scheduler_class, scheduler_options, step_takes_noise
 
 
 @dataclass
@@ -487,14 +487,20 @@ class DiffusersSolver(DDIMSolver):
     drops a predictor-corrector's ``last_sample`` so that the re-noised z_t is not "corrected".
     """
 
-    def __init__(self, name: str, base: Any, num_steps: int):
+    def __init__(self, name: str, base: Any, num_steps: int, turn_noise: bool = False):
         # every setting of the backbone's scheduler, its defaults included: from_config drops the keys the
         # source left at its own defaults, and another class's defaults differ (DDIM's "leading" timestep
         # spacing became DPM-Solver's "linspace", which starts at t = 999 where a cosine schedule's a_t ~ 2e-9)
         settings = {k: v for k, v in base.config.items() if k != "_use_default_values"}
+        settings.update(scheduler_options(name))
         self.scheduler = sched = scheduler_class(name).from_config(settings, prediction_type="epsilon")
         sched.set_timesteps(num_steps)
         self.takes_generator = "generator" in inspect.signature(sched.step).parameters
+        # the spherical forward step turns the step's noise: drawn here per image, handed to the step
+        self.turns_noise = turn_noise and step_takes_noise(sched)
+        if turn_noise and not self.turns_noise:
+            raise UgdError(f"forward_on='sphere' turns the noise a step draws, and {type(sched).__name__} as configured takes "
+                           "none from the caller; use scheduler=dpm++-sde or ddim, or --preset auto-eps")
         acp = sched.alphas_cumprod.double()
         self.raw_timesteps = list(sched.timesteps)
         ts = [min(int(round(float(t))), len(acp) - 1) for t in self.raw_timesteps]
@@ -524,9 +530,13 @@ class DiffusersSolver(DDIMSolver):
     def step(self, run: UniversalGuidance, x: Tensor, i: int, t: Tensor, cond: Any, k: StepKnobs) -> tuple[Tensor, Tensor]:
         sched, t_sched = self.scheduler, self.raw_timesteps[i]
         z = sched.scale_model_input(x, t_sched)
-        eps, x0, _ = run.guided_eps(z, t, float(self.acp[self.chain.timesteps[i]]), cond, k)
+        eps, x0, step = run.guided_eps(z, t, float(self.acp[self.chain.timesteps[i]]), cond, k)
         kwargs: dict[str, Any] = {}
-        if self.takes_generator:
+        if self.turns_noise:  # unit noise turned as DDIM's sigma_t n is (the step scales it by its own sigma)
+            noise = randn(x.shape[1:], run.gens, x.device, x.dtype)
+            turned = noise if step is None else spherical_step(noise, step, k.forward_strength, noise[0].numel() ** 0.5)
+            kwargs["variance_noise"] = keep_finite(turned, noise, run.stats.guidance)
+        elif self.takes_generator:
             kwargs["generator"] = run.gens[0] if all(g is run.gens[0] for g in run.gens) else run.gens
         x_prev = sched.step(eps.to(x.dtype), t_sched, x, **kwargs).prev_sample
         return x_prev.detach(), x0.detach()
@@ -566,7 +576,8 @@ def sample(
         configure(config)
     set_channels_last(config.channels_last, *(m for item in guide_set.items for m in getattr(item.guide, "modules", ())))
     run = UniversalGuidance(backbone, guide_set, config, gens)
-    solver = DDIMSolver(backbone.scheduler, config.num_steps) if config.scheduler == "ddim" else DiffusersSolver(config.scheduler, backbone.scheduler, config.num_steps)
+    solver = (DDIMSolver(backbone.scheduler, config.num_steps) if config.scheduler == "ddim"
+              else DiffusersSolver(config.scheduler, backbone.scheduler, config.num_steps, config.forward_on == "sphere"))
     chain = solver.chain
     knobs = run.step_knobs(chain)
     dev = backbone.device

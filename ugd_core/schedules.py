@@ -3,6 +3,7 @@ the diffusers noise schedulers the sampler can step with, by name."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Sequence, Union
 
 from .errors import UgdError
@@ -53,7 +54,33 @@ SCHEDULER_ALIASES = {
     "euler": "EulerDiscreteScheduler",
     "euler-a": "EulerAncestralDiscreteScheduler",
     "ddpm": "DDPMScheduler",
+    "dpm++-sde": "DPMSolverMultistepScheduler",
 }
+# scheduler settings an alias sets on top of the backbone's: DPM-Solver++'s stochastic (SDE) form, whose steps draw
+# noise (Lu et al. 2022, DPM-Solver++, sec. 5; diffusers' algorithm_type="sde-dpmsolver++")
+SCHEDULER_OPTIONS: dict[str, dict[str, Any]] = {"dpm++-sde": {"algorithm_type": "sde-dpmsolver++"}}
+
+
+def scheduler_options(name: str) -> dict[str, Any]:
+    """The settings the alias ``name`` puts on its scheduler class (none for a class name or a plain alias)."""
+    return dict(SCHEDULER_OPTIONS.get(name, {}))
+
+
+def step_takes_noise(scheduler: Any) -> bool:
+    """Whether a diffusers scheduler's step adds noise that it takes from the caller as ``variance_noise``
+    (what the spherical forward step turns). Diffusers has no flag for it, so it is probed: one step from two
+    copies, with two different noises, on a tiny zero sample; the scheduler itself is left as it was."""
+    import copy
+
+    import torch
+
+    if "variance_noise" not in inspect.signature(scheduler.step).parameters:
+        return False
+    probe = copy.deepcopy(scheduler)
+    probe.set_timesteps(2)
+    x = torch.zeros(1, 1, 1, 1)
+    out = [copy.deepcopy(probe).step(x, probe.timesteps[0], x, variance_noise=x + v).prev_sample for v in (0.0, 1.0)]
+    return not torch.equal(out[0], out[1])
 
 
 def scheduler_class(name: str) -> Any:
@@ -70,3 +97,9 @@ def scheduler_class(name: str) -> Any:
             f"an alias ({', '.join(SCHEDULER_ALIASES)}) or a class name such as DPMSolverMultistepScheduler"
         )
     return cls
+
+
+def scheduler_draws_noise(name: str) -> bool:
+    """Whether the scheduler ``name`` (its class defaults and the alias's settings) steps with noise it takes
+    as ``variance_noise`` (:func:`step_takes_noise`)."""
+    return step_takes_noise(scheduler_class(name)(**scheduler_options(name)))
