@@ -59,7 +59,7 @@ def test_ddim_default_is_unchanged_by_the_knob():
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["dpm++", "unipc", "euler", "euler-a", "ddpm"])
+@pytest.mark.parametrize("name", ["dpm++", "dpm++-sde", "unipc", "euler", "euler-a", "ddpm"])
 def test_guided_runs_with_recurrence_finish_finite(name):
     guide = make_guide("quad", f=lambda x: x, loss=lambda out, y: (out - y).pow(2).flatten(1).sum(1), target=-1.0)
     cfg = SamplerConfig(num_steps=6, scheduler=name, forward_strength=0.5, backward_steps=2, backward_lr=0.1, recurrence=3)
