@@ -40,10 +40,12 @@ def test_every_preset_is_finite_on_a_latent_backbone(backbone, name):
     assert out.images.shape[1] == 3
 
 
-def test_the_default_steers_every_sample_toward_its_guide_on_a_latent_backbone(backbone):
+@pytest.mark.parametrize("scheduler", ["ddim", "dpm++-sde"])
+def test_the_default_steers_every_sample_toward_its_guide_on_a_latent_backbone(backbone, scheduler):
     """Not only "guidance acted": with the default preset every sample ends nearer the guide's target than the
-    unguided sample of its seed (measured: 0.75-0.89x of unguided's loss at 3 steps on the two pipelines)."""
-    cfg = SamplerConfig(**dict(REGISTRY.get("preset", "auto").settings, num_steps=3))
+    unguided sample of its seed (measured at 3 steps on the two pipelines: 0.75-0.89x of unguided's loss with DDIM,
+    0.66-0.84x on DPM-Solver++'s SDE form, whose noise the spherical step turns in the latent's shape)."""
+    cfg = SamplerConfig(**dict(REGISTRY.get("preset", "auto").settings, num_steps=3, scheduler=scheduler))
     guide = bright()
     guided = sample(backbone, guide, cfg, num_images=4, seed=1, prompt="a cat").images
     unguided = sample(backbone, None, cfg, num_images=4, seed=1, prompt="a cat").images
