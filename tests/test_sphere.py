@@ -120,3 +120,13 @@ def test_an_unguided_stochastic_dpm_solver_run_is_diffusers_loop_with_each_image
         eps = eps_of(x, torch.full((2,), int(t)))
         x = sched.step(eps, t, x, variance_noise=randn((2, 4, 4), gens, "cpu")).prev_sample
     assert torch.allclose(got, x, atol=1e-6)
+
+
+def test_the_solver_refuses_to_turn_a_noise_its_scheduler_does_not_take():
+    """The config check runs on the scheduler class's defaults; the solver checks again on the scheduler it
+    built from the backbone's settings, before any step."""
+    from ugd_core.sampler import DiffusersSolver
+
+    with pytest.raises(UgdError, match="DPMSolverMultistepScheduler as configured takes none from the sampler"):
+        DiffusersSolver("dpm++", default_scheduler(), 4, turn_noise=True)
+    assert DiffusersSolver("dpm++-sde", default_scheduler(), 4, turn_noise=True).turns_noise

@@ -499,8 +499,8 @@ class DiffusersSolver(DDIMSolver):
         # the spherical forward step turns the step's noise: drawn here per image, handed to the step
         self.turns_noise = turn_noise and step_takes_noise(sched)
         if turn_noise and not self.turns_noise:
-            raise UgdError(f"forward_on='sphere' turns the noise a step draws, and {type(sched).__name__} as configured takes "
-                           "none from the caller; use scheduler=dpm++-sde or ddim, or --preset auto-eps")
+            raise UgdError(f"forward_on='sphere' turns each step's noise, and {type(sched).__name__} as configured takes none from "
+                           "the sampler: use scheduler='ddim' with eta > 0 or a stochastic solver (dpm++-sde), or --preset auto-eps")
         acp = sched.alphas_cumprod.double()
         self.raw_timesteps = list(sched.timesteps)
         ts = [min(int(round(float(t))), len(acp) - 1) for t in self.raw_timesteps]

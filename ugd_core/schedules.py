@@ -3,6 +3,7 @@ the diffusers noise schedulers the sampler can step with, by name."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable, Sequence, Union
 
@@ -99,6 +100,7 @@ def scheduler_class(name: str) -> Any:
     return cls
 
 
+@functools.lru_cache(maxsize=None)
 def scheduler_draws_noise(name: str) -> bool:
     """Whether the scheduler ``name`` (its class defaults and the alias's settings) steps with noise it takes
     as ``variance_noise`` (:func:`step_takes_noise`)."""
