@@ -117,10 +117,11 @@ def test_the_digits_backbone_defaults_to_auto_at_its_own_step_count():
     reg = get_registry()
     cfg, name = resolve_config(RunSpec(guides=["digit:label=1"]), reg)
     assert name == "auto" and cfg.num_steps == reg.get("backbone", "digits").default_steps == 20
-    assert cfg.guide_normalize == "grad" and cfg.backward_backtrack == 3 and cfg.backward_merit == "pareto"
+    assert cfg.guide_normalize == "grad" and cfg.backward_backtrack == 1 and cfg.backward_merit == "pareto"  # round 28: one halving
     assert cfg.backward_final_steps == 10 and cfg.backward_merit_scale == "absolute"  # rounds 22 and 21
     assert PRESETS["auto-eps"][1]["backward_merit"] == "point"  # piloted at DDIM only; round 19's look sent it back
     assert PRESETS["auto-eps"][1]["backward_final_steps"] == 0  # piloted at DDIM only (round 22)
+    assert PRESETS["auto-eps"][1]["backward_backtrack"] == 3  # piloted at DDIM only (round 28)
     cfg, _ = resolve_config(RunSpec(guides=["digit:label=1"], preset="dps"), reg)
     assert cfg.num_steps == 20 and cfg.forward_on == "z_prev"  # any preset takes the backbone's step count
     cfg, _ = resolve_config(RunSpec(guides=["digit:label=1"], overrides=dict(num_steps=7)), reg)

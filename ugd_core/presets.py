@@ -14,13 +14,13 @@ from typing import Any
 # (forward_on="sphere", ancestral eta = 1): z_{t-1}'s noise turned by the rate 0.2 toward -grad l and kept at
 # the noise level, so only the gradient's direction counts; backward guidance takes unit-RMS steps of x0 that
 # are kept only where the guides' normalised loss sum_i w_i l_i / r_i falls, each r_i at the point scored, and no
-# guide's own loss rises (backward_merit="pareto"; halved up to 3 times); self-recurrence k = 2 in the middle of the
+# guide's own loss rises (backward_merit="pareto"; halved once, pilot round 28); self-recurrence k = 2 in the middle of the
 # chain (20-60%); at the chain's last step, whose x0_hat + delta is the image, up to 10 backward steps
 # (backward_final_steps). Multiplying any guide's loss by c > 0 leaves every step unchanged, and no backward step can
 # raise a guide's loss or diverge. Values picked on pilot seeds by a rule fixed before the runs (benchmarks/auto_pilot.py;
-# the rounds' outputs are docs/bench/auto-pilot-round1.md ... -round22.md: the picks of rounds 9 and 12 were sent
-# back by their reported looks; round 18's, the pareto merit, passed its look on reported seeds 1027-1029, and
-# round 22's, the final steps, on 1033-1035).
+# the rounds' outputs are docs/bench/auto-pilot-round1.md ... -round28.md: the picks of rounds 9, 12, 24 and 26 were
+# sent back by their reported looks; round 18's, the pareto merit, passed its look on reported seeds 1027-1029,
+# round 22's, the final steps, on 1033-1035, and round 28's, one halving, on 1050-1052).
 AUTO: dict[str, Any] = dict(
     guide_normalize="grad",
     forward_strength=0.2,
@@ -30,7 +30,7 @@ AUTO: dict[str, Any] = dict(
     backward_steps=3,
     backward_lr=0.03,
     backward_normalize="grad",
-    backward_backtrack=3,
+    backward_backtrack=1,
     backward_merit="pareto",
     backward_final_steps=10,
     recurrence=2,
@@ -41,10 +41,10 @@ AUTO: dict[str, Any] = dict(
 # DSG's step needs: `auto` with the forward step unit-RMS on eps (0.1) and backward steps of 0.1. The first
 # `auto` (pilot rounds 1-2, docs/bench/auto-pilot-round2.md) with self-recurrence k = 3 (pilot round 11, at
 # DPM-Solver++ 15 steps, docs/bench/auto-pilot-round11.md); its line search keeps the per-point merit it was
-# chosen with and the same m at every step (the pareto merit of round 18 and the final steps of round 22 were
-# piloted at DDIM only).
+# chosen with, the same m at every step and three halvings (the pareto merit of round 18, the final steps of round 22
+# and round 28's one halving were piloted at DDIM only).
 AUTO_EPS: dict[str, Any] = dict(AUTO, forward_strength=0.1, forward_on="eps", forward_normalize="grad", eta=0.0, backward_lr=0.1,
-                                backward_merit="point", backward_final_steps=0, recurrence=3)
+                                backward_backtrack=3, backward_merit="point", backward_final_steps=0, recurrence=3)
 
 PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
     "auto": (
