@@ -208,6 +208,12 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # measured on the README's guide, seeds 0 and 8): fewer halvings, seeds 622-627, ties to the fewest guide passes
     "bt1": "auto|backward_backtrack=1",
     "bt2": "auto|backward_backtrack=2",
+    # round 29 (counted on the README's guide with round 28's auto: a sample still searching at a chain step's third
+    # backward step has 60% of its trials accepted there, against 13% at the first, so its loss was still falling when
+    # the steps ran out; the line search stops a sample whose loss stops falling, so more steps cost guide passes only
+    # where they are taken): more backward steps a chain step, seeds 628-633, ties to the fewest guide passes
+    "m5": "auto|backward_steps=5",
+    "m8": "auto|backward_steps=8",
 }
 
 
