@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .guidance import GuideSet, guide_loss
+from .guidance import GuideSet, guide_dtype, guide_loss
 from .noise import randn
 
 
@@ -134,6 +134,23 @@ def _bcast(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
+def seeded_grad(loss: Tensor, leaf: Tensor, half: bool) -> Tensor:
+    """The gradient of ``loss.sum()`` [N] with respect to ``leaf`` (the graph kept).
+
+    For a float16 guide network (``half``) the backward is seeded with 1 / |l_n| per sample and the gradient
+    scaled back by |l_n| in float32, so that a loss of any scale c enters the network's backward at the same
+    magnitude: c l's own gradients would underflow float16's range for small c (or overflow it for large c)
+    inside the network, and change the direction that scale-free guidance normalises (mixed-precision loss
+    scaling, Micikevicius et al. 2018, Sec. 3.2; torch's GradScaler picks one scale for a whole model, not per
+    sample, hence written here). A loss of 0 (or below 1e-12) keeps the seed 1."""
+    if not half:
+        return torch.autograd.grad(loss.sum(), leaf, retain_graph=True)[0]
+    mag = loss.detach().abs()
+    scale = torch.where(mag >= 1e-12, mag, torch.ones_like(mag))
+    (g,) = torch.autograd.grad((loss / scale).sum(), leaf, retain_graph=True)
+    return g * _bcast(scale, g).to(g.dtype)
+
+
 def loss_order(guides: GuideSet) -> list:
     """The guides in the order :func:`loss_and_grad` reports them (``own_losses``, ``terms``): the
     differentiable ones, then the zero-order ones, each group in the set's order."""
@@ -188,7 +205,7 @@ def loss_and_grad(
             additive = smoothing.reduce != "log_mean_exp"
             raw: list[Tensor] = []
             if normalize:  # l_i / r_i, r_i the RMS of g_i = grad l_i (of the probes' mean), held constant
-                raw = [torch.autograd.grad(losses.mean(0).sum(), leaf, retain_graph=True)[0] for losses in per_guide]
+                raw = [seeded_grad(losses.mean(0), leaf, guide_dtype(item.guide) == torch.float16) for item, losses in zip(diff, per_guide)]
                 rms = own = [per_sample_rms(g).detach() for g in raw]
                 if held is not None:
                     rms = [held.hold(j, r) for j, r in enumerate(rms)]
