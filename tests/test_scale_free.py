@@ -419,24 +419,17 @@ def test_own_losses_and_terms_come_in_loss_order_whatever_the_guides_order():
     assert torch.allclose(own[0], torch.full((2,), 32 * 0.4**2)) and torch.allclose(own[2], torch.full((2,), 32 * 0.3**2))
 
 
-def half_guide(c: float):
-    """A float16 network (as a user may load a guide) under a loss in float32 multiplied by c."""
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(8, 4, 3, padding=1)).half()
-    return make_guide("half", f=net, loss=lambda out, y: c * (out.float() - y).pow(2).mean((1, 2, 3)), target=0.5, modules=[net])
-
-
 @pytest.mark.parametrize("c", [1e-4, 1e4])
 def test_a_float16_guides_loss_scale_leaves_the_normalised_gradient_unchanged(c):
     """Through a float16 network c l's own gradients underflow (c = 1e-4: most of them round to 0 at the
     network's output) and the normalised direction would change; the backward is seeded per sample with
     1 / |l| (gradients.seeded_grad), so it is the same for any c."""
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    norm = lambda c: loss_and_grad(as_guide_set([half_guide(c)]), x, [torch.Generator()] * 2, GuidanceStats(), normalize=True)  # noqa: E731
+    norm = lambda c: loss_and_grad(as_guide_set([testing.float16_guide(c)]), x, [torch.Generator()] * 2, GuidanceStats(), normalize=True)  # noqa: E731
     (l1, g1), (lc, gc) = norm(1.0), norm(c)
     assert torch.allclose(gc, g1, rtol=1e-5, atol=1e-6) and torch.allclose(lc, l1, rtol=1e-5)
     # the failure it prevents: the plain gradient of c l through the same float16 network
     leaf = x.clone().requires_grad_(True)
-    (plain,) = torch.autograd.grad(guide_loss(half_guide(1e-4), leaf).sum(), leaf)
+    (plain,) = torch.autograd.grad(guide_loss(testing.float16_guide(1e-4), leaf).sum(), leaf)
     cos = torch.nn.functional.cosine_similarity(plain.flatten(1), g1.flatten(1)).min()
     assert cos < 0.99, f"the plain float16 gradient kept its direction (cosine {cos:.4f}): the test shows nothing"

@@ -38,3 +38,15 @@ def gaussian_backbone(mu: float, std: float, shape: tuple[int, ...], scheduler: 
     """A closed-form denoiser of N(mu, std^2) images of ``shape`` (default scheduler: :class:`LinearDDPMSchedule`)."""
     sched = scheduler if scheduler is not None else LinearDDPMSchedule()
     return CallableBackbone(gaussian_eps(sched.alphas_cumprod, mu, std), shape, sched, device=device)
+
+
+def float16_guide(scale: float = 1.0, target: float = 0.5) -> Any:
+    """A guide whose network is in float16 (a small random conv net, as a user may load a guide in half
+    precision) with a float32 squared-error loss multiplied by ``scale``: to check loss-scale invariance where
+    ``scale`` times the loss's gradients would underflow float16's range inside the network."""
+    from .guidance import make_guide
+
+    with torch.random.fork_rng(devices=[]):  # torch's default init, seeded, the caller's random state untouched
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(8, 4, 3, padding=1)).half()
+    return make_guide("float16", f=net, loss=lambda out, y: scale * (out.float() - y).pow(2).mean((1, 2, 3)), target=target, modules=[net])

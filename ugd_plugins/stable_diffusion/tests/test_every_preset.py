@@ -11,6 +11,7 @@ import torch
 from ugd_core import SamplerConfig, make_guide, sample
 from ugd_core.guidance import guide_loss
 from ugd_core.registry import load_registry
+from ugd_core.testing import float16_guide
 from ugd_sd.testing import tiny_stable_diffusion
 
 REGISTRY = load_registry()  # ugd's own presets and every installed plugin's
@@ -63,13 +64,6 @@ def test_the_default_is_loss_scale_free_on_stable_diffusion(c):
     assert (unguided - ref).abs().max() > 1e-3  # guidance acted
 
 
-def half_net_guide(c: float):
-    """A guide whose network a user loaded in float16, its loss (float32) multiplied by c."""
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(8, 4, 3, padding=1)).half()
-    return make_guide("half", f=net, loss=lambda out, y: c * (out.float() - y).pow(2).mean((1, 2, 3)), target=0.5, modules=[net])
-
-
 @pytest.mark.parametrize("dtype, tol", [("fp32", 1e-4), ("fp16", 1 / 255)])
 def test_the_default_is_loss_scale_free_with_a_float16_guide(dtype, tol):
     """A float16 guide network: c l's gradients would underflow inside it for c = 1e-3 (0.15-0.16 of change in
@@ -77,7 +71,7 @@ def test_the_default_is_loss_scale_free_with_a_float16_guide(dtype, tol):
     to 1e-4 on a float32 pipeline (measured 3e-5 and 5e-5) and to half an 8-bit level on a float16 one, whose
     own rounding the unit gradient's last bits reach (measured 2.2e-3)."""
     cfg = SamplerConfig(**dict(REGISTRY.get("preset", "auto").settings, num_steps=3, dtype=dtype))
-    ref = sample(tiny_stable_diffusion(), half_net_guide(1.0), cfg, num_images=2, seed=1, prompt="a cat").images
+    ref = sample(tiny_stable_diffusion(), float16_guide(1.0), cfg, num_images=2, seed=1, prompt="a cat").images
     for c in (1e-3, 1e3):
-        scaled = sample(tiny_stable_diffusion(), half_net_guide(c), cfg, num_images=2, seed=1, prompt="a cat").images
+        scaled = sample(tiny_stable_diffusion(), float16_guide(c), cfg, num_images=2, seed=1, prompt="a cat").images
         assert (scaled - ref).abs().max() <= tol, c
