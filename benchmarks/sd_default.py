@@ -40,6 +40,7 @@ from sd_cost import CFG_SCALE, MEMORY_KNOBS, build, segmentation_guide  # noqa: 
 
 from ugd_core import SamplerConfig, make_guide, sample  # noqa: E402
 from ugd_core.backbones import DTYPES  # noqa: E402
+from ugd_core.guidance import guide_loss  # noqa: E402
 from ugd_core.presets import PRESETS  # noqa: E402
 
 PROMPT = "a photo of a person"
@@ -51,9 +52,9 @@ def scaled(guide: Any, c: float) -> Any:
                       preprocess=guide.preprocess, modules=guide.modules)
 
 
-def guide_loss(guide: Any, images: torch.Tensor) -> float:
+def mean_loss(guide: Any, images: torch.Tensor) -> float:
     with torch.no_grad():
-        return float(guide.loss(guide.f(guide.preprocess(images)), guide.target).mean())
+        return float(guide_loss(guide, images).mean())
 
 
 def run(bb: Any, guide: Any, preset: str | None, steps: int, memory: dict[str, bool], seed: int = 0) -> tuple[Any, float, float | None]:
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 base = secs if preset is None else base
                 st = res.stats.to_dict()
                 row = dict(model=model, knobs=knobs, preset=preset or "unguided", steps=args.steps, seconds=secs, peak_gb=peak,
-                           ratio=secs / base if base else None, loss=guide_loss(guide, res.images),
+                           ratio=secs / base if base else None, loss=mean_loss(guide, res.images),
                            finite=bool(torch.isfinite(res.images).all()), **{k: st[k] for k in ("denoiser_forward", "denoiser_backward", "guide_forward", "guide_backward")})
                 out["cost"].append(row)
                 save()
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             g = guide if c.startswith("1 ") else scaled(guide, float(c))
             res, _, _ = run(bb, g, "auto", args.scale_steps, memory)
             diff = float((res.images - ref.images).abs().max())
-            out["scale"].append(dict(model=model, scale=c, max_abs_diff=diff, loss=guide_loss(guide, res.images)))
+            out["scale"].append(dict(model=model, scale=c, max_abs_diff=diff, loss=mean_loss(guide, res.images)))
             save()
             print(f"| {model} | {c} | {diff:.2e} | {out['scale'][-1]['loss']:.4f} |", flush=True)
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s", flush=True)
