@@ -30,7 +30,6 @@ import os
 import re
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ import torch  # noqa: E402
 
 from ugd_core import SamplerConfig, sample  # noqa: E402
 from ugd_core.guidance import GuideSet, guide_loss  # noqa: E402
+from ugd_core.testing import loss_scaled  # noqa: E402
 from ugd_core.registry import get_registry  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -217,9 +217,14 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
 }
 
 
+def with_weight(spec: str, w: float) -> str:
+    """A bench guide spec with its weight set to ``w``."""
+    return re.sub(r"weight=[0-9.eE+-]+", f"weight={w:g}", spec)
+
+
 def unit_weight(spec: str) -> str:
     """A bench guide spec with its weight set to 1."""
-    return re.sub(r"weight=[0-9.eE+-]+", "weight=1", spec)
+    return with_weight(spec, 1.0)
 
 
 def task_specs(task: str, seed: int, cases: int) -> list[tuple[list[str], int | None]]:
@@ -241,7 +246,7 @@ def build(specs: list[str], reg: Any, scale: float) -> list[Any]:
     items = [build_guide(s, reg, "cpu")[0] for s in specs]
     if scale == 1.0:
         return items
-    return [type(it)(replace(it.guide, loss_fn=lambda o, t, f=it.guide.loss_fn: scale * f(o, t)), it.weight) for it in items]
+    return [type(it)(loss_scaled(it.guide, scale), it.weight) for it in items]
 
 
 def raw_losses(items: list[Any], images: torch.Tensor) -> torch.Tensor:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from auto_pilot import build, raw_losses, task_specs  # noqa: E402  (sets the offline variables, puts the repo on the path)
+from auto_pilot import build, raw_losses, task_specs, with_weight  # noqa: E402  (sets the offline variables, puts the repo on the path)
 from digits_label_pilot import dev_judge  # noqa: E402
 
 import torch  # noqa: E402
@@ -34,7 +33,7 @@ PLACEMENT = {"box": "digit-box", "mask+label": "digit-mask"}  # the guide whose 
 
 def weighted(specs: list[str], guide: str, w: float) -> list[str]:
     """The case's guide specs with ``guide``'s weight set to ``w`` (every spec comes at weight 1)."""
-    return [re.sub(r"weight=[0-9.eE+-]+", f"weight={w:g}", s) if s.startswith(guide + ":") else s for s in specs]
+    return [with_weight(s, w) if s.startswith(guide + ":") else s for s in specs]
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:

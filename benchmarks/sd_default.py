@@ -38,18 +38,13 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sd_cost import CFG_SCALE, MEMORY_KNOBS, build, segmentation_guide  # noqa: E402
 
-from ugd_core import SamplerConfig, make_guide, sample  # noqa: E402
+from ugd_core import SamplerConfig, sample  # noqa: E402
 from ugd_core.backbones import DTYPES  # noqa: E402
 from ugd_core.guidance import guide_loss  # noqa: E402
 from ugd_core.presets import PRESETS  # noqa: E402
+from ugd_core.testing import loss_scaled  # noqa: E402
 
 PROMPT = "a photo of a person"
-
-
-def scaled(guide: Any, c: float) -> Any:
-    """The same guide with its loss multiplied by ``c``."""
-    return make_guide(guide.name, f=guide.f, loss=lambda out, y: c * guide.loss(out, y), target=guide.target,
-                      preprocess=guide.preprocess, modules=guide.modules)
 
 
 def mean_loss(guide: Any, images: torch.Tensor) -> float:
@@ -163,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for c in ["1 (rerun)", *[s.strip() for s in args.scales.split(",") if s.strip()]]:
             if over():
                 break
-            g = guide if c.startswith("1 ") else scaled(guide, float(c))
+            g = guide if c.startswith("1 ") else loss_scaled(guide, float(c))
             res, _, _ = run(bb, g, "auto", args.scale_steps, memory)
             diff = float((res.images - ref.images).abs().max())
             out["scale"].append(dict(model=model, scale=c, max_abs_diff=diff, loss=mean_loss(guide, res.images)))

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import torch  # noqa: E402
 
 from ugd_core import SamplerConfig, sample  # noqa: E402
 from ugd_core.registry import get_registry  # noqa: E402
+from ugd_core.testing import loss_scaled  # noqa: E402
 
 KNOBS_ON: dict[str, Any] = dict(guide_normalize="grad")
 KNOBS_ON_SGD: dict[str, Any] = dict(backward_normalize="grad", backward_backtrack=3)
@@ -92,7 +92,7 @@ def main() -> None:
                 cases = task_cases("label", seed, 10, bench.label_guide)
                 (item,) = bench._label_batch(cases, a.samples)
                 if axis == "loss":
-                    item = type(item)(replace(item.guide, loss_fn=lambda o, t, f=item.guide.loss_fn, c=mult: c * f(o, t)), item.weight)
+                    item = type(item)(loss_scaled(item.guide, mult), item.weight)
                 sd = [seed * 100_000 + ci * 1000 + j for ci in range(len(cases)) for j in range(a.samples)]
                 t0 = time.perf_counter()
                 res = sample(bench.backbone, [item], cfg, num_images=len(sd), seed=sd)

@@ -433,3 +433,10 @@ def test_a_float16_guides_loss_scale_leaves_the_normalised_gradient_unchanged(c)
     (plain,) = torch.autograd.grad(guide_loss(testing.float16_guide(1e-4), leaf).sum(), leaf)
     cos = torch.nn.functional.cosine_similarity(plain.flatten(1), g1.flatten(1)).min()
     assert cos < 0.99, f"the plain float16 gradient kept its direction (cosine {cos:.4f}): the test shows nothing"
+
+
+def test_loss_scaled_multiplies_the_loss_and_keeps_the_rest():
+    g = quad(-1.0)
+    s = testing.loss_scaled(g, 1e3)
+    x = torch.randn(3, 8, 2, 2, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(guide_loss(s, x), 1e3 * guide_loss(g, x)) and (s.name, s.target) == (g.name, g.target)

@@ -50,3 +50,11 @@ def float16_guide(scale: float = 1.0, target: float = 0.5) -> Any:
         torch.manual_seed(0)
         net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(8, 4, 3, padding=1)).half()
     return make_guide("float16", f=net, loss=lambda out, y: scale * (out.float() - y).pow(2).mean((1, 2, 3)), target=target, modules=[net])
+
+
+def loss_scaled(guide: Any, c: float) -> Any:
+    """The same guide (a dataclass with ``loss_fn``, as :func:`make_guide` builds) with its loss multiplied by ``c``:
+    the probe of loss-scale invariance used by the tests and benchmarks."""
+    from dataclasses import replace
+
+    return replace(guide, loss_fn=lambda o, t, f=guide.loss_fn: c * f(o, t))
