@@ -214,6 +214,14 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # where they are taken): more backward steps a chain step, seeds 628-633, ties to the fewest guide passes
     "m5": "auto|backward_steps=5",
     "m8": "auto|backward_steps=8",
+    # round 30 (looks of rounds 12-29: auto's inpaint error stays 2e-4 to 5e-3 against the best methods' 5e-6; on a
+    # quadratic loss a step of fixed length lr overshoots once the residual is shorter than lr, so the known pixels
+    # settle at about lr's size): each guide's part of a backward step no longer than its own Polyak step, which
+    # halves a quadratic's residual (lr then a cap), at auto's cap and at a larger one. Stopped at its smoke run
+    # (seed 638, docs/bench/auto-pilot-round30.md): in inpaint + label the class term keeps its full share and the
+    # known pixels end ten times further off; the knob stays for one squared-error guide
+    "polyak": "auto|backward_normalize=polyak",
+    "polyak 0.1": "auto|backward_normalize=polyak|backward_lr=0.1",
 }
 
 

@@ -61,7 +61,10 @@ class SamplerConfig:
     backward_final_steps: int = 0
     backward_lr: float = 0.1
     backward_optimizer: str = "sgd"  # sgd | adam
-    backward_normalize: str = "none"  # none | grad: unit-RMS gradient per sample, lr in x0 units per step
+    # none | grad: unit-RMS gradient per sample, lr in x0 units per step | polyak: grad's step, each guide's part no
+    # longer than its own Polyak step l_i g_i / ||g_i||^2 (what zeroes its loss to first order, taking its minimum as 0):
+    # lr is then a cap, and a guide near its zero steps to it rather than past it (scale-free like grad)
+    backward_normalize: str = "none"
     # with several guides (needs guide_normalize and backward_normalize=grad): share (the guides share one step
     # of length lr) | add (the step's length is lr * RMS(sum_i w_i g_i / r_i) / max_i w_i: each guide steps about
     # as far as it would alone where the guides' gradients are orthogonal); one guide: the same step either way
@@ -137,7 +140,7 @@ class SamplerConfig:
             **dict.fromkeys(("forward_schedule", "backward_schedule", "smoothing_schedule"), SCHEDULES),  # or a callable
             "forward_normalize": ("none", "grad", "loss"),
             "guide_normalize": ("none", "grad", "first", "peak"),
-            "backward_normalize": ("none", "grad"),
+            "backward_normalize": ("none", "grad", "polyak"),
             "backward_compose": ("share", "add"),
             "backward_merit": ("point", "start", "pareto", "progress"),
             "backward_merit_scale": ("absolute", "relative"),
@@ -170,6 +173,9 @@ class SamplerConfig:
         if self.backward_merit_scale == "relative" and self.smoothing_reduce != "mean":
             raise UgdError("backward_merit_scale=relative compares each guide's term of the loss, which smoothing_reduce="
                            f"{self.smoothing_reduce} does not keep apart; use smoothing_reduce=mean or backward_merit_scale=absolute")
+        if self.backward_normalize == "polyak" and self.smoothing_reduce != "mean":
+            raise UgdError("backward_normalize=polyak shortens each guide's part of the step by its own loss, which smoothing_reduce="
+                           f"{self.smoothing_reduce} does not keep apart; use smoothing_reduce=mean or backward_normalize=grad")
         if self.backward_backtrack > 0 and self.backward_optimizer != "sgd":
             raise UgdError("backward_backtrack > 0 line-searches plain gradient steps: set backward_optimizer=sgd, or backward_backtrack=0 for Adam")
         if self.forward_on == "sphere" and (self.eta <= 0 if self.scheduler == "ddim" else not scheduler_draws_noise(self.scheduler)):

@@ -170,6 +170,7 @@ def loss_and_grad(
     held: HeldScales | None = None,
     own_losses: list[Tensor] | None = None,
     terms: list[Tensor] | None = None,
+    guide_grads: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Weighted loss per sample [N] and its gradient with respect to ``images``.
 
@@ -185,7 +186,9 @@ def loss_and_grad(
     ``own_losses``, when given, receives each guide's own loss [N] (the probes' mean, before its weight and
     normaliser), in :func:`loss_order`. ``terms``, when given (additive
     reductions only), receives each guide's term of the weighted loss [N] in the same order, as computed (a
-    non-finite one stays non-finite there, where the sum counts it as 0).
+    non-finite one stays non-finite there, where the sum counts it as 0). ``guide_grads``, when given (additive
+    reductions only), receives each guide's term of the gradient in the same order (they sum to the gradient
+    returned, up to its non-finite guard).
     """
     x = images.detach()
     total_loss = torch.zeros(x.shape[0], device=x.device)
@@ -227,6 +230,8 @@ def loss_and_grad(
                     bad = ~torch.isfinite(loss)
                     grad = keep_finite(grad.to(x.dtype), torch.zeros_like(x), stats, bad, guide=name)
                     loss = torch.where(bad, torch.zeros_like(loss), loss)
+                if guide_grads is not None:
+                    guide_grads.append(grad.to(x.dtype))
                 total_loss = total_loss + loss.detach()
                 total_grad = total_grad + grad.to(x.dtype)
         stats.guide_forward += len(diff) * len(offsets)
@@ -252,11 +257,14 @@ def loss_and_grad(
                 r = held.hold(len(diff) + j, r)
                 own = own if held.loss_keeps_own else r
             base, g = base / own, g / _bcast(r * zo_probes, g)
-            total_loss, total_grad = total_loss + item.weight * base, total_grad + item.weight * g
+            term = item.weight * g
         else:
-            total_loss, total_grad = total_loss + item.weight * base, total_grad + item.weight * g / zo_probes
+            term = item.weight * g / zo_probes
+        total_loss, total_grad = total_loss + item.weight * base, total_grad + term
         if terms is not None:
             terms.append(item.weight * base)
+        if guide_grads is not None:
+            guide_grads.append(term)
     bad = ~torch.isfinite(total_loss)
     return total_loss, keep_finite(total_grad, torch.zeros_like(total_grad), stats, bad)
 

@@ -164,6 +164,26 @@ def spherical_step(d_sample: Tensor, direction: Tensor, rate: float, radius: flo
     return torch.where(g_norm > torch.finfo(direction.dtype).tiny, radius * mix / norm(mix), d_sample)
 
 
+def polyak_shortened(g_img: Tensor, terms: Tensor, parts: Tensor, cap: float, gain: Tensor) -> tuple[Tensor, Tensor]:
+    """The guides' gradient with each guide's part shortened to its own Polyak step, and the step's gain.
+
+    Guide i alone reaches a loss of 0 to first order with the step l_i g_i / ||g_i||^2 (Polyak's step size with the
+    minimum f* = 0: Polyak 1987, Introduction to Optimization, Sec. 5.3.2), whose RMS per element is
+    rho_i = l_i / (n RMS(g_i)) = term_i / (n RMS(part_i)) whatever the guide's normaliser and weight (term_i [G, N] and
+    part_i [G, N, ...] its terms of the loss and gradient; n the elements of a sample). Each part is weighted by
+    min(1, rho_i / cap), cap the step's nominal length (lr): far from a guide's zero the step is the normalised one,
+    near it no longer than what reaches it. The gain scales the caller's unit-RMS direction by RMS(shortened) /
+    RMS(full), so that one guide steps min(lr, rho_i). Scale-free: rho_i does not change when l_i is multiplied by
+    any c > 0. A loss at or below 0 counts as met (its part weighted 0); a non-finite part is left out."""
+    n = g_img[0].numel()
+    rms = torch.stack([per_sample_rms(p) for p in parts])  # [G, N]
+    rho = terms.clamp(min=0) / (n * rms)
+    share = torch.nan_to_num(rho / cap, nan=0.0, posinf=1.0).clamp(max=1.0) if cap > 0 else torch.ones_like(rho)
+    parts = torch.nan_to_num(parts, nan=0.0, posinf=0.0, neginf=0.0)
+    short = (share.view(*share.shape, *([1] * (parts.dim() - 2))).to(parts.dtype) * parts).sum(0).to(g_img.dtype)
+    return short, gain * per_sample_rms(short) / per_sample_rms(g_img)
+
+
 def self_recurrence(z_prev: Tensor, a_t: float, a_prev: float, noise: Tensor) -> Tensor:
     """Re-noise z_{t-1} to z_t: z_t = sqrt(a_t / a_prev) z_prev + sqrt(1 - a_t / a_prev) eps'."""
     return (a_t / a_prev) ** 0.5 * z_prev + (1 - a_t / a_prev) ** 0.5 * noise
@@ -179,19 +199,19 @@ class UniversalGuidance:
         self.held = HeldScales(config.guide_normalize, config.guide_share_floor) if held else None  # kept over the run
         self.own_start: Tensor | None = None  # [G, N] each guide's own loss at its first evaluation (progress; pareto's slack)
 
-    def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing,
-                merit: HeldScales | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing, merit: HeldScales | None = None,
+                guide_grads: list[Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """The guides' compared loss [N] and gradient at ``images`` (normalisers held in ``merit`` when given, else
         the run's), and with ``backward_merit`` "pareto" or "progress" each guide's own loss [G, N] (else None);
         the first own losses of the run are kept as each guide's start l_i0 (``progress``; pareto's
-        ``backward_merit_slack``); and with ``backward_merit_scale="relative"`` each guide's term of the loss [G, N]
-        (else None)."""
+        ``backward_merit_slack``); and with ``backward_merit_scale="relative"`` or ``backward_normalize="polyak"`` each
+        guide's term of the loss [G, N] (else None). ``guide_grads``, when given, receives each guide's term of the gradient."""
         c = self.config
         own: list[Tensor] | None = [] if c.backward_merit in ("pareto", "progress") else None
-        terms: list[Tensor] | None = [] if c.backward_merit_scale == "relative" else None
+        terms: list[Tensor] | None = [] if c.backward_merit_scale == "relative" or c.backward_normalize == "polyak" else None
         held = merit if merit is not None else self.held
         loss, g_img = loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t,
-                                    c.guide_normalize != "none", held, own, terms)
+                                    c.guide_normalize != "none", held, own, terms, guide_grads)
         parts = torch.stack(terms) if terms is not None else None
         if own is None:
             return loss, g_img, None, parts
@@ -264,7 +284,7 @@ class UniversalGuidance:
         does not hold its own normalisers from its first evaluation (``backward_merit="start"``)."""
         c = self.config
         return (k.backward_steps > 0 and c.forward_on != "eps" and c.forward_input == "x0" and k.smoothing_std == 0
-                and not c.clip_x0 and self._merit() is None and all(item.guide.differentiable for item in self.guides.items))
+                and not c.clip_x0 and self._merit() is None and c.backward_normalize != "polyak" and all(item.guide.differentiable for item in self.guides.items))
 
     def _normalize(self, g: Tensor, loss: Tensor) -> Tensor:
         mode = self.config.forward_normalize
@@ -275,14 +295,22 @@ class UniversalGuidance:
         return g
 
     def _delta_loss_grad(self, x0_hat: Tensor, delta: Tensor, t: Tensor, smoothing: Smoothing,
-                         merit: HeldScales | None = None) -> Scored:
-        """l(f(D(x0_hat + delta))) [N] and its gradient with respect to delta (the guide and D only), scored."""
+                         merit: HeldScales | None = None, lr: float = 0.0) -> Scored:
+        """l(f(D(x0_hat + delta))) [N] and its gradient with respect to delta (the guide and D only), scored; with
+        ``backward_normalize="polyak"`` each guide's part no longer than its own Polyak step (:func:`polyak_shortened`,
+        ``lr`` the step's nominal length)."""
+        polyak = self.config.backward_normalize == "polyak"
+        parts: list[Tensor] | None = [] if polyak else None
         with torch.enable_grad():
             d = delta.detach().requires_grad_(True)
             images = self.backbone.decode(x0_hat + d)
-            loss, g_img, own, terms = self._scored(images, t, smoothing, merit)
+            loss, g_img, own, terms = self._scored(images, t, smoothing, merit, parts)
+            gain = self._compose_gain(g_img)
+            if polyak:
+                assert terms is not None and parts is not None  # _scored keeps them with "polyak"
+                g_img, gain = polyak_shortened(g_img, terms, torch.stack(parts), lr, gain)
             (g_delta,) = torch.autograd.grad(images, d, g_img)
-        return Scored(loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance), self._compose_gain(g_img), own, terms)
+        return Scored(loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance), gain, own, terms)
 
     def _compose_gain(self, g_img: Tensor) -> Tensor:
         """[N] the length of a normalised backward step in units of one guide's: 1, or with
@@ -312,14 +340,14 @@ class UniversalGuidance:
         opt = optimizer([delta], lr=k.backward_lr)
         for i in range(k.backward_steps):
             self._project(x0_hat, delta)
-            at = start if start is not None and i == 0 else self._delta_loss_grad(x0_hat, delta, t, smoothing)
+            at = start if start is not None and i == 0 else self._delta_loss_grad(x0_hat, delta, t, smoothing, lr=k.backward_lr)
             delta.grad = self._backward_direction(at.grad, at.gain)
             opt.step()
         self._project(x0_hat, delta)
         return keep_finite(delta.detach(), torch.zeros_like(x0_hat), self.stats.guidance)
 
     def _backward_direction(self, g: Tensor, gain: Tensor) -> Tensor:
-        return g / _bcast(per_sample_rms(g), g) * _bcast(gain, g) if self.config.backward_normalize == "grad" else g
+        return g / _bcast(per_sample_rms(g), g) * _bcast(gain, g) if self.config.backward_normalize != "none" else g
 
     def backward_line_search(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing,
                              start: Scored | None = None) -> Tensor:
@@ -339,7 +367,7 @@ class UniversalGuidance:
         if self.config.clip_x0:
             delta = torch.maximum(torch.minimum(delta, 1 - x0_hat), -1 - x0_hat)
         merit = self._merit()  # held from this search's first evaluation, at x0_hat
-        at = start if start is not None else self._delta_loss_grad(x0_hat, delta, t, smoothing, merit)
+        at = start if start is not None else self._delta_loss_grad(x0_hat, delta, t, smoothing, merit, k.backward_lr)
         active = torch.ones(n, dtype=torch.bool, device=x0_hat.device)  # samples whose last step lowered the loss
         for _ in range(k.backward_steps):
             lr = torch.full((n,), k.backward_lr, device=x0_hat.device, dtype=x0_hat.dtype)
@@ -349,7 +377,7 @@ class UniversalGuidance:
                 trial = delta - _bcast(lr, delta) * direction
                 if self.config.clip_x0:
                     trial = torch.maximum(torch.minimum(trial, 1 - x0_hat), -1 - x0_hat)
-                new = self._delta_loss_grad(x0_hat, trial, t, smoothing, merit)
+                new = self._delta_loss_grad(x0_hat, trial, t, smoothing, merit, k.backward_lr)
                 ok = pending & self._falls(new, at)  # a non-finite trial loss never falls: rejected
                 if at.own is not None:
                     ok = ok & self._own_losses_allow(new.own, at.own)
