@@ -35,9 +35,9 @@ class ShareLog:
         self.shares: list[torch.Tensor] = []
         self.inner = sampler_module.polyak_shortened
 
-    def __call__(self, g_img: torch.Tensor, terms: torch.Tensor, parts: torch.Tensor, cap: float, gain: torch.Tensor) -> Any:
+    def __call__(self, terms: torch.Tensor, parts: torch.Tensor, cap: float, gain: torch.Tensor) -> Any:
         self.shares.append(share_of_each(terms, parts, cap))
-        return self.inner(g_img, terms, parts, cap, gain)
+        return self.inner(terms, parts, cap, gain)
 
 
 def share_of_each(terms: torch.Tensor, parts: torch.Tensor, cap: float) -> torch.Tensor:
@@ -45,7 +45,7 @@ def share_of_each(terms: torch.Tensor, parts: torch.Tensor, cap: float) -> torch
     from ugd_core.gradients import per_sample_rms
 
     n = parts[0, 0].numel()
-    rms = torch.stack([per_sample_rms(p) for p in parts])
+    rms = torch.stack([per_sample_rms(p) for p in torch.nan_to_num(parts, nan=0.0, posinf=0.0, neginf=0.0)])
     return torch.nan_to_num(terms.clamp(min=0) / (n * rms) / cap, nan=0.0, posinf=1.0).clamp(max=1.0)
 
 

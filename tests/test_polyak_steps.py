@@ -12,7 +12,7 @@ def test_the_reported_share_is_the_weight_of_each_guides_part(load_benchmark):
     parts = torch.randn(2, 3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     terms = torch.tensor([[0.5, 1e-4, 3.0], [0.0, 2.0, -1.0]])
     shares = share_of_each(terms, parts, 0.1)
-    short, _ = polyak_shortened(parts.sum(0), terms, parts, 0.1, torch.ones(3))
+    short, _ = polyak_shortened(terms, parts, 0.1, torch.ones(3))
     assert torch.allclose(short, (shares.view(2, 3, 1, 1, 1) * parts).sum(0))
     assert shares[1, 0] == 0 and shares[1, 2] == 0 and 0 < shares[0, 1] < 1  # a loss at or below 0 is met
 

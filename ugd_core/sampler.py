@@ -164,24 +164,26 @@ def spherical_step(d_sample: Tensor, direction: Tensor, rate: float, radius: flo
     return torch.where(g_norm > torch.finfo(direction.dtype).tiny, radius * mix / norm(mix), d_sample)
 
 
-def polyak_shortened(g_img: Tensor, terms: Tensor, parts: Tensor, cap: float, gain: Tensor) -> tuple[Tensor, Tensor]:
-    """The guides' gradient with each guide's part shortened to its own Polyak step, and the step's gain.
+def polyak_shortened(terms: Tensor, parts: Tensor, cap: float, gain: Tensor) -> tuple[Tensor, Tensor]:
+    """The guides' gradient with respect to x0 with each guide's part shortened to its own Polyak step, and the
+    step's gain.
 
     Guide i alone reaches a loss of 0 to first order with the step l_i g_i / ||g_i||^2 (Polyak's step size with the
     minimum f* = 0: Polyak 1987, Introduction to Optimization, Sec. 5.3.2), whose RMS per element is
     rho_i = l_i / (n RMS(g_i)) = term_i / (n RMS(part_i)) whatever the guide's normaliser and weight (term_i [G, N] and
-    part_i [G, N, ...] its terms of the loss and gradient; n the elements of a sample). Each part is weighted by
-    min(1, rho_i / cap), cap the step's nominal length (lr): far from a guide's zero the step is the normalised one,
-    near it no longer than what reaches it. The gain scales the caller's unit-RMS direction by RMS(shortened) /
-    RMS(full), so that one guide steps min(lr, rho_i). Scale-free: rho_i does not change when l_i is multiplied by
-    any c > 0. A loss at or below 0 counts as met (its part weighted 0); a non-finite part is left out."""
-    n = g_img[0].numel()
+    part_i [G, N, ...] its terms of the loss and of the gradient with respect to x0; n the elements of a sample).
+    Each part is weighted by min(1, rho_i / cap), cap the step's nominal length (lr): far from a guide's zero the step
+    is the normalised one, near it no longer than what reaches it. The gain scales the caller's unit-RMS direction
+    by RMS(shortened) / RMS(sum of the parts), so that one guide steps min(lr, rho_i). Scale-free: rho_i does not change
+    when l_i is multiplied by any c > 0. A loss at or below 0 counts as met (its part weighted 0); a non-finite part
+    is left out."""
+    n = parts[0, 0].numel()
+    parts = torch.nan_to_num(parts, nan=0.0, posinf=0.0, neginf=0.0)
     rms = torch.stack([per_sample_rms(p) for p in parts])  # [G, N]
     rho = terms.clamp(min=0) / (n * rms)
     share = torch.nan_to_num(rho / cap, nan=0.0, posinf=1.0).clamp(max=1.0) if cap > 0 else torch.ones_like(rho)
-    parts = torch.nan_to_num(parts, nan=0.0, posinf=0.0, neginf=0.0)
-    short = (share.view(*share.shape, *([1] * (parts.dim() - 2))).to(parts.dtype) * parts).sum(0).to(g_img.dtype)
-    return short, gain * per_sample_rms(short) / per_sample_rms(g_img)
+    short = (share.view(*share.shape, *([1] * (parts.dim() - 2))).to(parts.dtype) * parts).sum(0)
+    return short, gain * per_sample_rms(short) / per_sample_rms(parts.sum(0))
 
 
 def self_recurrence(z_prev: Tensor, a_t: float, a_prev: float, noise: Tensor) -> Tensor:
@@ -306,10 +308,12 @@ class UniversalGuidance:
             images = self.backbone.decode(x0_hat + d)
             loss, g_img, own, terms = self._scored(images, t, smoothing, merit, parts)
             gain = self._compose_gain(g_img)
-            if polyak:
+            if polyak:  # each guide's part chained back to delta (one decoder backward a guide), shortened there
                 assert terms is not None and parts is not None  # _scored keeps them with "polyak"
-                g_img, gain = polyak_shortened(g_img, terms, torch.stack(parts), lr, gain)
-            (g_delta,) = torch.autograd.grad(images, d, g_img)
+                per_guide = [torch.autograd.grad(images, d, p, retain_graph=j < len(parts) - 1)[0] for j, p in enumerate(parts)]
+                g_delta, gain = polyak_shortened(terms, torch.stack(per_guide), lr, gain)
+            else:
+                (g_delta,) = torch.autograd.grad(images, d, g_img)
         return Scored(loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance), gain, own, terms)
 
     def _compose_gain(self, g_img: Tensor) -> Tensor:

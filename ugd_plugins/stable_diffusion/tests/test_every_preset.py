@@ -75,3 +75,29 @@ def test_the_default_is_loss_scale_free_with_a_float16_guide(dtype, tol):
     for c in (1e-3, 1e3):
         scaled = sample(tiny_stable_diffusion(), float16_guide(c), cfg, num_images=2, seed=1, prompt="a cat").images
         assert (scaled - ref).abs().max() <= tol, c
+
+
+def test_polyak_steps_are_measured_in_the_latents_units():
+    """backward_normalize=polyak compares each guide's Polyak step with lr in x0's own units, here the latent's:
+    for one guide the step's gain is min(1, rho / lr) with rho = l / (n RMS(grad_z l)), n the latent's elements,
+    the gradient through the VAE's decoder (a length taken in the decoded image's units would differ by the
+    decoder's gain)."""
+    from ugd_core.gradients import Smoothing, per_sample_rms
+    from ugd_core.guidance import as_guide_set
+    from ugd_core.sampler import UniversalGuidance
+
+    backbone = tiny_stable_diffusion()
+    z = 0.5 * torch.randn(2, *backbone.sample_shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        level = float(backbone.decode(z).mean()) + 0.01  # near the guide's zero: its Polyak step is short
+    guide = bright(level)
+    cfg = SamplerConfig(guide_normalize="grad", backward_normalize="polyak", backward_steps=1)
+    run = UniversalGuidance(backbone, as_guide_set(guide), cfg, [torch.Generator()])
+    lr = 0.03
+    scored = run._delta_loss_grad(z, torch.zeros_like(z), torch.zeros(2, dtype=torch.long), Smoothing(), None, lr)
+    leaf = z.clone().requires_grad_(True)
+    loss = guide_loss(guide, backbone.decode(leaf))
+    (g,) = torch.autograd.grad(loss.sum(), leaf)
+    rho = loss.detach() / (z[0].numel() * per_sample_rms(g))
+    assert (rho < lr).all()  # the case where the cap does not bind
+    assert torch.allclose(scored.gain, rho / lr, rtol=1e-4)
