@@ -283,10 +283,12 @@ class UniversalGuidance:
         """Whether backward guidance starts where the forward step scored the guides, so that it can take their
         loss and gradient from it: the forward step leaves eps (and so x0_hat) as it was, the guide saw x0_hat,
         no probes or zero-order estimates draw fresh noise, no projection moves the start, and the line search
-        does not hold its own normalisers from its first evaluation (``backward_merit="start"``)."""
+        does not hold its own normalisers from its first evaluation (``backward_merit="start"``) nor need each guide's
+        part of the gradient (``backward_normalize="polyak"``)."""
         c = self.config
         return (k.backward_steps > 0 and c.forward_on != "eps" and c.forward_input == "x0" and k.smoothing_std == 0
-                and not c.clip_x0 and self._merit() is None and c.backward_normalize != "polyak" and all(item.guide.differentiable for item in self.guides.items))
+                and not c.clip_x0 and self._merit() is None and c.backward_normalize != "polyak"
+                and all(item.guide.differentiable for item in self.guides.items))
 
     def _normalize(self, g: Tensor, loss: Tensor) -> Tensor:
         mode = self.config.forward_normalize
