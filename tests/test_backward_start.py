@@ -35,7 +35,7 @@ def test_the_reused_start_gives_the_same_samples_with_fewer_guide_passes(name, m
 
 
 @pytest.mark.parametrize("knobs", [dict(forward_on="eps", forward_normalize="grad", eta=0.0, forward_strength=0.1),
-                                   dict(smoothing_std=0.1), dict(clip_x0=True)])
+                                   dict(smoothing_std=0.1), dict(clip_x0=True), dict(backward_normalize="polyak")])
 def test_no_reuse_where_the_start_differs_or_draws_noise(knobs):
     run_ = UniversalGuidance(testing.gaussian_backbone(0.2, 0.5, (2, 4, 4), default_scheduler()), None,
                              SamplerConfig(**dict(PRESETS["auto"][1], **knobs)), [torch.Generator()])
