@@ -1,8 +1,8 @@
 """Placement and class together, per sample, on a digits bench run's saved cells: for the composed tasks
 (box + label, mask + label) each sample's IoU counts only where the asked class was drawn (a sample of
 another class scores 0), by the held-out classifier and by the nearest-neighbour judge; beside it the plain
-IoU (the bench's metric) and the class accuracy. The bench's tables rank a composition by its IoU alone,
-which a method that gives up the class can top.
+IoU (the bench's metric) and the class accuracy. The bench's tables report the same (``joint``, ``nn_joint``)
+since this script was written; it reads the cells of runs made before, whose results lack them.
 
     python benchmarks/joint_metric.py bench-out/look29a bench-out/look29b --samples 2 --cases 4
 
@@ -24,16 +24,6 @@ import torch
 
 TASKS = {"box": "box", "mask_label": "mask+label"}  # the cell files' task slug -> the bench's task name
 CELL = re.compile(r"^(?P<task>[a-z_]+?)-(?P<method>.+)-(?P<seed>\d+)-[0-9a-f]+\.pt$")
-
-
-def per_sample(task: str, images: torch.Tensor, refs: torch.Tensor, ev: Any) -> torch.Tensor:
-    """[N] the bench's placement metric per sample (box IoU or mask IoU against the reference's ink)."""
-    from ugd_digits.bench import foreground_mask, tight_boxes
-
-    target = foreground_mask(refs)
-    if task == "box":
-        return ev.box_metrics(images, tight_boxes(target))["iou"]
-    return ev.mask_iou(images, target)
 
 
 def read_cells(out_dirs: list[Path]) -> list[tuple[str, str, int, Path]]:
@@ -60,7 +50,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if not cells:
         p.error("no box or mask+label cells in the given folders: run the bench with --param tasks=box,mask+label")
 
-    from ugd_digits.bench import DigitsBench, nonfinite, ref_canvas, task_cases
+    from ugd_digits.bench import DigitsBench, nonfinite, placement, ref_canvas, task_cases
 
     loaded = []
     for task, method, seed, path in cells:  # every layout checked before the judges are built
@@ -76,7 +66,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         labels = torch.tensor([c.label for c in cases for _ in range(a.samples)])
         refs = torch.cat([ref_canvas(c.ref) for c in cases for _ in range(a.samples)])
         bad = nonfinite(images)
-        metric = torch.where(bad, torch.zeros(()), per_sample(task, images, refs, ev))
+        metric = placement(task, images, refs, ev)  # 0 for a non-finite sample
         hit = (ev.classify(images)[0] == labels) & ~bad
         nn_hit = judge.judge(images).correct(labels) & ~bad
         cell = acc[(task, method)]

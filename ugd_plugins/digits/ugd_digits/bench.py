@@ -325,10 +325,11 @@ class DigitsBench:
         refs = torch.cat([ref_canvas(c.ref) for c in cases for _ in range(n)]) if cases[0].ref is not None else None
         if task == "label":
             out["metric"] = out["class_accuracy"]
-        elif task in ("mask", "mask+label"):
-            out["metric"] = float(ev.mask_iou(images, foreground_mask(refs)).mean())
-        elif task == "box":
-            out["metric"] = float(ev.box_metrics(images, tight_boxes(foreground_mask(refs)))["iou"].mean())
+        elif task in PLACEMENT_TASKS:
+            iou = placement(task, images, refs, ev)
+            out["metric"] = float(iou.mean())
+            if task in CLASS_TASKS:  # a placed sample of another class counts 0, by either judge
+                out["joint"], out["nn_joint"] = float((iou * hit).mean()), float((iou * nn_hit).mean())
         elif task == "identity":
             out["metric"] = float(ev.identity_cosine(images, refs).mean())
         elif task == "style":
@@ -451,6 +452,18 @@ class DigitsBench:
         return dict(markdown=md, rows=rows)
 
 
+PLACEMENT_TASKS = ("mask", "mask+label", "box")
+
+
+def placement(task: str, images: torch.Tensor, refs: torch.Tensor, ev: Any) -> torch.Tensor:
+    """[N] where each image put its ink against its reference's: mask IoU (mask, mask + label) or the IoU of the
+    ink's tight box with the reference's (box); 0 for a non-finite sample."""
+    target = foreground_mask(refs)
+    if task == "box":
+        return ev.box_metrics(images, tight_boxes(target))["iou"]
+    return ev.mask_iou(images, target)
+
+
 def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and std across seeds of every numeric field (lists element-wise), per (task, method, steps)."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
@@ -500,6 +513,8 @@ def markdown_table(rows: list[dict[str, Any]], bench: DigitsBench) -> str:
         head = [f"{METRIC_NAME[task]} {arrow}"]
         if task != "label" and cls:
             head += ["class acc (classifier) ↑"]
+        if task in PLACEMENT_TASKS and cls:
+            head += [f"{METRIC_NAME[task]} where the class is drawn, classifier / NN (else 0) ↑"]
         if cls:
             head += ["NN acc ↑", "NN non-digit ↓", "confident ↑"]
         else:
@@ -512,6 +527,8 @@ def markdown_table(rows: list[dict[str, Any]], bench: DigitsBench) -> str:
             cells = [r["method"], str(r["steps"]), _pm(r, "metric")]
             if task != "label" and cls:
                 cells.append(_pm(r, "class_accuracy"))
+            if task in PLACEMENT_TASKS and cls:
+                cells.append(f"{_pm(r, 'joint')} / {_pm(r, 'nn_joint')}")
             if cls:
                 cells += [_pm(r, "nn_accuracy"), _pm(r, "nn_nondigit")]
             cells += [_pm(r, "confident"), _pm(r, "nonfinite_share"), _pm(r, "fid", 2), f"{r['seconds_per_sample']:.3f}",
