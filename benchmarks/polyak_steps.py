@@ -29,24 +29,15 @@ CANDIDATES = {"auto": {}, "auto + polyak": {"backward_normalize": "polyak"}}
 
 
 class ShareLog:
-    """Records each guide's share min(1, rho_i / lr) [G, N] at every call of ``polyak_shortened``."""
+    """Records each guide's share [G, N] (``polyak_shares``) at every call of ``polyak_shortened``."""
 
     def __init__(self) -> None:
         self.shares: list[torch.Tensor] = []
         self.inner = sampler_module.polyak_shortened
 
     def __call__(self, terms: torch.Tensor, parts: torch.Tensor, cap: float, gain: torch.Tensor) -> Any:
-        self.shares.append(share_of_each(terms, parts, cap))
+        self.shares.append(sampler_module.polyak_shares(terms, parts, cap))
         return self.inner(terms, parts, cap, gain)
-
-
-def share_of_each(terms: torch.Tensor, parts: torch.Tensor, cap: float) -> torch.Tensor:
-    """[G, N] each guide's share min(1, rho_i / cap), rho_i = term_i / (n RMS(part_i)) (as ``polyak_shortened``)."""
-    from ugd_core.gradients import per_sample_rms
-
-    n = parts[0, 0].numel()
-    rms = torch.stack([per_sample_rms(p) for p in torch.nan_to_num(parts, nan=0.0, posinf=0.0, neginf=0.0)])
-    return torch.nan_to_num(terms.clamp(min=0) / (n * rms) / cap, nan=0.0, posinf=1.0).clamp(max=1.0)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from ugd_core.errors import UgdError
 from ugd_core.gradients import Smoothing
 from ugd_core.guidance import as_guide_set
 from ugd_core.presets import PRESETS
-from ugd_core.sampler import StepKnobs, UniversalGuidance
+from ugd_core.sampler import StepKnobs, UniversalGuidance, polyak_shares, polyak_shortened
 
 SHAPE = (2, 4, 4)
 KNOWN = (torch.arange(16) < 8).view(1, 1, 4, 4).expand(1, *SHAPE).float()  # the first two rows known
@@ -80,3 +80,12 @@ def test_the_default_with_polyak_steps_does_not_depend_on_the_loss_scale():
 def test_polyak_needs_each_guides_own_loss():
     with pytest.raises(UgdError, match="backward_normalize=polyak"):
         SamplerConfig(backward_normalize="polyak", smoothing_reduce="log_mean_exp")
+
+
+def test_each_part_is_weighted_by_its_share_and_a_met_loss_keeps_none():
+    parts = torch.randn(2, 3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    terms = torch.tensor([[0.5, 1e-4, 3.0], [0.0, 2.0, -1.0]])
+    shares = polyak_shares(terms, parts, 0.1)
+    short, _ = polyak_shortened(terms, parts, 0.1, torch.ones(3))
+    assert torch.allclose(short, (shares.view(2, 3, 1, 1, 1) * parts).sum(0))
+    assert shares[1, 0] == 0 and shares[1, 2] == 0 and 0 < shares[0, 1] < 1 and shares[0, 2] == 1

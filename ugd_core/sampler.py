@@ -164,24 +164,29 @@ def spherical_step(d_sample: Tensor, direction: Tensor, rate: float, radius: flo
     return torch.where(g_norm > torch.finfo(direction.dtype).tiny, radius * mix / norm(mix), d_sample)
 
 
-def polyak_shortened(terms: Tensor, parts: Tensor, cap: float, gain: Tensor) -> tuple[Tensor, Tensor]:
-    """The guides' gradient with respect to x0 with each guide's part shortened to its own Polyak step, and the
-    step's gain.
+def polyak_shares(terms: Tensor, parts: Tensor, cap: float) -> Tensor:
+    """[G, N] how much of its part each guide keeps in a ``backward_normalize="polyak"`` step: min(1, rho_i / cap).
 
     Guide i alone reaches a loss of 0 to first order with the step l_i g_i / ||g_i||^2 (Polyak's step size with the
     minimum f* = 0: Polyak 1987, Introduction to Optimization, Sec. 5.3.2), whose RMS per element is
     rho_i = l_i / (n RMS(g_i)) = term_i / (n RMS(part_i)) whatever the guide's normaliser and weight (term_i [G, N] and
-    part_i [G, N, ...] its terms of the loss and of the gradient with respect to x0; n the elements of a sample).
-    Each part is weighted by min(1, rho_i / cap), cap the step's nominal length (lr): far from a guide's zero the step
-    is the normalised one, near it no longer than what reaches it. The gain scales the caller's unit-RMS direction
-    by RMS(shortened) / RMS(sum of the parts), so that one guide steps min(lr, rho_i). Scale-free: rho_i does not change
-    when l_i is multiplied by any c > 0. A loss at or below 0 counts as met (its part weighted 0); a non-finite part
-    is left out."""
+    part_i [G, N, ...] its terms of the loss and of the gradient with respect to x0; n the elements of a sample);
+    cap is the step's nominal length (lr). Scale-free: rho_i does not change when l_i is multiplied by any c > 0.
+    A loss at or below 0 counts as met (share 0), as does a non-finite one."""
     n = parts[0, 0].numel()
+    rms = torch.stack([per_sample_rms(p) for p in torch.nan_to_num(parts, nan=0.0, posinf=0.0, neginf=0.0)])
+    if cap <= 0:
+        return torch.ones_like(rms)
+    return torch.nan_to_num(terms.clamp(min=0) / (n * rms) / cap, nan=0.0, posinf=1.0).clamp(max=1.0)
+
+
+def polyak_shortened(terms: Tensor, parts: Tensor, cap: float, gain: Tensor) -> tuple[Tensor, Tensor]:
+    """The guides' gradient with respect to x0 with each guide's part weighted by its :func:`polyak_shares`, and
+    the step's gain: far from a guide's zero the step is the normalised one, near it no longer than what reaches
+    it. The gain scales the caller's unit-RMS direction by RMS(shortened) / RMS(sum of the parts), so that one
+    guide steps min(lr, rho_i). A non-finite part is left out."""
+    share = polyak_shares(terms, parts, cap)
     parts = torch.nan_to_num(parts, nan=0.0, posinf=0.0, neginf=0.0)
-    rms = torch.stack([per_sample_rms(p) for p in parts])  # [G, N]
-    rho = terms.clamp(min=0) / (n * rms)
-    share = torch.nan_to_num(rho / cap, nan=0.0, posinf=1.0).clamp(max=1.0) if cap > 0 else torch.ones_like(rho)
     short = (share.view(*share.shape, *([1] * (parts.dim() - 2))).to(parts.dtype) * parts).sum(0)
     return short, gain * per_sample_rms(short) / per_sample_rms(parts.sum(0))
 
