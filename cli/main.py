@@ -362,7 +362,7 @@ def generate(
         raise typer.Exit(130) from None
     for w in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)):
         err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
-    if summary.failed:  # guidance skipped at every step: the images were written (and recorded as failed), the run failed
+    if summary.failed or summary.diverged:  # the images were written (and recorded as failed), the run failed
         err_console.print(summary.line(), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(summary.line(), highlight=False, markup=False, soft_wrap=True)

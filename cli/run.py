@@ -146,9 +146,12 @@ def generate_batch(
     common = image_record(spec, b, seeds, reg)
     stats = result.stats.to_dict()
     skipped = stats.pop("skipped_every_step", None) or [False] * len(run_seeds)
+    finite = torch.isfinite(result.images.flatten(1)).all(1).tolist()
 
-    def image_stats(j: int) -> dict[str, Any]:  # guidance skipped (non-finite) at every guided step: a failed image
-        return dict(stats, guidance_failed=skipped[j])
+    def image_stats(j: int) -> dict[str, Any]:
+        # a failed image: guidance skipped (non-finite) at every guided step, or the image itself not finite (the
+        # chain diverged, e.g. a huge but finite guidance step fed the denoiser an input it turned into NaN)
+        return dict(stats, guidance_failed=skipped[j], image_finite=finite[j])
 
     if n == 1:
         return [GeneratedImage(result.images[i].cpu(), dict(common, seed=s), image_stats(i)) for i, s in enumerate(seeds)]
@@ -245,6 +248,7 @@ class RunSummary:
     contact_sheet: Path | None
     interrupted: bool = False
     failed: int = 0  # images whose guidance was skipped (non-finite) at every guided step: the run has failed
+    diverged: int = 0  # images that are not finite (NaN or inf, written black): the run has failed
 
     def line(self) -> str:
         """The one-line summary, e.g. ``16 images (preset digits-full) in 48.2 s -> outputs/...; contact sheet contact-sheet.png``;
@@ -255,9 +259,14 @@ class RunSummary:
         preset = f" (preset {self.preset})" if self.preset else ""
         sheet = f"; contact sheet {self.contact_sheet.name}" if self.contact_sheet is not None else ""
         line = f"{self.written} image{'s' * (self.written != 1)}{kept}{preset} in {self.seconds:.1f} s -> {self.out}{sheet}"
+        why = []
         if self.failed:
-            return (f"failed: guidance was skipped at every step (non-finite gradients) for {self.failed} of {self.written} "
-                    f"images, so they are unguided or blank; lower the guidance strength or check the guide ({line})")
+            why.append(f"guidance was skipped at every step (non-finite gradients) for {self.failed} of {self.written} "
+                       "images, so they are unguided or blank")
+        if self.diverged:
+            why.append(f"{self.diverged} of {self.written} images are not finite (the chain diverged; written black)")
+        if why:
+            return f"failed: {'; '.join(why)}; lower the guidance strength or check the guide ({line})"
         return line
 
 
@@ -328,6 +337,7 @@ def generate_to_dir(
                 paths = save_planned(item, folder, plan, overwrite)
                 summary.written += 1
                 summary.failed += bool(item.stats.get("guidance_failed"))
+                summary.diverged += not item.stats.get("image_finite", True)
                 if on_image is not None:
                     on_image(*paths)
 

@@ -283,11 +283,24 @@ def test_nan_gradients_skip_guidance_and_never_reach_the_image(tmp_path):
         assert guided.std() > 5 and np.array_equal(guided, plain)
 
 
+def test_a_diverged_image_fails_the_run(tmp_path):
+    """A huge but finite forward step (s = 1e30) is no non-finite gradient, yet it feeds the denoiser inputs it
+    turns into NaN: the image is not finite (a black PNG), so the run fails (exit 1), its last line says so and
+    each record has image_finite false."""
+    res = gen("--guide", "toy-bright:level=0.3", "-n", "2", "--preset", "forward-only", "--set", "forward_strength=1e30",
+              "--out", str(tmp_path))
+    assert res.exit_code == 1, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("failed:") and "2 of 2 images are not finite (the chain diverged; written black)" in last, last
+    assert json.loads((tmp_path / "ugd-000000.json").read_text())["stats"]["image_finite"] is False
+
+
 def test_guidance_that_works_is_not_a_failure(tmp_path):
     res = gen("--guide", "toy-bright:level=0.3", "--out", str(tmp_path))
     assert res.exit_code == 0, res.output
     stats = json.loads((tmp_path / "ugd-000000.json").read_text())["stats"]
     assert stats["guidance_failed"] is False and stats["nonfinite_skipped"] == 0 and stats["guided_steps"] > 0
+    assert stats["image_finite"] is True
 
 
 def test_missing_weights_offline(tmp_path, monkeypatch):
