@@ -239,6 +239,7 @@ def test_existing_output_is_never_overwritten(tmp_path):
         (["--seed", "-5"], "seed -5 must be a whole number >= 0"),
         (["--single"], "--single only applies to --from-spec"),
         (["--steps", "0"], "num_steps"),
+        (["--eta", "10"], "eta must lie in [0, 1]"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):

@@ -155,6 +155,8 @@ class SamplerConfig:
             value = getattr(self, name)
             if not callable(value) and value not in allowed:
                 raise UgdError(f"{name}={str(value)!r} is not one of {', '.join(allowed)}{closest(str(value), list(allowed))}")
+        if not 0.0 <= self.eta <= 1.0:  # DDIM eq. 16: above 1, sigma_t^2 can pass 1 - a_prev and the step adds more noise than is left
+            raise UgdError(f"eta must lie in [0, 1] (DDIM: 0 deterministic, 1 ancestral, as DDPM), got {self.eta:g}")
         if not 0.0 <= self.guide_share_floor <= 1.0:
             raise UgdError(f"guide_share_floor must lie in [0, 1] (a met guide's smallest share; 1 = guide_normalize=grad), "
                            f"got {self.guide_share_floor}")
