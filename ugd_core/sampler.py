@@ -366,7 +366,8 @@ class UniversalGuidance:
         Nocedal & Wright Alg. 3.1): a trial delta - lr N(g) is kept for a sample only if its loss falls
         below the current one; otherwise its step is halved, at most ``backward_backtrack`` times, and a
         sample whose loss stops falling keeps its delta and takes no further steps (they would repeat the
-        same rejected trials). The compared loss only ever decreases, so a step cannot diverge, and positive
+        same rejected trials). The compared loss only ever decreases (x0_hat + delta is not kept in the data range: an
+        absurd lr can land where the loss is lower and the image far off), and positive
         rescaling of the loss leaves every comparison (and, with normalised gradients, every step) unchanged.
         With unit-RMS guides the compared loss is sum_i w_i l_i / r_i, each r_i at the point scored (a step can
         lower it while raising l_i), or with ``backward_merit="start"`` held at the search's start (:meth:`_merit`);
