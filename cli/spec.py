@@ -158,6 +158,14 @@ def _check_fields(spec: RunSpec) -> None:
         raise UgdError(f"seed {spec.seed!r} must be a whole number >= 0; e.g. --seed 7")
     if not is_int(spec.num_images) or spec.num_images < 1:
         raise UgdError(f"num_images {spec.num_images!r} must be a whole number >= 1")
+    if not is_int(spec.best_of) or spec.best_of < 1:
+        raise UgdError(f"best_of {spec.best_of!r} must be a whole number >= 1")
+    from .best_of import STRIDE
+
+    largest = spec.seed + spec.num_images - 1 + (spec.best_of - 1) * STRIDE  # the largest seed the run draws
+    if largest > MAX_SEED:
+        raise UgdError(f"seed {spec.seed}: the run's largest seed {largest} passes {MAX_SEED} (2^64 - 1), the largest a "
+                       "torch generator takes; use a smaller seed (--seed)")
     if not is_int(spec.batch_size) or spec.batch_size < 1:
         raise UgdError(f"batch_size {spec.batch_size!r} must be a whole number >= 1")
     if spec.threads is not None and (not is_int(spec.threads) or spec.threads < 1):
@@ -170,6 +178,9 @@ def _check_fields(spec: RunSpec) -> None:
         raise UgdError(f"overrides {spec.overrides!r} must be a mapping of sampler settings")
     if spec.sampler is not None and not isinstance(spec.sampler, dict):
         raise UgdError(f"sampler {spec.sampler!r} must be a mapping of sampler settings")
+
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 
 
 def guide_weight(raw: Any, guide: str) -> float:

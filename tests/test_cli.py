@@ -240,6 +240,8 @@ def test_existing_output_is_never_overwritten(tmp_path):
         (["--single"], "--single only applies to --from-spec"),
         (["--steps", "0"], "num_steps"),
         (["--eta", "10"], "eta must lie in [0, 1]"),
+        (["--seed", str(2**64 - 1), "-n", "2"], "the run's largest seed 18446744073709551616 passes 18446744073709551615 (2^64 - 1)"),
+        (["--seed", str(2**64 - 2**32), "--best-of", "2"], "the run's largest seed 18446744073709551616 passes"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
