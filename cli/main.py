@@ -457,7 +457,7 @@ def tune(
 @user_errors
 def ui(
     host: str = typer.Option("127.0.0.1", help="address to serve on (127.0.0.1: this machine only)"),
-    port: int = typer.Option(7860, help="port to serve on"),
+    port: int = typer.Option(7860, min=1, max=65535, help="port to serve on"),
     share: bool = typer.Option(False, "--share/--no-share", help="also open a public gradio.live link (needs the internet; off by default)"),
 ) -> None:
     """Serve the browser UI: compose guides, watch guidance as it happens, get the same PNGs as `generate`."""

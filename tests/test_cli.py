@@ -254,6 +254,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_port_out_of_range_is_one_line():
+    res = runner.invoke(app, ["ui", "--port", "99999"])
+    assert res.exit_code == 2 and "--port" in res.output and "65535" in res.output and "Traceback" not in res.output
+
+
 def test_bad_backbone_and_unreadable_image(tmp_path):
     res = runner.invoke(app, ["generate", "--backbone", "tiny-sb", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "did you mean tiny-sd" in res.output

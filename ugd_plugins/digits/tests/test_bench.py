@@ -88,6 +88,15 @@ def test_bad_bench_parameters_fail_before_any_work(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("params, message", [(dict(samples=0), "samples=0 must be >= 1"), (dict(cases=-1), "cases=-1 must be >= 1")])
+def test_empty_cells_are_refused_when_the_suite_is_made(params, message):
+    from ugd_core.errors import UgdError
+    from ugd_digits.bench import make_suite
+
+    with pytest.raises(UgdError, match=message):  # a RuntimeError deep in the first cell before
+        make_suite(**params)
+
+
 def test_label_weights_reach_every_class_term_and_the_cell_version(tmp_path):
     """A retrained label guide (``label_weights``) is the class term's weights and changes the cached cells' version."""
     import shutil

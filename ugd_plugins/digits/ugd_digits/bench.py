@@ -609,6 +609,9 @@ def make_suite(samples: int = 4, cases: int = 4, seeds: str = ",".join(map(str, 
         samples, cases, seeds, step_counts = 2, 2, str(QUICK_SEED), (10,)
         tasks = tasks if tasks != ",".join(TASKS) else "label,mask"
         methods = methods if methods != ",".join(DEFAULT_METHODS) else "unguided,naive,forward,forward+backward"
+    for name, value in (("samples", samples), ("cases", cases)):
+        if value < 1:
+            raise UgdError(f"{name}={value} must be >= 1; write e.g. {name}=2")
     task_list = tuple(t for t in tasks.split(",") if t)
     method_list = tuple(m for m in methods.split(",") if m)
     for t in task_list:
