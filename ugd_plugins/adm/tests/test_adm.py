@@ -165,6 +165,10 @@ def test_missing_checkpoint_is_one_line_with_the_download_url(tmp_path: Path) ->
     assert "\n" not in msg and "256x256_diffusion_uncond.pt" in msg and URL + "256x256_diffusion_uncond.pt" in msg
     with pytest.raises(UgdError, match="classifier_sample|128x128_classifier.pt"):
         reg.build_from_spec("guide", f"classifier:label=1,model={tmp_path / '128x128_classifier.pt'}")
+    # a missing file whose name tells no release: the missing file is said, not the name
+    for kind, spec in (("backbone", f"adm:model={tmp_path / 'typo.pt'}"), ("guide", f"classifier:label=1,model={tmp_path / 'typo.pt'}")):
+        with pytest.raises(UgdError, match=r"weights for 'typo.pt' not found .*model=/path/to/checkpoint.pt"):
+            reg.build_from_spec(kind, spec)
 
 
 def test_bad_configs_are_one_line_errors(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from ugd_core.backbones import set_channels_last, to_epsilon
 from ugd_core.errors import UgdError
 
-from .checkpoints import check_exists, load_into
-from .configs import RELEASES, Resolved, import_script_util, model_kwargs, resolve
+from .checkpoints import load_into, resolve_checkpoint
+from .configs import RELEASES, Resolved, import_script_util, model_kwargs
 
 DEFAULT_MODEL = RELEASES["256-uncond"].files[0]
 # diffusers' names for guided-diffusion's schedules: linear betas 1e-4 .. 2e-2 (times 1000/steps), and
@@ -129,8 +129,7 @@ def build_unet(resolved: Resolved) -> tuple[nn.Module, dict[str, Any]]:
 
 def load_adm(model: str = DEFAULT_MODEL, config: str = "", device: str = "cpu") -> AdmBackbone:
     """Build the release's UNet from its README flags and load the checkpoint ``model`` into it."""
-    resolved = resolve(config, model, "model")
-    path = check_exists(model, resolved)
+    resolved, path = resolve_checkpoint(config, model, "model")
     net, diffusion = build_unet(resolved)
     load_into(net, path, resolved)
     fp16 = bool(model_kwargs(resolved.flags)[0]["use_fp16"])

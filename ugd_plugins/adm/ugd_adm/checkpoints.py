@@ -11,7 +11,20 @@ from torch import nn
 from ugd_core.backbones import missing_weights_message
 from ugd_core.errors import UgdError
 
-from .configs import URL, Resolved
+from .configs import URL, Resolved, resolve
+
+
+def resolve_checkpoint(config: str, model: str, kind: str) -> tuple[Resolved, Path]:
+    """The release of ``model`` (or ``config``) and the checkpoint's path; a missing file is said first, even where
+    its name tells no release (the missing file is then the thing to fix, not the name)."""
+    try:
+        resolved = resolve(config, model, kind)
+    except UgdError:
+        p = Path(model).expanduser()
+        if not p.is_file():
+            raise UgdError(missing_weights_message(p.name or str(p), repr(str(p)), "model=/path/to/checkpoint.pt")) from None
+        raise
+    return resolved, check_exists(model, resolved)
 
 
 def check_exists(path: str, resolved: Resolved) -> Path:

@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from ugd_core.errors import UgdError
 
-from .checkpoints import check_exists, load_into
-from .configs import RELEASES, Resolved, classifier_kwargs, import_script_util, resolve
+from .checkpoints import load_into, resolve_checkpoint
+from .configs import RELEASES, Resolved, classifier_kwargs, import_script_util
 
 DEFAULT_CLASSIFIER = RELEASES["256-classifier"].files[0]
 NUM_CLASSES = 1000
@@ -56,8 +56,7 @@ def build_classifier(resolved: Resolved) -> tuple[nn.Module, int]:
 
 def load_classifier(model: str = DEFAULT_CLASSIFIER, config: str = "", device: str = "cpu") -> tuple[nn.Module, int]:
     """The release's classifier with its checkpoint loaded, frozen, on ``device``."""
-    resolved = resolve(config, model, "classifier")
-    path = check_exists(model, resolved)
+    resolved, path = resolve_checkpoint(config, model, "classifier")
     net, size = build_classifier(resolved)
     load_into(net, path, resolved)
     net.eval().requires_grad_(False)
