@@ -334,6 +334,18 @@ def test_an_existing_model_folder_without_a_pipeline_says_what_it_should_hold(tm
     assert (f"it holds {contents[0]}" if contents else "it holds nothing") in line and not (tmp_path / "o").exists()
 
 
+def test_a_single_file_checkpoint_says_it_is_a_file_not_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ckpt = tmp_path / "v1-5-pruned-emaonly.safetensors"
+    ckpt.write_bytes(b"x")
+    res = runner.invoke(app, ["generate", "--backbone", f"stable-diffusion:model={ckpt}", "--prompt", "a dog", "--out", str(tmp_path / "o")],
+                        env={"COLUMNS": "400"})
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert line.startswith(f"error: model={str(ckpt)!r} is a file, not a pipeline folder") and "\n" not in line
+    assert "not found" not in line and "from_single_file" in line and not (tmp_path / "o").exists()
+
+
 def test_stable_diffusion_backbone_from_a_pipeline_folder(tmp_path):
     folder = save_tiny_stable_diffusion(tmp_path / "sd")
     res = runner.invoke(app, ["generate", "--backbone", f"stable-diffusion:model={folder}", "--prompt", "a dog",

@@ -313,6 +313,9 @@ def loading_weights(model: str, contents: str = PIPELINE_FOLDER) -> Iterator[Non
             detail = " ".join(str(exc).split())[:160]
             raise UgdError(f"model={model!r} is a folder but holds no loadable pipeline (it holds {found}: {detail}); "
                            f"it should contain {contents}") from None
+        if folder.is_file():  # a single-file checkpoint (.safetensors, .ckpt) is not a pipeline folder
+            raise UgdError(f"model={model!r} is a file, not a pipeline folder; give a folder holding {contents}, or a Hub id "
+                           "(a single-file checkpoint converts with diffusers' from_single_file(...).save_pretrained(FOLDER))") from None
         raise UgdError(missing_weights_message(model, "the Hugging Face cache", "model=/path/to/folder")) from None
 
 
