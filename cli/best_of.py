@@ -14,9 +14,7 @@ import torch
 
 from ugd_core.guidance import GuideSet, guide_loss
 
-# Candidate j of the image with seed s samples with seed s + j * STRIDE (j = 0: the image's own seed, so
-# --best-of 1 is a plain run); the stride keeps candidates clear of the seeds of a run's other images.
-STRIDE = 2**32
+from .spec import BEST_OF_STRIDE as STRIDE  # candidate j of the image with seed s: seed s + j * STRIDE
 
 
 def candidate_seeds(seeds: list[int], n: int) -> list[int]:

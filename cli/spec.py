@@ -160,9 +160,7 @@ def _check_fields(spec: RunSpec) -> None:
         raise UgdError(f"num_images {spec.num_images!r} must be a whole number >= 1")
     if not is_int(spec.best_of) or spec.best_of < 1:
         raise UgdError(f"best_of {spec.best_of!r} must be a whole number >= 1")
-    from .best_of import STRIDE
-
-    largest = spec.seed + spec.num_images - 1 + (spec.best_of - 1) * STRIDE  # the largest seed the run draws
+    largest = spec.seed + spec.num_images - 1 + (spec.best_of - 1) * BEST_OF_STRIDE  # the largest seed the run draws
     if largest > MAX_SEED:
         raise UgdError(f"seed {spec.seed}: the run's largest seed {largest} passes {MAX_SEED} (2^64 - 1), the largest a "
                        "torch generator takes; use a smaller seed (--seed)")
@@ -181,6 +179,9 @@ def _check_fields(spec: RunSpec) -> None:
 
 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
+# --best-of: candidate j of the image with seed s samples with seed s + j * BEST_OF_STRIDE (j = 0: the image's own
+# seed, so --best-of 1 is a plain run); the stride keeps candidates clear of the seeds of a run's other images
+BEST_OF_STRIDE = 2**32
 
 
 def guide_weight(raw: Any, guide: str) -> float:

@@ -57,7 +57,7 @@ def test_every_info_example_is_a_valid_command(kind, name, tmp_path, installed, 
     def validate_only(spec, out=None, executor=None, **_):  # everything generate_to_dir checks before any work
         checked.append(cli.run.validate_spec(spec, REGISTRY))
         cli.run.check_out_dir(out)
-        return SimpleNamespace(line=lambda: "validated", failed=0)
+        return SimpleNamespace(line=lambda: "validated", failed=0, diverged=0)
 
     monkeypatch.setattr(cli.run, "generate_to_dir", validate_only)
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
