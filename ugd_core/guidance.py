@@ -11,11 +11,14 @@ gradient.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+
+from .errors import UgdError
 
 
 @runtime_checkable
@@ -152,12 +155,17 @@ class GuideSet:
     def __init__(self, guides: Iterable[GuidanceFunction | WeightedGuide | tuple[GuidanceFunction, float]] = ()):
         self.items: list[WeightedGuide] = []
         for g in guides:
-            if isinstance(g, WeightedGuide):
-                self.items.append(g)
-            elif isinstance(g, tuple):
-                self.items.append(WeightedGuide(g[0], float(g[1])))
-            else:
-                self.items.append(WeightedGuide(g, 1.0))
+            item = g if isinstance(g, WeightedGuide) else WeightedGuide(g[0], g[1]) if isinstance(g, tuple) else WeightedGuide(g, 1.0)
+            if not isinstance(item.guide, GuidanceFunction):
+                raise UgdError(f"{item.guide!r} ({type(item.guide).__name__}) is not a guide: it needs name, differentiable, "
+                               "target, preprocess, f and loss; build one with make_guide(name, f, loss, target) or a plugin")
+            try:
+                weight = float(item.weight)
+            except (TypeError, ValueError):
+                weight = math.nan
+            if not math.isfinite(weight):
+                raise UgdError(f"guide {item.guide.name!r}: weight {item.weight!r} is not a finite number")
+            self.items.append(WeightedGuide(item.guide, weight))
 
     def __len__(self) -> int:
         return len(self.items)

@@ -34,6 +34,7 @@ from .errors import UgdError
 from .gradients import GuidanceStats, HeldScales, Smoothing, keep_finite, loss_and_grad, loss_order, per_sample_rms
 from .guidance import GuideSet, as_guide_set
 from .noise import make_generators, randn
+from .presets import PRESETS
 from .schedules import in_window, schedule_values, scheduler_class, scheduler_options, step_takes_noise
 
 
@@ -608,8 +609,13 @@ def sample(
     ``generator`` is used as in diffusers. ``callback_on_step_end(i, t, tensors)``
     may return ``{"latents": ...}`` to replace z_t.
     """
-    config = config or SamplerConfig()
     guide_set = as_guide_set(guides)
+    if config is None:  # the default of every backbone where guides are given (without guides no knob acts)
+        config = SamplerConfig(**PRESETS["auto"][1]) if guide_set else SamplerConfig()
+    if not isinstance(config, SamplerConfig):
+        raise UgdError(f"config must be a SamplerConfig (SamplerConfig(**settings) or SamplerConfig.from_dict(d)), got {type(config).__name__}")
+    if not isinstance(num_images, int) or num_images < 1:
+        raise UgdError(f"num_images must be a whole number >= 1, got {num_images!r}")
     gens = _generators(num_images, seed, generator)
     configure = getattr(backbone, "configure", None)
     if configure is not None:  # precision and memory knobs (optional part of the Backbone protocol)

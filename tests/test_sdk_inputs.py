@@ -1,0 +1,39 @@
+"""The Python API's bad inputs are one UgdError naming the fix, before any sampling; and ``sample(backbone,
+guides)`` without a config guides with the default preset (``auto``), as every backbone's CLI default does,
+instead of quietly sampling unguided with SamplerConfig()'s zero strengths."""
+
+import pytest
+import torch
+
+from ugd_core import SamplerConfig, make_guide, sample, testing
+from ugd_core.backbones import default_scheduler
+from ugd_core.errors import UgdError
+from ugd_core.presets import PRESETS
+
+
+def backbone():
+    return testing.gaussian_backbone(0.2, 0.5, (1, 4, 4), default_scheduler())
+
+
+def bright():
+    return make_guide("bright", f=lambda x: x.mean(dim=(1, 2, 3)), loss=lambda m, c: (m - c) ** 2, target=0.9)
+
+
+def test_no_config_with_guides_is_the_default_preset():
+    implicit = sample(backbone(), bright(), num_images=2, seed=4)
+    explicit = sample(backbone(), bright(), SamplerConfig(**PRESETS["auto"][1]), num_images=2, seed=4)
+    unguided = sample(backbone(), None, SamplerConfig(**PRESETS["auto"][1]), num_images=2, seed=4)
+    assert torch.equal(implicit.images, explicit.images) and implicit.stats.guidance.guided_steps > 0
+    assert not torch.equal(implicit.images, unguided.images)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: sample(backbone(), bright(), num_images=0, seed=0), "num_images must be a whole number >= 1"),
+    (lambda: sample(backbone(), bright(), {"num_steps": 3}, seed=0), "config must be a SamplerConfig"),
+    (lambda: sample(backbone(), [42], seed=0), "42 \\(int\\) is not a guide"),
+    (lambda: sample(backbone(), [(bright(), float("nan"))], seed=0), "weight nan is not a finite number"),
+    (lambda: sample(backbone(), [(bright(), "heavy")], seed=0), "weight 'heavy' is not a finite number"),
+])
+def test_bad_api_input_is_one_error_naming_the_fix(call, message):
+    with pytest.raises(UgdError, match=message):
+        call()
