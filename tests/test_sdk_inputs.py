@@ -33,6 +33,11 @@ def test_no_config_with_guides_is_the_default_preset():
     (lambda: sample(backbone(), [42], seed=0), "42 \\(int\\) is not a guide"),
     (lambda: sample(backbone(), [(bright(), float("nan"))], seed=0), "weight nan is not a finite number"),
     (lambda: sample(backbone(), [(bright(), "heavy")], seed=0), "weight 'heavy' is not a finite number"),
+    (lambda: sample(backbone(), None, num_images=2, seed=0, latents=torch.zeros(3, 1, 4, 4)), "pass latents of shape \\(2, 1, 4, 4\\)"),
+    (lambda: SamplerConfig(num_steps=2.5), "num_steps must be a whole number, got 2.5"),
+    (lambda: SamplerConfig(forward_strength="big"), "forward_strength must be a finite number"),
+    (lambda: SamplerConfig(eta=float("nan")), "eta must be a finite number"),
+    (lambda: SamplerConfig(clip_x0=1), "clip_x0 must be true or false"),
 ])
 def test_bad_api_input_is_one_error_naming_the_fix(call, message):
     with pytest.raises(UgdError, match=message):

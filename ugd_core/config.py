@@ -7,6 +7,8 @@ values; a tuned set saved to a JSON file is a preset like any other.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,16 @@ class SamplerConfig:
 
     def validate(self) -> None:
         """Raise UgdError for values the sampler cannot use."""
+        for f in fields(self):  # types first: a text or a fraction where a number or a count belongs fails here, not mid-run
+            value, kind = getattr(self, f.name), f.type
+            if kind == "int" and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise UgdError(f"{f.name} must be a whole number, got {value!r}")
+            if kind == "float" and (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)):
+                raise UgdError(f"{f.name} must be a finite number, got {value!r}")
+            if kind == "bool" and not isinstance(value, bool):
+                raise UgdError(f"{f.name} must be true or false, got {value!r}")
+            if kind == "str" and not isinstance(value, str):
+                raise UgdError(f"{f.name} must be a text, got {value!r}")
         minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "backward_final_steps": (0, " (0 = backward_steps)"), "forward_min_abar": (0.0, ""), "backward_backtrack": (0, " (0 = no line search)"), "backward_merit_slack": (0.0, " (0 = pareto's own test)")}
         for name, (low, note) in minimums.items():
             if getattr(self, name) < low:

@@ -616,6 +616,9 @@ def sample(
         raise UgdError(f"config must be a SamplerConfig (SamplerConfig(**settings) or SamplerConfig.from_dict(d)), got {type(config).__name__}")
     if not isinstance(num_images, int) or num_images < 1:
         raise UgdError(f"num_images must be a whole number >= 1, got {num_images!r}")
+    if latents is not None and tuple(latents.shape) != (num_images, *backbone.sample_shape):
+        raise UgdError(f"latents of shape {tuple(latents.shape)} for {num_images} images of shape {tuple(backbone.sample_shape)}: "
+                       f"pass latents of shape {(num_images, *backbone.sample_shape)}")
     gens = _generators(num_images, seed, generator)
     configure = getattr(backbone, "configure", None)
     if configure is not None:  # precision and memory knobs (optional part of the Backbone protocol)
