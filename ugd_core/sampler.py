@@ -602,7 +602,8 @@ def sample(
     callback_on_step_end: Callable[[int, int, dict[str, Tensor]], dict[str, Tensor] | None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SampleResult:
-    """Draw ``num_images`` samples from ``backbone`` steered by ``guides``.
+    """Draw ``num_images`` samples from ``backbone`` steered by ``guides`` (``config`` None: the ``auto``
+    preset where guides are given, plain DDIM without them).
 
     Randomness is per image: ``seed=s`` gives image i the seed s + i (a list gives
     each image's seed), so an image depends only on its own seed. A single
