@@ -31,6 +31,7 @@ def test_tiny_run_writes_table_json_and_counts_passes(tmp_path, load_benchmark):
     reg = get_registry()
     preset = reg.get("preset", "auto-eps").settings
     k = preset.get("recurrence", 1)
+    lo, hi = preset.get("recurrence_window", (0.0, 1.0))  # k passes at step i where lo <= i / steps < hi, else 1
     out = tmp_path / "out"
     argv = ["--samples-per-digit", "1", "--steps", "2,3", "--solvers", "ddim,dpm++", "--variant", "unipc:recurrence=1", "--out", str(out)]
     assert mod.main(argv) == 0
@@ -43,9 +44,10 @@ def test_tiny_run_writes_table_json_and_counts_passes(tmp_path, load_benchmark):
     rows = {(r["row"], r["steps"]): r for r in data["summary"]}
     assert set(rows) == {(label, s) for label in labels for s in (2, 3)}
     for (label, steps), r in rows.items():
-        per_step = 1 if label.startswith("unipc") else k  # denoiser passes = steps x recurrence, one backward each
-        assert r["denoiser_forward_per_sample"] == steps * per_step
-        assert r["denoiser_backward_per_sample"] == steps * per_step
+        reps = 1 if label.startswith("unipc") else k  # one backward pass with each forward pass
+        passes = sum(reps if lo <= i / steps < hi else 1 for i in range(steps))
+        assert r["denoiser_forward_per_sample"] == passes
+        assert r["denoiser_backward_per_sample"] == passes
         assert r["n"] == 10 and 0.0 <= r["classifier_accuracy"] <= 1.0 and 0.0 <= r["nn_accuracy"] <= 1.0
         assert r["pass_share_of_ddim50"] is None  # no DDIM-50 row in this run
     cell = data["cells"][0]
