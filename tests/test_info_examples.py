@@ -3,8 +3,8 @@
 Each registered guide's, backbone's and preset's example command (cli.main.example_command, the line
 `ugd info NAME` prints) goes through the real command line: Typer's parsing, the RunSpec the command
 builds, and the complete validation a run does before any work (names, parameters, preset, sampler
-settings, output folder). Examples on the digits backbone also run for real, 2 steps and 1 image (a few
-here; every one with `pytest -m slow`). Examples whose backbone needs weights this machine does not have
+settings, output folder). Examples on the digits backbones (DDPM and flow) also run for real, 2 steps and 1
+image (a few here; every one with `pytest -m slow`). Examples whose backbone needs weights this machine does not have
 (Stable Diffusion, ADM, a Hub model: nothing is downloaded) are checked only up to that point: a real run
 would stop at the one-line weights error.
 """
@@ -25,6 +25,7 @@ runner = CliRunner()
 REGISTRY = load_registry()
 EXAMPLES = [(kind, name) for kind in ("guide", "backbone", "preset") for name in REGISTRY.entries[kind]]
 RUN_FOR_REAL = {("guide", "digit-box"), ("backbone", "digits"), ("preset", "ugd")}  # the rest: `pytest -m slow`
+LOCAL_BACKBONES = {DEFAULT_BACKBONE, "digits-flow"}  # their weights ship with the digits plugin
 
 
 def test_the_default_backbone_is_named_once():
@@ -46,7 +47,7 @@ def _example(kind: str, name: str) -> tuple[str, list[str], bool]:
     argv = shlex.split(command)
     assert argv[:2] == ["ugd", "generate"] and "NAME" not in argv, command
     backbone = argv[argv.index("--backbone") + 1] if "--backbone" in argv else DEFAULT_BACKBONE
-    return command, [*argv[1:], "--steps", "2", "-n", "1"], backbone.split(":")[0] == DEFAULT_BACKBONE
+    return command, [*argv[1:], "--steps", "2", "-n", "1"], backbone.split(":")[0] in LOCAL_BACKBONES
 
 
 @pytest.mark.parametrize("kind,name", EXAMPLES, ids=[f"{k}-{n}" for k, n in EXAMPLES])
