@@ -42,3 +42,15 @@ def test_no_config_with_guides_is_the_default_preset():
 def test_bad_api_input_is_one_error_naming_the_fix(call, message):
     with pytest.raises(UgdError, match=message):
         call()
+
+
+def test_a_prompt_for_an_unconditional_backbone_is_refused():
+    from ugd_core.backbones import DiffusersPixelBackbone
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8,), layers_per_block=1,
+                       down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",), norm_num_groups=4)
+    bb = DiffusersPixelBackbone(unet, default_scheduler())
+    with pytest.raises(UgdError, match="is unconditional: it takes no prompt"):
+        sample(bb, None, SamplerConfig(num_steps=2), num_images=1, seed=0, prompt="a cat")
+    assert sample(bb, None, SamplerConfig(num_steps=2), num_images=1, seed=0, prompt="").images.shape == (1, 1, 8, 8)

@@ -42,6 +42,14 @@ class Backbone(Protocol):
         ...
 
 
+def refuse_prompt(backbone: str, prompt: Any, negative_prompt: Any) -> None:
+    """The one-line error of an unconditional backbone given a prompt (it would be ignored, and the record
+    would name a prompt that did nothing)."""
+    if prompt not in (None, "") or negative_prompt not in (None, ""):
+        raise UgdError(f"{backbone} is unconditional: it takes no prompt or negative prompt; drop them, or use a "
+                       "backbone that reads text (stable-diffusion, sd3, flux) or a class index (a class-conditional release)")
+
+
 def to_epsilon(output: Tensor, z_t: Tensor, alpha_bar: Tensor | None, prediction_type: str = "epsilon") -> Tensor:
     """Convert a model's raw output to an epsilon prediction.
 
@@ -286,7 +294,10 @@ class DiffusersPixelBackbone(BackboneBase):
         return cls(unet, scheduler, device)
 
     def condition(self, prompt: Any, negative_prompt: Any, batch_size: int, cfg_scale: float) -> Any:
-        if prompt is None or self.unet.config.get("num_class_embeds") is None:
+        if self.unet.config.get("num_class_embeds") is None:
+            refuse_prompt("this backbone", prompt, negative_prompt)
+            return None
+        if prompt is None:
             return None
         labels = torch.as_tensor(prompt, device=self.device).long().flatten()
         return labels.expand(batch_size) if labels.numel() == 1 else labels

@@ -85,8 +85,12 @@ def test_tiny_release_family_samples_with_guidance(release: str) -> None:
     assert bb.unet.out_channels == 6 and bb.sample_shape == (3, SIZE, SIZE)
     z = torch.randn(2, 3, SIZE, SIZE)
     t = torch.tensor([999, 10])
-    cond = bb.condition(5, None, 2, 1.0)
-    assert (cond is None) == (release in ("256-uncond", "lsun"))
+    unconditional = release in ("256-uncond", "lsun")
+    if unconditional:  # a class index would be ignored: refused in one line
+        with pytest.raises(UgdError, match="is unconditional: it takes no prompt"):
+            bb.condition(5, None, 2, 1.0)
+    cond = bb.condition(None if unconditional else 5, None, 2, 1.0)
+    assert (cond is None) == unconditional
     with torch.no_grad():
         raw = bb.unet(z, t, y=cond)
         eps = bb.eps(z, t, cond)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ugd_core.backbones import set_channels_last, to_epsilon
+from ugd_core.backbones import refuse_prompt, set_channels_last, to_epsilon
 from ugd_core.errors import UgdError
 
 from .checkpoints import load_into, resolve_checkpoint
@@ -89,6 +89,7 @@ class AdmBackbone:
     def condition(self, prompt: Any, negative_prompt: Any, batch_size: int, cfg_scale: float) -> Any:
         """The class label(s) of a class-conditional release (``prompt`` = class index, one or one per image)."""
         if self.num_classes is None:
+            refuse_prompt(f"adm {self.name}", prompt, negative_prompt)
             return None
         if prompt is None or prompt == "":
             raise UgdError(f"adm: {self.name} is class-conditional; give the class index 0..{self.num_classes - 1} "

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ugd_core.backbones import module_dtype
+from ugd_core.backbones import module_dtype, refuse_prompt
 from ugd_core.guidance import freeze
 from ugd_kit.flow import FlowBackbone, FlowSchedule
 
@@ -37,6 +38,10 @@ class DigitsFlowBackbone(FlowBackbone):
 
     def _modules(self) -> dict[str, nn.Module]:
         return {"denoiser": self.unet}
+
+    def condition(self, prompt: Any, negative_prompt: Any, batch_size: int, cfg_scale: float) -> None:
+        refuse_prompt("the digits-flow backbone", prompt, negative_prompt)
+        return None
 
     def velocity(self, x: Tensor, t: Tensor, cond: object) -> Tensor:
         dtype = module_dtype(self.unet)
