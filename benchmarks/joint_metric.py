@@ -6,8 +6,8 @@ since this script was written; it reads the cells of runs made before, whose res
 
     python benchmarks/joint_metric.py bench-out/look29a bench-out/look29b --samples 2 --cases 4
 
-Reads the images a run saved (``<out>/cells/<task>-<method>-<seed>-<hash>.pt``) and rebuilds each cell's
-targets from the seed (``task_cases``); it runs no sampler. The run's own ``--param samples`` and ``cases``
+Reads the images a run saved (``<out>/cells/<task>-<method>-<seed>-<hash>.pt``), rebuilds each cell's
+targets from the seed (``task_cases``) and scores them with the bench's own ``DigitsBench.score``; it runs no sampler. The run's own ``--param samples`` and ``cases``
 must be given (the images are stored case-major, ``samples`` per case). It chooses nothing: reported seeds'
 cells are read after their one look, for a table.
 """
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 TASKS = {"box": "box", "mask_label": "mask+label"}  # the cell files' task slug -> the bench's task name
+KEYS = ("metric", "joint", "nn_joint", "class_accuracy", "nn_accuracy")  # DigitsBench.score's, averaged over a method's cells
 CELL = re.compile(r"^(?P<task>[a-z_]+?)-(?P<method>.+)-(?P<seed>\d+)-[0-9a-f]+\.pt$")
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if not cells:
         p.error("no box or mask+label cells in the given folders: run the bench with --param tasks=box,mask+label")
 
-    from ugd_digits.bench import DigitsBench, nonfinite, placement, ref_canvas, task_cases
+    from ugd_digits.bench import DigitsBench, task_cases
 
     loaded = []
     for task, method, seed, path in cells:  # every layout checked before the judges are built
@@ -60,30 +61,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             p.error(f"{path.name}: {images.shape[0]} images, not cases x samples = {len(cases)} x {a.samples}: give the run's own values")
         loaded.append((task, method, images, cases))
     bench = DigitsBench(samples=a.samples, cases=a.cases)
-    ev, judge = bench.evaluators, bench.nn_judge
-    acc: dict[tuple[str, str], dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
-    for task, method, images, cases in loaded:
-        labels = torch.tensor([c.label for c in cases for _ in range(a.samples)])
-        refs = torch.cat([ref_canvas(c.ref) for c in cases for _ in range(a.samples)])
-        bad = nonfinite(images)
-        metric = placement(task, images, refs, ev)  # 0 for a non-finite sample
-        hit = (ev.classify(images)[0] == labels) & ~bad
-        nn_hit = judge.judge(images).correct(labels) & ~bad
-        cell = acc[(task, method)]
-        for key, value in (("metric", metric), ("hit", hit.float()), ("nn_hit", nn_hit.float())):
-            cell[key].append(value.float())
+    scored: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    for task, method, images, cases in loaded:  # the bench's own scoring, joint columns included
+        scored[(task, method)].append((len(images), bench.score(task, cases, images, a.samples)))
     rows = []
+    for (task, method), cells_of in scored.items():
+        n = sum(k for k, _ in cells_of)
+        mean = {key: sum(k * out[key] for k, out in cells_of) / n for key in KEYS}  # over samples, cells of any size
+        rows.append(dict(task=task, method=method, n=n, **mean))
+    rows.sort(key=lambda r: (r["task"], -r["metric"]))
     print("| task | method | IoU (the bench's metric) | IoU where the class is drawn: classifier / NN (else 0) | class acc: classifier / NN | samples |")
     print("|---|---|---|---|---|---|")
-    for (task, method), cell in sorted(acc.items(), key=lambda kv: (kv[0][0], -float(torch.cat(kv[1]["metric"]).mean()))):
-        metric, hit, nn_hit = (torch.cat(cell[k]) for k in ("metric", "hit", "nn_hit"))
-        row = dict(task=task, method=method, metric=float(metric.mean()), joint=float((metric * hit).mean()),
-                   nn_joint=float((metric * nn_hit).mean()), acc=float(hit.mean()), nn_acc=float(nn_hit.mean()), n=len(metric))
-        rows.append(row)
-        print(f"| {task} | {method} | {row['metric']:.3f} | {row['joint']:.3f} / {row['nn_joint']:.3f} | "
-              f"{row['acc']:.2f} / {row['nn_acc']:.2f} | {row['n']} |", flush=True)
+    for r in rows:
+        print(f"| {r['task']} | {r['method']} | {r['metric']:.3f} | {r['joint']:.3f} / {r['nn_joint']:.3f} | "
+              f"{r['class_accuracy']:.2f} / {r['nn_accuracy']:.2f} | {r['n']} |", flush=True)
     return rows
-
 
 if __name__ == "__main__":
     main()

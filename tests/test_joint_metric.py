@@ -22,8 +22,8 @@ def test_the_targets_own_digits_keep_their_iou_and_a_wrong_class_scores_zero(loa
     write_cell(tmp_path / "a", other, method="one-nan")
     rows = {r["method"]: r for r in load_benchmark("joint_metric").main([str(tmp_path / "a"), "--samples", "2", "--cases", "2"])}
     own = rows["targets"]
-    assert own["acc"] == 1.0 and own["joint"] == pytest.approx(own["metric"]) and own["metric"] > 0.5
-    assert rows["one-nan"]["acc"] == 0.75 and rows["one-nan"]["metric"] < own["metric"]
+    assert own["class_accuracy"] == 1.0 and own["joint"] == pytest.approx(own["metric"]) and own["metric"] > 0.5
+    assert rows["one-nan"]["class_accuracy"] == 0.75 and rows["one-nan"]["metric"] < own["metric"]
     assert rows["one-nan"]["joint"] == pytest.approx(rows["one-nan"]["metric"])  # the NaN sample scored 0 in both
 
 
