@@ -1,4 +1,5 @@
-"""`ugd bench digits` end to end through the `ugd` console script, and the step-sweep parameter."""
+"""The digits bench's parts, and `ugd generate` end to end through the `ugd` console script (the bench's command
+line runs in process in tests/test_bench_cli.py)."""
 
 from __future__ import annotations
 
@@ -56,38 +57,6 @@ def test_digits_strong_derives_from_digits_full_and_label_guide_reaches_every_cl
     assert bench.label_guide == "digit-robust"  # the registered default: the noise-trained guide
 
 
-def test_tiny_step_sweep_reports_both_judges_per_step_count(tmp_path):
-    out = tmp_path / "sweep"
-    res = ugd("bench", "digits", "--param", "tasks=label", "--param", "samples=1", "--param", "seeds=0",
-              "--param", "steps=2,3", "--param", "methods=unguided,forward", "--out", str(out))
-    assert res.returncode == 0, res.stdout + res.stderr
-    data = json.loads((out / "results.json").read_text())
-    assert data["settings"]["steps"] == [2, 3]
-    rows = {(r["method"], r["steps"]): r for r in data["rows"]}
-    assert set(rows) == {("unguided", 2), ("unguided", 3), ("forward", 2), ("forward", 3)}
-    for r in rows.values():
-        assert r["denoiser_forward_per_sample"] == r["steps"]
-        assert len(r["per_digit_accuracy"]) == 10 and len(r["per_digit_nn_accuracy"]) == 10
-        assert 0 <= r["nn_accuracy"] <= 1 and 0 <= r["nn_nondigit"] <= 1 and 0 <= r["class_accuracy"] <= 1
-    assert rows[("forward", 3)]["denoiser_backward_per_sample"] == 3
-    real = data["real_reference"]
-    assert real["classifier"]["ece_after"] < real["classifier"]["ece_before"] and real["nn"]["accuracy"] > 0.8
-    md = (out / "results.md").read_text()
-    assert "Step sweep" in md and "| forward | " in md and "NN acc" in md
-    assert (out / "grid-label-forward-3steps.png").exists()
-
-
-def test_bad_bench_parameters_fail_before_any_work(tmp_path):
-    out = tmp_path / "x"
-    res = ugd("bench", "digits", "--param", "steps=10,ten", "--out", str(out))
-    assert res.returncode == 2 and "steps=" in (res.stdout + res.stderr)
-    res = ugd("bench", "digits", "--param", "methods=unguided,no-such-preset", "--out", str(out))
-    assert res.returncode == 2 and "no-such-preset" in (res.stdout + res.stderr)
-    res = ugd("bench", "digits", "--param", f"label_weights={tmp_path / 'none.safetensors'}", "--out", str(out))
-    assert res.returncode == 2 and "label_weights=" in (res.stdout + res.stderr)
-    assert not out.exists()
-
-
 @pytest.mark.parametrize("params, message", [(dict(samples=0), "samples=0 must be >= 1"), (dict(cases=-1), "cases=-1 must be >= 1")])
 def test_empty_cells_are_refused_when_the_suite_is_made(params, message):
     from ugd_core.errors import UgdError
@@ -120,24 +89,6 @@ def test_label_weights_reach_every_class_term_and_the_cell_version(tmp_path):
              ("clean", "digit:label=2"), ("robust", "digit-robust:label=2")]}
     assert torch.allclose(loss["variant"], loss["clean"]) and not torch.allclose(loss["variant"], loss["robust"])
     assert plain._version("digits-full", 50) != swapped._version("digits-full", 50)
-
-
-def test_bench_runs_a_preset_file_as_a_method(tmp_path):
-    from ugd_core import save_preset_file
-
-    preset = tmp_path / "tuned.json"
-    save_preset_file(preset, "tuned", dict(forward_strength=5.0, forward_schedule="abar_normalized"))
-    out = tmp_path / "out"
-    small = ["--param", "tasks=label", "--param", "samples=1", "--param", "seeds=0", "--param", "steps=3"]
-    res = ugd("bench", "digits", *small, "--param", "methods=unguided", "--preset", str(preset), "--out", str(out))
-    assert res.returncode == 0, res.stdout + res.stderr
-    rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["unguided", str(preset)]
-    assert rows[1]["denoiser_backward_per_sample"] == 3  # the preset's forward guidance ran
-
-    res = ugd("bench", "digits", *small, "--preset", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x"))
-    assert res.returncode == 2 and "missing.json" in res.stdout + res.stderr and "does not exist" in res.stdout + res.stderr
-    assert not (tmp_path / "x").exists()
 
 
 def test_generate_defaults_to_the_digits_backbone(tmp_path):
