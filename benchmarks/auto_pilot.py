@@ -222,6 +222,12 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # known pixels end ten times further off; the knob stays for one squared-error guide
     "polyak": "auto|backward_normalize=polyak",
     "polyak 0.1": "auto|backward_normalize=polyak|backward_lr=0.1",
+    # round 31 (looks of rounds 7-30: in box + label and mask + label the class term ends a millionfold below its
+    # start while the placement guide barely moves, at equal shares): a guide whose own loss is below tau times its
+    # first loss yields its share in proportion to what is left, relative to the least-met guide (one guide: auto,
+    # bit for bit), at tau 1e-2 and 1e-3; only the compositions can change
+    "met 1e-2": "auto|guide_normalize=met|guide_met_below=0.01",
+    "met 1e-3": "auto|guide_normalize=met|guide_met_below=0.001",
 }
 
 

@@ -52,9 +52,12 @@ class SamplerConfig:
     # before the weighted sum, so a loss multiplied by any c > 0 guides identically and ``weight`` is a
     # guide's share of the step: none | grad | first (each r_i held from the run's first evaluation, so a guide whose
     # loss is met takes a shrinking share) | peak (each gradient divided by the largest r_i of the run, the loss by
-    # its own r_i: a guide's share r_i / max r_i shrinks as its gradient does, down to guide_share_floor)
+    # its own r_i: a guide's share r_i / max r_i shrinks as its gradient does, down to guide_share_floor) | met (grad,
+    # and with several guides a guide whose own loss is below guide_met_below times its first loss in the run yields
+    # its share in proportion to what is left, relative to the least-met guide: HeldScales.shares)
     guide_normalize: str = "none"
     guide_share_floor: float = 0.0
+    guide_met_below: float = 0.01
 
     # backward guidance: m optimiser steps on delta minimising loss(x0_hat + delta)   (TFG's mu, N_iter)
     backward_steps: int = 0
@@ -151,7 +154,7 @@ class SamplerConfig:
         choices = {
             **dict.fromkeys(("forward_schedule", "backward_schedule", "smoothing_schedule"), SCHEDULES),  # or a callable
             "forward_normalize": ("none", "grad", "loss"),
-            "guide_normalize": ("none", "grad", "first", "peak"),
+            "guide_normalize": ("none", "grad", "first", "peak", "met"),
             "backward_normalize": ("none", "grad", "polyak"),
             "backward_compose": ("share", "add"),
             "backward_merit": ("point", "start", "pareto", "progress"),
@@ -172,11 +175,14 @@ class SamplerConfig:
         if not 0.0 <= self.guide_share_floor <= 1.0:
             raise UgdError(f"guide_share_floor must lie in [0, 1] (a met guide's smallest share; 1 = guide_normalize=grad), "
                            f"got {self.guide_share_floor}")
+        if not 0.0 < self.guide_met_below <= 1.0:
+            raise UgdError(f"guide_met_below must lie in (0, 1] (a guide counts as met below this fraction of its first loss), "
+                           f"got {self.guide_met_below}")
         if self.guide_share_floor > 0 and self.guide_normalize != "peak":
             raise UgdError(f"guide_share_floor={self.guide_share_floor} is the least share of a fading guide: it needs "
                            f"guide_normalize=peak, got guide_normalize={self.guide_normalize}")
         if self.backward_compose == "add" and (self.guide_normalize == "none" or self.backward_normalize != "grad"):
-            raise UgdError("backward_compose=add sums the guides' unit-RMS steps: it needs guide_normalize (grad, first or peak) "
+            raise UgdError("backward_compose=add sums the guides' unit-RMS steps: it needs guide_normalize (grad, first, peak or met) "
                            f"and backward_normalize=grad, got guide_normalize={self.guide_normalize}, backward_normalize={self.backward_normalize}")
         if self.backward_merit == "start" and self.guide_normalize == "peak":
             raise UgdError("backward_merit=start holds each guide's normaliser over a line search, but guide_normalize=peak divides "

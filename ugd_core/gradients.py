@@ -106,18 +106,55 @@ class HeldScales:
     gradient. ``peak`` (``guide_normalize="peak"``): the largest r_i so far, for the gradient only (the loss
     stays divided by the r_i of the point evaluated, as with ``grad``); its share r_i / max r_i is kept at least
     ``floor`` (the normaliser is min(max r_i, r_i / floor)). A composition reduced by log-mean-exp over probes
-    takes the gradient of its loss, so there ``peak`` acts as ``grad``."""
+    takes the gradient of its loss, so there ``peak`` acts as ``grad``. ``met`` (``guide_normalize="met"``):
+    each r_i of the point evaluated, as with ``grad``, and each guide's term scaled by its :meth:`shares`."""
 
     mode: str = "first"
     floor: float = 0.0
+    met_below: float = 0.01
     values: dict[int, Tensor] = field(default_factory=dict)
+    starts: list[Tensor] = field(default_factory=list)
 
     def hold(self, index: int, r: Tensor) -> Tensor:
+        if self.mode == "met":
+            return r
         if self.mode == "peak":
             old = self.values.get(index)
             self.values[index] = peak = r if old is None else torch.maximum(old, r)
             return torch.minimum(peak, r / self.floor) if self.floor > 0 else peak
         return self.values.setdefault(index, r)
+
+    def shares(self, losses: list[Tensor]) -> list[Tensor] | None:
+        """With ``met``, each guide's share of the step [N] from its own losses l_i [N] (else None): y_i =
+        min(1, l_i / (tau l_i0)), l_i0 the guide's loss at its first evaluation in the run and tau ``met_below``, so
+        a guide keeps its full share until its loss is below tau times where it started and then yields in
+        proportion to what is left; share_i = y_i / max_j y_j, so the least-met guide always steps at full share
+        (one guide: 1, exactly) and a met guide's share comes back as soon as its loss rises. Ratios of a guide's
+        loss to its own start: multiplying a loss by any c > 0 changes nothing. A start that is not a finite
+        positive loss never yields (y = 1); a loss at or below 0 is met (y = 0); where every y is 0, every share is 1."""
+        if self.mode != "met" or len(losses) < 2:
+            return None
+        if not self.starts:
+            self.starts = [l.detach().clone() for l in losses]
+        ys = []
+        for loss, start in zip(losses, self.starts):
+            usable = torch.isfinite(start) & (start > 0)
+            y = (loss.detach() / (self.met_below * torch.where(usable, start, torch.ones_like(start)))).clamp(0, 1)
+            ys.append(torch.where(usable & torch.isfinite(y), y, torch.ones_like(y)))
+        top = torch.stack(ys).amax(0)
+        return [torch.where(top > 0, y / torch.where(top > 0, top, torch.ones_like(top)), torch.ones_like(y)) for y in ys]
+
+    def met_limits(self, own: Tensor) -> Tensor:
+        """[G, N] how high each guide's own loss may go in a trial, from the current point's own losses ``own``
+        [G, N] (the differentiable guides first, :func:`loss_order`): a guide that yields there (share < 1) may rise
+        up to tau l_i0, so it stays met; every other guide not at all (pareto's own test). One guide never yields."""
+        shares = self.shares(list(own[: len(self.starts)])) if self.mode == "met" and len(self.starts) > 1 else None
+        if shares is None:
+            return own
+        limits = own.clone()
+        for i, (share, start) in enumerate(zip(shares, self.starts)):
+            limits[i] = torch.where(share < 1, torch.maximum(own[i], self.met_below * start.to(own.dtype)), own[i])
+        return limits
 
     @property
     def loss_keeps_own(self) -> bool:
@@ -207,6 +244,7 @@ def loss_and_grad(
             per_guide = [w * losses for w, losses in zip(weights, unweighted)]
             additive = smoothing.reduce != "log_mean_exp"
             raw: list[Tensor] = []
+            shares: list[Tensor] | None = None
             if normalize:  # l_i / r_i, r_i the RMS of g_i = grad l_i (of the probes' mean), held constant
                 raw = [seeded_grad(losses.mean(0), leaf, guide_dtype(item.guide) == torch.float16) for item, losses in zip(diff, per_guide)]
                 rms = own = [per_sample_rms(g).detach() for g in raw]
@@ -214,6 +252,9 @@ def loss_and_grad(
                     rms = [held.hold(j, r) for j, r in enumerate(rms)]
                     own = own if held.loss_keeps_own else rms
                 per_guide = [item.weight * losses / r for item, losses, r in zip(diff, per_guide, own)]
+                shares = held.shares([losses.mean(0) for losses in unweighted]) if held is not None else None
+                if shares is not None:  # guide_normalize="met": a met guide's term shrinks (held constant, like r_i)
+                    per_guide = [s * losses for s, losses in zip(shares, per_guide)]
             if not additive:  # not additive over guides: one gradient of the composition
                 parts = [(None, math.log(len(offsets)) - torch.logsumexp(-sum(per_guide), dim=0))]
             else:  # additive: one gradient per guide (the same backward work), so a guide that breaks is skipped alone
@@ -222,6 +263,8 @@ def loss_and_grad(
             for j, (name, loss) in enumerate(parts):
                 if raw and additive:  # grad (w_i l_i / r_i) = w_i g_i / r_i: no second backward pass
                     grad = diff[j].weight * raw[j] / _bcast(rms[j], raw[j])
+                    if shares is not None:
+                        grad = grad * _bcast(shares[j].to(grad.dtype), grad)
                 else:
                     (grad,) = torch.autograd.grad(loss.sum(), leaf, retain_graph=j < len(parts) - 1)
                 if terms is not None:

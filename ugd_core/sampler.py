@@ -203,8 +203,8 @@ class UniversalGuidance:
     def __init__(self, backbone: Backbone, guides: GuideSet, config: SamplerConfig, generators: list[torch.Generator]):
         self.backbone, self.guides, self.config, self.gens = backbone, guides, config, generators
         self.stats = SampleStats()
-        held = config.guide_normalize in ("first", "peak")
-        self.held = HeldScales(config.guide_normalize, config.guide_share_floor) if held else None  # kept over the run
+        held = config.guide_normalize in ("first", "peak", "met")
+        self.held = HeldScales(config.guide_normalize, config.guide_share_floor, config.guide_met_below) if held else None  # kept over the run
         self.own_start: Tensor | None = None  # [G, N] each guide's own loss at its first evaluation (progress; pareto's slack)
 
     def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing, merit: HeldScales | None = None,
@@ -427,12 +427,14 @@ class UniversalGuidance:
 
     def _own_losses_allow(self, new: Tensor, old: Tensor) -> Tensor:
         """[N] whether a trial's own losses [G, N] pass against the current point's: ``pareto``, no guide's loss
-        rises (by more than ``backward_merit_slack`` l_i0); ``progress``, sum_i w_i (l_i - l_i_old) / l_i0 <= 0, each
+        rises (by more than ``backward_merit_slack`` l_i0; with ``guide_normalize="met"`` a yielding guide above tau
+        l_i0, :meth:`HeldScales.met_limits`); ``progress``, sum_i w_i (l_i - l_i_old) / l_i0 <= 0, each
         change in units of the guide's own start l_i0 (scale-free; for one guide the sign of l - l_old, so the same
         test as ``pareto``)."""
         assert self.own_start is not None or not self._keeps_start  # set by the run's first evaluation
         if self.config.backward_merit == "pareto":
-            return (new <= (old + self.config.backward_merit_slack * self.own_start if self._keeps_start else old)).all(0)
+            limit = self.held.met_limits(old) if self.held is not None else old  # guide_normalize=met: a yielding guide stays met
+            return (new <= (limit + self.config.backward_merit_slack * self.own_start if self._keeps_start else limit)).all(0)
         return (self._guide_weights(new) * (new - old) / self.own_start).sum(0) <= 0
 
     def _project(self, x0_hat: Tensor, delta: Tensor) -> None:
