@@ -10,6 +10,7 @@ turns the spec into a backbone, a weighted guide set and a :class:`SamplerConfig
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -170,7 +171,7 @@ def _check_fields(spec: RunSpec) -> None:
         raise UgdError(f"threads {spec.threads!r} must be a whole number >= 1 or absent")
     if spec.lanes is not None and (not is_int(spec.lanes) or spec.lanes < 1):
         raise UgdError(f"lanes {spec.lanes!r} must be a whole number >= 1 or absent (batches sampled at once)")
-    if not isinstance(spec.device, str) or not (spec.device in ("cpu", "auto") or spec.device.startswith(("cuda", "mps"))):
+    if not isinstance(spec.device, str) or not re.fullmatch(r"cpu|auto|mps|cuda(:[0-9]+)?", spec.device):
         raise UgdError(f"device {spec.device!r} is not one of cpu, cuda, cuda:N, mps, auto")
     if not isinstance(spec.overrides, dict):
         raise UgdError(f"overrides {spec.overrides!r} must be a mapping of sampler settings")
@@ -250,15 +251,24 @@ def validate_spec(spec: RunSpec, registry: Registry | None = None) -> CheckedSpe
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> cuda when available; an unavailable CUDA device is a UgdError."""
-    if device != "auto" and not device.startswith("cuda"):
+    """'auto' -> cuda when available; an unavailable CUDA or MPS device, or a CUDA index this machine lacks, is
+    a UgdError."""
+    if device not in ("auto", "mps") and not device.startswith("cuda"):
         return device
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise UgdError("device 'mps' requested but Apple's MPS is not available here; use --device cpu")
+        return device
     if not torch.cuda.is_available():
         raise UgdError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    index = device.partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        raise UgdError(f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                       f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

@@ -336,6 +336,45 @@ def test_pareto_slack_lets_each_guide_rise_by_at_most_its_share_of_its_start():
         SamplerConfig(**dict(AUTO, backward_merit_slack=-1.0))
 
 
+def test_pareto_pushes_a_guide_with_a_negative_weight_up_and_leaves_one_with_weight_0_free():
+    """A negative weight asks for a guide's loss to rise ("anything but"): pareto refuses a trial that lowers it
+    (it refused every trial that raised it before, so such a guide's backward steps were all silently refused); a
+    guide at weight 0 is not compared at all."""
+    assert own_losses_allow([0.5, 0.3], [0.4, 0.4], (1.0, 1.0), weights=(-1.0, 1.0))
+    assert not own_losses_allow([0.3, 0.3], [0.4, 0.4], (1.0, 1.0), weights=(-1.0, 1.0))
+    assert own_losses_allow([9.0, 0.3], [0.4, 0.4], (1.0, 1.0), weights=(0.0, 1.0))
+    assert not own_losses_allow([0.5, 0.3], [0.4, 0.4], (1.0, 1.0))  # weights (1, 1): no rise
+
+
+def test_a_negative_weight_takes_backward_steps():
+    """One guide at weight -1 with auto: its backward steps are taken (the images differ from the same run without
+    backward steps) and push its loss up further than the forward step alone."""
+    guide = quad(0.9)
+    with_bw, without = run([(guide, -1.0)]), run([(guide, -1.0)], backward_steps=0, backward_final_steps=0)
+    assert not torch.equal(with_bw, without)
+    assert guide_loss(guide, with_bw).mean() > guide_loss(guide, without).mean()
+
+
+def test_met_lets_a_yielding_guide_rise_up_to_tau_times_its_start():
+    """guide_normalize=met with pareto: guide A (start 1, now 1e-4 < tau = 0.01: yielding) may rise up to 0.01 but
+    not beyond; guide B (start 1, at 0.4: not met) may not rise; with grad neither may rise."""
+    from ugd_core.gradients import HeldScales
+    from ugd_core.sampler import UniversalGuidance
+
+    def allows(new, old, mode="met"):
+        cfg = SamplerConfig(**dict(AUTO, guide_normalize=mode))
+        run_ = UniversalGuidance(backbone(), as_guide_set([quad(0.9), cubic()]), cfg, [torch.Generator()])
+        if run_.held is not None:
+            run_.held.starts = [torch.ones(1), torch.ones(1)]
+        return bool(run_._own_losses_allow(torch.tensor(new).view(2, 1), torch.tensor(old).view(2, 1)))
+
+    assert allows([9e-3, 0.3], [1e-4, 0.4]) and not allows([2e-2, 0.3], [1e-4, 0.4])
+    assert not allows([1e-4, 0.41], [1e-4, 0.4])
+    assert not allows([9e-3, 0.3], [1e-4, 0.4], mode="grad")
+    assert isinstance(UniversalGuidance(backbone(), as_guide_set([quad(0.9)]), SamplerConfig(guide_normalize="met"),
+                                        [torch.Generator()]).held, HeldScales)
+
+
 def test_pareto_slack_zero_is_pareto_bit_for_bit_and_a_slack_is_scale_free():
     """The default slack 0 leaves auto's samples as they were (no start is kept); with a slack the start l_i0 is
     the run's first own losses, so a loss in other units leaves the samples (1e-4), and a slack moves them."""

@@ -124,31 +124,35 @@ class HeldScales:
             return torch.minimum(peak, r / self.floor) if self.floor > 0 else peak
         return self.values.setdefault(index, r)
 
-    def shares(self, losses: list[Tensor]) -> list[Tensor] | None:
+    def shares(self, losses: list[Tensor], weights: list[float] | None = None) -> list[Tensor] | None:
         """With ``met``, each guide's share of the step [N] from its own losses l_i [N] (else None): y_i =
         min(1, l_i / (tau l_i0)), l_i0 the guide's loss at its first evaluation in the run and tau ``met_below``, so
         a guide keeps its full share until its loss is below tau times where it started and then yields in
         proportion to what is left; share_i = y_i / max_j y_j, so the least-met guide always steps at full share
         (one guide: 1, exactly) and a met guide's share comes back as soon as its loss rises. Ratios of a guide's
         loss to its own start: multiplying a loss by any c > 0 changes nothing. A start that is not a finite
-        positive loss never yields (y = 1); a loss at or below 0 is met (y = 0); where every y is 0, every share is 1."""
+        positive loss never yields (y = 1), nor does a guide whose weight (``weights``, in the same order) is not
+        positive (it is pushed away, not toward a zero); a loss at or below 0 is met (y = 0); where every y is 0, every
+        share is 1."""
         if self.mode != "met" or len(losses) < 2:
             return None
         if not self.starts:
             self.starts = [l.detach().clone() for l in losses]
         ys = []
-        for loss, start in zip(losses, self.starts):
-            usable = torch.isfinite(start) & (start > 0)
+        for i, (loss, start) in enumerate(zip(losses, self.starts)):
+            usable = torch.isfinite(start) & (start > 0) & (weights is None or weights[i] > 0)
             y = (loss.detach() / (self.met_below * torch.where(usable, start, torch.ones_like(start)))).clamp(0, 1)
             ys.append(torch.where(usable & torch.isfinite(y), y, torch.ones_like(y)))
         top = torch.stack(ys).amax(0)
         return [torch.where(top > 0, y / torch.where(top > 0, top, torch.ones_like(top)), torch.ones_like(y)) for y in ys]
 
-    def met_limits(self, own: Tensor) -> Tensor:
+    def met_limits(self, own: Tensor, weights: list[float]) -> Tensor:
         """[G, N] how high each guide's own loss may go in a trial, from the current point's own losses ``own``
-        [G, N] (the differentiable guides first, :func:`loss_order`): a guide that yields there (share < 1) may rise
-        up to tau l_i0, so it stays met; every other guide not at all (pareto's own test). One guide never yields."""
-        shares = self.shares(list(own[: len(self.starts)])) if self.mode == "met" and len(self.starts) > 1 else None
+        [G, N] and the guides' ``weights`` (the differentiable guides first, :func:`loss_order`): a guide that yields
+        there (share < 1) may rise up to tau l_i0, so it stays met; every other guide not at all (pareto's own test).
+        One guide never yields."""
+        n = len(self.starts)
+        shares = self.shares(list(own[:n]), weights[:n]) if self.mode == "met" and n > 1 else None
         if shares is None:
             return own
         limits = own.clone()
@@ -252,7 +256,7 @@ def loss_and_grad(
                     rms = [held.hold(j, r) for j, r in enumerate(rms)]
                     own = own if held.loss_keeps_own else rms
                 per_guide = [item.weight * losses / r for item, losses, r in zip(diff, per_guide, own)]
-                shares = held.shares([losses.mean(0) for losses in unweighted]) if held is not None else None
+                shares = held.shares([losses.mean(0) for losses in unweighted], [item.weight for item in diff]) if held is not None else None
                 if shares is not None:  # guide_normalize="met": a met guide's term shrinks (held constant, like r_i)
                     per_guide = [s * losses for s, losses in zip(shares, per_guide)]
             if not additive:  # not additive over guides: one gradient of the composition

@@ -428,13 +428,19 @@ class UniversalGuidance:
     def _own_losses_allow(self, new: Tensor, old: Tensor) -> Tensor:
         """[N] whether a trial's own losses [G, N] pass against the current point's: ``pareto``, no guide's loss
         rises (by more than ``backward_merit_slack`` l_i0; with ``guide_normalize="met"`` a yielding guide above tau
-        l_i0, :meth:`HeldScales.met_limits`); ``progress``, sum_i w_i (l_i - l_i_old) / l_i0 <= 0, each
+        l_i0, :meth:`HeldScales.met_limits`), or falls for a guide with a negative weight; ``progress``, sum_i w_i (l_i - l_i_old) / l_i0 <= 0, each
         change in units of the guide's own start l_i0 (scale-free; for one guide the sign of l - l_old, so the same
         test as ``pareto``)."""
         assert self.own_start is not None or not self._keeps_start  # set by the run's first evaluation
         if self.config.backward_merit == "pareto":
-            limit = self.held.met_limits(old) if self.held is not None else old  # guide_normalize=met: a yielding guide stays met
-            return (new <= (limit + self.config.backward_merit_slack * self.own_start if self._keeps_start else limit)).all(0)
+            # signed by each guide's weight: a guide with a negative weight is to be pushed up (its loss may not fall),
+            # one with weight 0 is free
+            weights = self._guide_weights(new)
+            sign = torch.sign(weights)
+            limit = self.held.met_limits(old, weights.flatten().tolist()) if self.held is not None else old  # met: a yielding guide stays met
+            limit = torch.where(sign > 0, limit, old)
+            slack = self.config.backward_merit_slack * self.own_start if self._keeps_start else torch.zeros_like(old)
+            return ((sign * new <= sign * limit + slack) | (sign == 0)).all(0)
         return (self._guide_weights(new) * (new - old) / self.own_start).sum(0) <= 0
 
     def _project(self, x0_hat: Tensor, delta: Tensor) -> None:
