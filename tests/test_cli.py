@@ -250,6 +250,8 @@ def test_existing_output_is_never_overwritten(tmp_path):
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     if "cuda" in " ".join(args) and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    if args[-1] == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
     res = gen(*args, "--out", str(tmp_path / "o"))
     assert res.exit_code == 2, res.output
     assert message in res.output
@@ -260,6 +262,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 def test_a_port_out_of_range_is_one_line():
     res = runner.invoke(app, ["ui", "--port", "99999"])
     assert res.exit_code == 2 and "--port" in res.output and "65535" in res.output and "Traceback" not in res.output
+
+
+def test_a_port_in_use_is_one_line_before_anything_is_made(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        res = runner.invoke(app, ["ui", "--port", str(port)])
+    assert res.exit_code == 2 and f"cannot serve on 127.0.0.1:{port}" in res.output and "pass another --port" in res.output
+    assert res.output.strip().count("\n") == 0 and "ugd ui on" not in res.output  # no "serving" line before the error
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_bad_backbone_and_unreadable_image(tmp_path):

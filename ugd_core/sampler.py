@@ -628,6 +628,8 @@ def sample(
     if latents is not None and tuple(latents.shape) != (num_images, *backbone.sample_shape):
         raise UgdError(f"latents of shape {tuple(latents.shape)} for {num_images} images of shape {tuple(backbone.sample_shape)}: "
                        f"pass latents of shape {(num_images, *backbone.sample_shape)}")
+    if latents is not None and not bool(torch.isfinite(latents).all()):
+        raise UgdError("latents hold NaN or inf values, which every step would carry into the images; pass finite latents")
     gens = _generators(num_images, seed, generator)
     configure = getattr(backbone, "configure", None)
     if configure is not None:  # precision and memory knobs (optional part of the Backbone protocol)
@@ -675,13 +677,13 @@ def _generators(n: int, seed: int | Sequence[int] | None, generator: Any) -> lis
     if generator is not None:
         gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * n
         if len(gens) != n:
-            raise ValueError(f"{len(gens)} generators for {n} images")
+            raise UgdError(f"{len(gens)} generators for {n} images: pass one generator per image, or a single one")
         return gens
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     seeds = [int(seed) + i for i in range(n)] if isinstance(seed, int) else [int(s) for s in seed]
     if len(seeds) != n:
-        raise ValueError(f"{len(seeds)} seeds for {n} images")
+        raise UgdError(f"{len(seeds)} seeds for {n} images: pass one seed per image, or a single int (image i gets seed + i)")
     return make_generators(seeds)
 
 

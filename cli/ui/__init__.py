@@ -35,8 +35,21 @@ def build(registry: Any = None) -> Any:
     return build_app(registry)
 
 
+def check_port(host: str, port: int) -> None:
+    """A UgdError naming the fix when ``host:port`` cannot be bound (taken, or an address not on this machine),
+    before the page is built or ``outputs/`` is made."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise UgdError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); pass another --port or --host") from None
+
+
 def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, *, block: bool = True, registry: Any = None) -> Any:
     """Serve the page on ``host:port`` with Gradio's queue (one run at a time); returns the Blocks when not ``block``."""
+    check_port(host, port)
     demo = build(registry)
     outputs = Path("outputs").resolve()
     outputs.mkdir(exist_ok=True)
