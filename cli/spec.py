@@ -114,7 +114,7 @@ _KNOB_KINDS: dict[str, str] = {
 }
 _EXAMPLES = {"int": "10", "float": "0.5", "bool": "true", "window": "[0, 0.5]", "dict": "{}", "str": '"sqrt_1m_abar"'}
 # knobs whose negative values mean nothing (the others are checked by SamplerConfig.validate)
-_NON_NEGATIVE = ("eta", "backward_lr", "smoothing_std", "zo_std")
+_NON_NEGATIVE = ("eta", "forward_strength", "backward_lr", "smoothing_std", "zo_std")
 _AT_LEAST_ONE = ("smoothing_probes", "zo_probes")
 
 
@@ -139,7 +139,8 @@ def check_settings(settings: dict[str, Any], where: str = "sampler setting") -> 
         if not ok:
             raise UgdError(f"{where} {key}={value!r} is not a valid {kind}; write e.g. {key}={_EXAMPLES[kind]}")
         if key in _NON_NEGATIVE and value < 0:
-            raise UgdError(f"{where} {key}={value!r} must be >= 0")
+            away = "; to push away from a guide, give it a negative weight (GUIDE:...,weight=-1)" if key in ("forward_strength", "backward_lr") else ""
+            raise UgdError(f"{where} {key}={value!r} must be >= 0{away}")
         if key in _AT_LEAST_ONE and value < 1:
             raise UgdError(f"{where} {key}={value!r} must be >= 1")
     return dict(settings)

@@ -230,6 +230,7 @@ def test_existing_output_is_never_overwritten(tmp_path):
         (["--preset", "missing.json"], "does not exist"),
         (["--set", "forward_strenght=1"], "did you mean forward_strength"),
         (["--set", "recurrence=0"], "recurrence must be >= 1"),
+        (["--set", "forward_strength=-1"], "forward_strength=-1 must be >= 0; to push away from a guide, give it a negative weight"),
         (["--guide", "toy-ref:image=/no/such.png"], "does not exist"),
         (["--guide", "toy-ref"], "missing required parameter 'image'"),
         (["--device", "cuda:3"], "CUDA is not available"),
