@@ -35,6 +35,8 @@ def test_tiny_step_sweep_reports_both_judges_per_step_count(tmp_path):
     assert real["classifier"]["ece_after"] < real["classifier"]["ece_before"] and real["nn"]["accuracy"] > 0.8
     md = (out / "results.md").read_text()
     assert "Step sweep" in md and "| forward | " in md and "NN acc" in md
+    assert md.startswith("Seeds 0; 1 sample(s) × ") and "2, 3 steps." in md.splitlines()[0]  # which seeds made the table
+    assert "note: seeds 0 (no range) lie outside the reported seeds 1000-1999" in res.stderr
     assert (out / "grid-label-forward-3steps.png").exists()
 
 

@@ -442,7 +442,10 @@ class DigitsBench:
                                    row_labels=rows, title=[f"{r['task']} · {r['method']} · {r['steps']} steps · seed {r['seed']}"])
         rows = aggregate(results)
         real = self.real_reference()
-        md = real_reference_markdown(real) + markdown_table(rows, self)
+        seeds = ", ".join(str(x) for x in self.seeds)
+        run_line = (f"Seeds {seeds}; {self.samples} sample(s) × {self.n_cases} case(s) a seed and task; "
+                    f"{', '.join(str(k) for k in self.step_counts)} steps.\n\n")
+        md = run_line + real_reference_markdown(real) + markdown_table(rows, self)
         (out_dir / "results.md").write_text(md)
         (out_dir / "results.json").write_text(
             json.dumps(dict(settings=dict(samples=self.samples, cases=self.n_cases, seeds=list(self.seeds), steps=list(self.step_counts),
