@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 # The three disjoint seed ranges of every benchmark, defined here once (docs/benchmarks.md, "Seeds"):
 # pilot seeds for choosing anything (weights, candidates, rules), tuning seeds for `ugd tune` (its defaults),
@@ -36,6 +36,17 @@ SEED_RANGES: dict[str, range] = {
 def seed_range_of(seed: int) -> str | None:
     """The name of the range holding ``seed`` ('pilot', 'tuning', 'reported'), or None."""
     return next((name for name, r in SEED_RANGES.items() if seed in r), None)
+
+
+def seeds_outside(seeds: Iterable[int], range_name: str) -> str:
+    """The seeds not in the range ``range_name``, each with the range it is in ("5 (no range), 1000 (reported)"),
+    and that range's bounds ("... outside the tuning seeds 300-399"); "" when every seed is inside."""
+    r = SEED_RANGES[range_name]
+    outside = sorted({s for s in seeds if s not in r})
+    if not outside:
+        return ""
+    names = ", ".join(f"{s} ({seed_range_of(s) or 'no range'})" for s in outside)
+    return f"seeds {names} lie outside the {range_name} seeds {r.start}-{r.stop - 1}"
 
 
 QUICK_NOTE = (

@@ -396,14 +396,11 @@ def bench(
     table = out / "results.md"
     if table.exists() and not overwrite:
         raise UgdError(f"{table} already exists; pass --overwrite or choose another --out")
-    from cli.bench import SEED_RANGES, seed_range_of
+    from cli.bench import seeds_outside
 
-    outside = [s for s in getattr(suite, "seeds", ()) if seed_range_of(s) != "reported"]
+    outside = seeds_outside(getattr(suite, "seeds", ()), "reported")
     if outside and not quick:  # allowed (pilots, smoke runs), but said: a table on other seeds is not a reported result
-        rr = SEED_RANGES["reported"]
-        names = ", ".join(f"{s} ({seed_range_of(s) or 'no range'})" for s in outside)
-        err_console.print(f"note: seeds {names} lie outside the reported seeds {rr.start}-{rr.stop - 1}: this table is not a "
-                          "reported result", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"note: {outside}: this table is not a reported result", markup=False, highlight=False, soft_wrap=True)
     if ray is not None:
         from cli.distributed import run_bench_on_ray, suite_factory_for
 

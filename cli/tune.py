@@ -42,7 +42,7 @@ from ugd_core.config import SCHEDULES, check_knobs, resolve_preset, save_preset_
 from ugd_core.errors import UgdError
 from ugd_core.registry import Registry, get_registry
 
-from .bench import SEED_RANGES, TunableSuite, seed_range_of
+from .bench import SEED_RANGES, TunableSuite, seeds_outside
 
 STRATEGIES = ("random", "optuna", "beam")
 TUNABLE = ("forward_strength", "forward_schedule", "backward_steps", "backward_lr", "recurrence", "windows", "smoothing_std")
@@ -406,11 +406,9 @@ def tune_suite(
     if not seeds or samples < 1 or trials < 1 or quality_factor <= 0:
         raise UgdError("--seeds, --samples and --trials must be >= 1 and --quality-factor > 0")
     knob_list = parse_knobs(knobs, strategy)
-    outside = sorted({s for s in seeds if s not in SEED_RANGES["tuning"]})
+    outside = seeds_outside(seeds, "tuning")
     if outside and console is not None:  # allowed (pilots, tests), but said: tuning on reported seeds flatters
-        names = ", ".join(f"{s} ({seed_range_of(s) or 'no range'})" for s in outside)
-        tr = SEED_RANGES["tuning"]
-        console.print(f"[yellow]warning:[/] tuning on seeds outside the tuning seeds {tr.start}-{tr.stop - 1}: {names}")
+        console.print(f"[yellow]warning:[/] tuning on {outside}")
     base_name = base or ("tfg" if strategy == "beam" else "ugd")
     base_settings = _json_settings(resolve_base(suite, base_name, registry))
     out = Path(out_dir) if out_dir is not None else None

@@ -124,7 +124,7 @@ class HeldScales:
             return torch.minimum(peak, r / self.floor) if self.floor > 0 else peak
         return self.values.setdefault(index, r)
 
-    def shares(self, losses: list[Tensor], weights: list[float] | None = None) -> list[Tensor] | None:
+    def shares(self, losses: list[Tensor], weights: Sequence[float] | Tensor | None = None) -> list[Tensor] | None:
         """With ``met``, each guide's share of the step [N] from its own losses l_i [N] (else None): y_i =
         min(1, l_i / (tau l_i0)), l_i0 the guide's loss at its first evaluation in the run and tau ``met_below``, so
         a guide keeps its full share until its loss is below tau times where it started and then yields in
@@ -146,9 +146,9 @@ class HeldScales:
         top = torch.stack(ys).amax(0)
         return [torch.where(top > 0, y / torch.where(top > 0, top, torch.ones_like(top)), torch.ones_like(y)) for y in ys]
 
-    def met_limits(self, own: Tensor, weights: list[float]) -> Tensor:
+    def met_limits(self, own: Tensor, weights: Sequence[float] | Tensor) -> Tensor:
         """[G, N] how high each guide's own loss may go in a trial, from the current point's own losses ``own``
-        [G, N] and the guides' ``weights`` (the differentiable guides first, :func:`loss_order`): a guide that yields
+        [G, N] and the guides' ``weights`` (floats, or [G, 1]; the differentiable guides first, :func:`loss_order`): a guide that yields
         there (share < 1) may rise up to tau l_i0, so it stays met; every other guide not at all (pareto's own test).
         One guide never yields."""
         n = len(self.starts)

@@ -435,8 +435,8 @@ class UniversalGuidance:
         if self.config.backward_merit == "pareto":
             # signed by each guide's weight: a guide with a negative weight is to be pushed up (its loss may not fall),
             # one with weight 0 is free
-            sign = torch.sign(self._guide_weights(new))
-            weights = [item.weight for item in loss_order(self.guides)]  # python floats: no device read
+            weights = self._guide_weights(new)
+            sign = torch.sign(weights)
             limit = self.held.met_limits(old, weights) if self.held is not None else old  # met: a yielding guide stays met
             limit = torch.where(sign > 0, limit, old)
             slack = self.config.backward_merit_slack * self.own_start if self._keeps_start else torch.zeros_like(old)
