@@ -408,7 +408,7 @@ def tune_suite(
     knob_list = parse_knobs(knobs, strategy)
     outside = seeds_outside(seeds, "tuning")
     if outside and console is not None:  # allowed (pilots, tests), but said: tuning on reported seeds flatters
-        console.print(f"[yellow]warning:[/] tuning on {outside}")
+        console.print(f"[yellow]warning:[/] {outside}: a table on them would report what was tuned on")
     base_name = base or ("tfg" if strategy == "beam" else "ugd")
     base_settings = _json_settings(resolve_base(suite, base_name, registry))
     out = Path(out_dir) if out_dir is not None else None
