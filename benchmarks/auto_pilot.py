@@ -233,11 +233,7 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # judges, 0.79 / 0.83 against 1.00 / 0.92: sent back): a met guide yields only nearer its zero, tau 1e-3 and 1e-4,
     # and a candidate must keep the class by the development judge (--class-drop 0.05, the looks' rule)
     "met 1e-4": "auto|guide_normalize=met|guide_met_below=0.0001",
-    # round 33 (round 32's diagnostics: met's forward-step share moves the box with the class kept, and loses mask +
-    # label's class; on pilot seeds 667-668 the unit-RMS gradients of the box and the class term are orthogonal, cosine
-    # -0.00 to -0.06 over the chain, while the mask's and the class's conflict, -0.1 to -0.38 from the chain's middle
-    # on): a yielding guide keeps the share that stops the step from climbing its loss to first order
-    "met 1e-2 descent": "auto|guide_normalize=met|guide_met_below=0.01|guide_met_descent=true",
+    # round 33 (docs/bench/auto-pilot-round33.md) ran "met 1e-2 descent", a knob that lived in commit f17b519 only
 }
 
 

@@ -78,78 +78,18 @@ def test_with_two_guides_a_met_guide_yields():
     assert met.mean() < grad.mean() - 0.01
 
 
-
-
-@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
-def test_a_met_level_outside_0_1_is_one_line(bad):
-    with pytest.raises(UgdError, match="guide_met_below must lie in"):
-        SamplerConfig(guide_normalize="met", guide_met_below=bad)
-
-
-def unit_pair(cos: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two unit-RMS images [1, 1, 2, 2] whose mean product is exactly ``cos``: e = (1, 1, -1, -1), f = (1, -1, 1, -1)
-    (orthogonal, each unit RMS), u1 = e and u2 = cos e + sqrt(1 - cos^2) f."""
-    e = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=torch.float64).view(1, 1, 2, 2)
-    f = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64).view(1, 1, 2, 2)
-    return e, cos * e + (1 - cos**2) ** 0.5 * f
-
-
-@pytest.mark.parametrize("cos, weights, expected", [
-    (-0.4, (1.0, 1.0), 0.4),    # the class term's climb cancelled: share 0.1 raised to 0.4
-    (0.3, (1.0, 1.0), 0.1),     # the other guide's descent lowers this one's loss too: it yields as met does
-    (0.0, (1.0, 1.0), 0.1),     # orthogonal: as met does
-    (-0.4, (2.0, 1.0), 0.8),    # the climb is in units of the yielding guide's weight: 2 x 0.4 / 1
-    (-0.9, (2.0, 1.0), 1.0),    # capped at a full share
-    (-0.4, (1.0, -1.0), 0.1),   # a guide pushed away never yields, and is left as it is
-])
-def test_a_yielding_guide_keeps_the_share_that_cancels_its_climb(cos, weights, expected):
-    """keep_descent in closed form: shares (1, 0.1), the second guide's floor -w_1 <u_1, u_2> / w_2, capped at 1."""
-    held = HeldScales("met", descent=True)
-    u1, u2 = unit_pair(cos)
-    shares = held.keep_descent([torch.ones(1, dtype=torch.float64), torch.full((1,), 0.1, dtype=torch.float64)], [u1, u2], weights)
-    assert torch.equal(shares[0], torch.ones(1, dtype=torch.float64))
-    assert torch.allclose(shares[1], torch.full((1,), expected, dtype=torch.float64), atol=1e-12)
-
-
-def test_without_the_knob_the_shares_are_left_alone():
-    shares = [torch.ones(1), torch.full((1,), 0.1)]
-    assert HeldScales("met").keep_descent(shares, list(unit_pair(-0.9)), (1.0, 1.0)) is shares
-
-
-def test_a_met_guide_that_the_other_would_climb_keeps_its_share():
-    """Two squared errors from x = 0 that pull opposite ways: to 1 (loss 1) and to -0.01 (loss 1e-4, met: y = 0.01).
-    Their unit-RMS gradients are -1 and +1 everywhere (cosine -1). ``met`` gives -(1 - 0.01); with
-    ``guide_met_descent`` the met guide keeps its full share and the two cancel: the gradient is 0."""
-    guides = as_guide_set([quadratic("far", 1.0), quadratic("near", -0.01)])
-    x = torch.zeros(1, *SHAPE)
-    for descent, expected in ((False, -0.99), (True, 0.0)):
-        held = HeldScales("met", met_below=0.01, descent=descent)
-        held.shares([torch.ones(1), torch.ones(1)])
-        _, g = loss_and_grad(guides, x, [torch.Generator()], GuidanceStats(), normalize=True, held=held)
-        assert torch.allclose(g, torch.full_like(x, expected), atol=1e-6)
-
-
-def test_a_met_guide_that_is_climbed_holds_the_images():
-    """The chain of ``test_with_two_guides_a_met_guide_yields``: the easy guide (toward 0.3) is met and yields, and the
-    hard one's pull toward -0.8 climbs it. With ``guide_met_descent`` it keeps the share that cancels the climb, and
-    the images end where ``grad`` leaves them rather than nearer -0.8 (means 0.229, 0.227 and 0.196 when measured)."""
-    pair = [quadratic("easy", 0.3), quadratic("hard", -0.8)]
-    kept, met = run(pair, "met", guide_met_below=0.5, guide_met_descent=True), run(pair, "met", guide_met_below=0.5)
-    assert kept.mean() > met.mean() + 0.02
-
-
-@pytest.mark.parametrize("descent", [False, True])
 @pytest.mark.parametrize("c", [1e-3, 1e3])
-def test_a_guides_loss_scale_does_not_change_a_composition(c, descent):
+def test_a_guides_loss_scale_does_not_change_a_composition(c):
     """In the chain where a guide yields (it differs from ``grad``'s), float64 throughout: a float64 loss keeps its
     precision in ``guide_loss``, so the shares' loss ratios do not change."""
-    knobs = dict(guide_met_below=0.5, guide_met_descent=descent)
+    knobs = dict(guide_met_below=0.5)
     base = run([quadratic("easy", 0.3), quadratic("hard", -0.8)], "met", torch.float64, **knobs)
     scaled = run([quadratic("easy", 0.3, scale=c), quadratic("hard", -0.8)], "met", torch.float64, **knobs)
     assert (base - run([quadratic("easy", 0.3), quadratic("hard", -0.8)], "grad", torch.float64)).abs().max() > 1e-3
     assert (scaled - base).abs().max() <= 1e-10
 
 
-def test_descent_without_met_is_one_line():
-    with pytest.raises(UgdError, match="guide_met_descent keeps part of a met guide's share: it needs guide_normalize=met"):
-        SamplerConfig(guide_normalize="grad", guide_met_descent=True)
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+def test_a_met_level_outside_0_1_is_one_line(bad):
+    with pytest.raises(UgdError, match="guide_met_below must lie in"):
+        SamplerConfig(guide_normalize="met", guide_met_below=bad)

@@ -152,7 +152,7 @@ def test_timestep_aware_guide_gets_the_backbones_training_timesteps():
     assert abs(out.latents.mean().item() - Y) < abs(run(SamplerConfig(num_steps=6), n=4).latents.mean().item() - Y)
 
 
-def test_guide_sees_its_networks_dtype_and_returns_float32():
+def test_guide_sees_its_networks_dtype_and_returns_float32_or_the_runs_float64():
     from torch import nn
 
     from ugd_core import guide_loss
@@ -167,6 +167,7 @@ def test_guide_sees_its_networks_dtype_and_returns_float32():
     guide = make_guide("f64-net", f=f, loss=lambda out, y: out.flatten(1).sum(1), modules=[net])
     loss = guide_loss(guide, torch.randn(2, DIM, 1, 1))
     assert dtypes == [torch.float64] and loss.dtype == torch.float32
+    assert guide_loss(guide, torch.randn(2, DIM, 1, 1, dtype=torch.float64)).dtype == torch.float64  # a float64 run
     as_module = make_guide("module-f", f=net, loss=lambda out, y: out.flatten(1).sum(1))
     assert guide_loss(as_module, torch.randn(2, DIM, 1, 1, dtype=torch.float16)).dtype == torch.float32
     plain = make_guide("plain", f=lambda x: x, loss=lambda out, y: out.flatten(1).sum(1))

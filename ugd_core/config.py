@@ -58,9 +58,6 @@ class SamplerConfig:
     guide_normalize: str = "none"
     guide_share_floor: float = 0.0
     guide_met_below: float = 0.01
-    # with met: a yielding guide keeps at least the share at which the step's direction does not climb its loss
-    # to first order (HeldScales.keep_descent)
-    guide_met_descent: bool = False
 
     # backward guidance: m optimiser steps on delta minimising loss(x0_hat + delta)   (TFG's mu, N_iter)
     backward_steps: int = 0
@@ -181,9 +178,6 @@ class SamplerConfig:
         if not 0.0 < self.guide_met_below <= 1.0:
             raise UgdError(f"guide_met_below must lie in (0, 1] (a guide counts as met below this fraction of its first loss), "
                            f"got {self.guide_met_below}")
-        if self.guide_met_descent and self.guide_normalize != "met":
-            raise UgdError(f"guide_met_descent keeps part of a met guide's share: it needs guide_normalize=met, "
-                           f"got guide_normalize={self.guide_normalize}")
         if self.guide_share_floor > 0 and self.guide_normalize != "peak":
             raise UgdError(f"guide_share_floor={self.guide_share_floor} is the least share of a fading guide: it needs "
                            f"guide_normalize=peak, got guide_normalize={self.guide_normalize}")

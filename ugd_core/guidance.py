@@ -120,8 +120,8 @@ def guide_dtype(guide: GuidanceFunction) -> torch.dtype | None:
 
 
 def guide_loss(guide: GuidanceFunction, images: Tensor, t: Tensor | None = None) -> Tensor:
-    """``l(f(preprocess(images)), c)`` as float32 (float64 where the guide computes it in float64) with its shape
-    checked: one value per sample.
+    """``l(f(preprocess(images)), c)`` as float32 (float64 where ``images`` are float64) with its shape checked:
+    one value per sample.
 
     The one place images are cast to the guide network's dtype (backbones may run in
     fp16/bf16 while guides stay fp32). Timestep-aware guides get ``t`` (0 when None).
@@ -139,7 +139,7 @@ def guide_loss(guide: GuidanceFunction, images: Tensor, t: Tensor | None = None)
             f"guide {guide.name!r} returned a loss of shape {tuple(out.shape)}; "
             f"a guide's loss must have one value per sample, shape [{images.shape[0]}]"
         )
-    return out if out.dtype == torch.float64 else out.float()  # a float64 loss keeps its precision (ratios of losses enter met's shares)
+    return out.to(torch.float64 if images.dtype == torch.float64 else torch.float32)  # a float64 run keeps float64's precision (met's loss ratios)
 
 
 @dataclass

@@ -204,7 +204,7 @@ class UniversalGuidance:
         self.backbone, self.guides, self.config, self.gens = backbone, guides, config, generators
         self.stats = SampleStats()
         held = config.guide_normalize in ("first", "peak", "met")
-        self.held = HeldScales(config.guide_normalize, config.guide_share_floor, config.guide_met_below, config.guide_met_descent) if held else None  # kept over the run
+        self.held = HeldScales(config.guide_normalize, config.guide_share_floor, config.guide_met_below) if held else None  # kept over the run
         self.own_start: Tensor | None = None  # [G, N] each guide's own loss at its first evaluation (progress; pareto's slack)
 
     def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing, merit: HeldScales | None = None,
