@@ -69,12 +69,15 @@ def test_a_guide_at_its_zero_takes_no_part_in_the_step():
 
 
 def test_the_default_with_polyak_steps_does_not_depend_on_the_loss_scale():
+    """Polyak's step shortens the step in this chain (5 of 51 evaluations, shares down to 0.04): the images differ
+    from grad's by 0.021."""
     cfg = SamplerConfig(**dict(PRESETS["auto"][1], backward_normalize="polyak", num_steps=8))
     backbone = testing.gaussian_backbone(0.2, 0.5, SHAPE, default_scheduler())
     a = sample(backbone, masked(), cfg, num_images=3, seed=5).images
     b = sample(backbone, masked(1e3), cfg, num_images=3, seed=5).images
     c = sample(backbone, masked(1e-3), cfg, num_images=3, seed=5).images
     assert (a - b).abs().max() <= 1e-4 and (a - c).abs().max() <= 1e-4 and torch.isfinite(a).all()
+    assert (a - sample(backbone, masked(), cfg.updated(backward_normalize="grad"), num_images=3, seed=5).images).abs().max() > 1e-2
 
 
 def test_polyak_needs_each_guides_own_loss():

@@ -30,8 +30,9 @@ def test_the_step_lies_on_the_sphere_and_turns_by_the_rate():
     unit = lambda v: v / norms(v).view(-1, 1, 1, 1)  # noqa: E731
     assert torch.allclose(unit(spherical_step(d, direction, 0.0, radius)), unit(d), atol=1e-6)
     assert torch.allclose(unit(spherical_step(d, direction, 1.0, radius)), -unit(direction), atol=1e-6)
-    # only g's direction counts: any positive scale of g gives the same step
+    # only g's direction counts: any positive scale of g gives the same step, which g turns (0.35 from rate 0's)
     assert torch.allclose(spherical_step(d, direction * 1e-6, 0.3, radius), spherical_step(d, direction * 1e6, 0.3, radius), atol=1e-5)
+    assert (spherical_step(d, direction, 0.3, radius) - spherical_step(d, direction, 0.0, radius)).abs().max() > 0.1
     # a sample whose guidance was skipped (g = 0) keeps its noise unchanged
     direction[1] = 0
     assert torch.equal(spherical_step(d, direction, 0.3, radius)[1], d[1])
@@ -75,6 +76,7 @@ def test_the_default_preset_follows_the_step_it_guides(given, preset):
 
 
 def test_auto_eps_runs_with_another_scheduler_and_ignores_the_loss_scale():
+    """The forward step on eps acts (the images move by 0.24 without it), and so does the line search (4e-3)."""
     backbone = testing.gaussian_backbone(0.2, 0.5, (2, 4, 4), default_scheduler())
     cfg = SamplerConfig(**dict(PRESETS["auto-eps"][1], num_steps=8, scheduler="DPMSolverMultistepScheduler"))
     a = sample(backbone, quad(1.0), cfg, num_images=2, seed=4).images
@@ -82,17 +84,21 @@ def test_auto_eps_runs_with_another_scheduler_and_ignores_the_loss_scale():
     unguided = sample(backbone, None, cfg, num_images=2, seed=4).images
     assert torch.isfinite(a).all() and (a - b).abs().max() <= 1e-4
     assert (a - unguided).abs().max() > 1e-2
+    assert (a - sample(backbone, quad(1.0), cfg.updated(forward_strength=0.0), num_images=2, seed=4).images).abs().max() > 1e-1
+    assert (a - sample(backbone, quad(1.0), cfg.updated(backward_backtrack=0), num_images=2, seed=4).images).abs().max() > 1e-3
 
 
 def test_auto_steps_through_the_stochastic_dpm_solver_and_ignores_the_loss_scale():
     """The same default with DPM-Solver++ (SDE form): the sampler draws each step's noise per image, turns it
-    toward the guides (DSG's step) and hands it to the scheduler's step as variance_noise."""
+    toward the guides (DSG's step) and hands it to the scheduler's step as variance_noise. The turn acts (the
+    images move by 0.32 without it); the line search refuses none of its 120 trials here (one quadratic guide)."""
     backbone = testing.gaussian_backbone(0.2, 0.5, (2, 4, 4), default_scheduler())
     cfg = SamplerConfig(**dict(AUTO, num_steps=8, scheduler="dpm++-sde"))
     a = sample(backbone, quad(1.0), cfg, num_images=3, seed=4).images
     b = sample(backbone, quad(1e3), cfg, num_images=3, seed=4).images
     unguided = sample(backbone, None, cfg, num_images=3, seed=4).images
     assert torch.isfinite(a).all() and (a - b).abs().max() <= 1e-4
+    assert (a - sample(backbone, quad(1.0), cfg.updated(forward_strength=0.0), num_images=3, seed=4).images).abs().max() > 1e-1
     own = lambda x: (x - 0.9).pow(2).flatten(1).mean(1)  # noqa: E731  the guide's own loss, per sample
     assert (own(a) < 0.5 * own(unguided)).all()
 
