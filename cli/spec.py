@@ -180,7 +180,7 @@ def _check_fields(spec: RunSpec) -> None:
         raise UgdError(f"sampler {spec.sampler!r} must be a mapping of sampler settings")
 
 
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
+MAX_SEED = 2**64 - 1  # any unsigned 64-bit seed (ugd_core.noise.generator_seed mixes one of 2^32 or more to torch's 32 bits)
 # --best-of: candidate j of the image with seed s samples with seed s + j * BEST_OF_STRIDE (j = 0: the image's own
 # seed, so --best-of 1 is a plain run); the stride keeps candidates clear of the seeds of a run's other images
 BEST_OF_STRIDE = 2**32

@@ -6,6 +6,7 @@ import torch
 from cli.best_of import STRIDE, candidate_seeds, pick
 from cli.run import RunSpec, generate, spec_from_image_record
 from ugd_core import make_guide
+from ugd_core.noise import make_generators
 from ugd_core.guidance import as_guide_set
 
 
@@ -15,6 +16,17 @@ def level(target: float, scale: float = 1.0, name: str = "level"):
 
 def test_candidate_seeds_start_with_the_images_own():
     assert candidate_seeds([5, 6], 3) == [5, 6, 5 + STRIDE, 6 + STRIDE, 5 + 2 * STRIDE, 6 + 2 * STRIDE]
+
+
+def test_candidates_draw_different_noise_and_small_seeds_are_torchs_own():
+    """torch's CPU generator reads only a seed's low 32 bits, so candidate seeds s + j * 2^32 once drew the image's
+    own noise and every candidate was the same image. Seeds below 2^32 are handed to torch as they are; a larger one
+    is mixed to 32 bits first."""
+    draws = [torch.randn(8, generator=g) for g in make_generators([0, STRIDE, 2 * STRIDE, 2**32 - 1, 2**64 - 1])]
+    assert all(not torch.equal(a, b) for i, a in enumerate(draws) for b in draws[i + 1:])
+    for s in (0, 7, 2**32 - 1):
+        assert torch.equal(draws[0] if s == 0 else torch.randn(8, generator=make_generators([s])[0]),
+                           torch.randn(8, generator=torch.Generator().manual_seed(s)))
 
 
 def test_the_pick_is_the_lowest_loss_and_does_not_depend_on_loss_units():
@@ -34,6 +46,7 @@ def test_best_of_keeps_the_lowest_loss_candidate_and_regenerates_it():
         bo = item.record["best_of"]
         losses = [c["losses"]["digit-robust"] for c in bo["candidates"]]
         assert bo["n"] == 3 and len(losses) == 3 and losses[bo["kept"]] == min(losses)
+        assert len(set(losses)) == 3  # three different candidates
         assert bo["candidates"][0]["seed"] == item.record["seed"]
     again, index = spec_from_image_record(out[1].record)
     assert again.best_of == 3

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
+SEED_BITS = 32  # torch's CPU generator (mt19937) reads only a seed's low 32 bits
+
+
+def generator_seed(seed: int) -> int:
+    """The seed handed to torch for a caller's ``seed`` >= 0: itself below 2^32; a larger one mixed down to 32 bits
+    by numpy's SeedSequence (numpy's seed-derivation hash), since torch would read only its low 32 bits and seeds
+    2^32 apart would draw the same noise."""
+    return seed if seed < 2**SEED_BITS else int(np.random.SeedSequence(seed).generate_state(1)[0])
+
 
 def make_generators(seeds: Sequence[int]) -> list[torch.Generator]:
-    """One CPU generator per seed (CPU so results do not depend on the device's RNG)."""
-    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+    """One CPU generator per seed (CPU so results do not depend on the device's RNG); seeds below 2^32 as they
+    are, larger ones through :func:`generator_seed`, so any two seeds draw different noise."""
+    return [torch.Generator().manual_seed(generator_seed(int(s))) for s in seeds]
 
 
 def randn(shape: Sequence[int], generators: Sequence[torch.Generator], device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:

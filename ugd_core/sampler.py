@@ -684,6 +684,8 @@ def _generators(n: int, seed: int | Sequence[int] | None, generator: Any) -> lis
     seeds = [int(seed) + i for i in range(n)] if isinstance(seed, int) else [int(s) for s in seed]
     if len(seeds) != n:
         raise UgdError(f"{len(seeds)} seeds for {n} images: pass one seed per image, or a single int (image i gets seed + i)")
+    if min(seeds) < 0:
+        raise UgdError(f"seed {min(seeds)} is negative: seeds are whole numbers >= 0")
     return make_generators(seeds)
 
 
