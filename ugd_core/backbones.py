@@ -269,7 +269,7 @@ class DiffusersPixelBackbone(BackboneBase):
 
     @classmethod
     def from_pretrained(cls, path: str, device: torch.device | str | None = None, subfolder: str | None = None) -> "DiffusersPixelBackbone":
-        """Load a pipeline folder / Hub id (from the local cache only when offline)."""
+        """Load a pipeline folder / Hub id from the local Hugging Face cache (never downloads)."""
         from diffusers import DDIMScheduler, UNet2DModel
         from diffusers.utils import logging as diffusers_logging
 
@@ -278,13 +278,14 @@ class DiffusersPixelBackbone(BackboneBase):
         diffusers_logging.set_verbosity_error()  # its load-time advice (install accelerate) is not ugd's one line
         try:
             with loading_weights(path, contents):
-                unet = UNet2DModel.from_pretrained(path, subfolder=subfolder or ("unet" if (Path(path) / "unet").is_dir() else None))
+                unet = UNet2DModel.from_pretrained(path, subfolder=subfolder or ("unet" if (Path(path) / "unet").is_dir() else None),
+                                                    local_files_only=True)
         finally:
             diffusers_logging.set_verbosity(verbosity)
         scheduler = None
         for sub in ("scheduler", None):  # a pipeline's scheduler/ folder, or a scheduler_config.json beside the UNet
             try:
-                scheduler = DDIMScheduler.from_pretrained(path, subfolder=sub)
+                scheduler = DDIMScheduler.from_pretrained(path, subfolder=sub, local_files_only=True)
                 break
             except (OSError, ValueError):
                 continue
@@ -331,12 +332,15 @@ def loading_weights(model: str, contents: str = PIPELINE_FOLDER) -> Iterator[Non
 
 
 def missing_weights_message(model: str, looked_in: str, option: str) -> str:
-    """The one-line 'weights not found' message every loader uses."""
+    """The one-line 'weights not found' message every loader uses (ugd never downloads at run time; for the
+    Hugging Face cache the message names the command that fills it)."""
     import os
 
+    fetch = "download them once online"
     if looked_in == "the Hugging Face cache":
         from huggingface_hub.constants import HF_HUB_CACHE
 
         looked_in = f"the Hugging Face cache ({HF_HUB_CACHE})"
+        fetch = f"fetch them once with `hf download {model}` (huggingface_hub's CLI)"
     state = "offline and " if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-    return f"weights for {model!r} not found ({state}looked in {looked_in}); download them once online or point to a local copy with {option}"
+    return f"weights for {model!r} not found ({state}looked in {looked_in}); {fetch} or point to a local copy with {option}"

@@ -129,7 +129,7 @@ def _looked_in(model_id: str) -> str:
 
 
 def load_clip(model_id: str = DEFAULT_MODEL, device: str | torch.device = "cpu", option: str = OPTION) -> dict[str, Any]:
-    """Load a CLIP model, its tokenizer and its pixel statistics (local cache only when offline).
+    """Load a CLIP model, its tokenizer and its pixel statistics from a folder or the local Hugging Face cache (never downloads).
 
     The input size is the vision tower's (its position embeddings fix it); mean and std
     come from the folder's preprocessor config when there is one.
@@ -140,15 +140,15 @@ def load_clip(model_id: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
     from transformers import AutoTokenizer, CLIPModel
 
     try:
-        model = CLIPModel.from_pretrained(model_id)
-        tokenizer = AutoTokenizer.from_pretrained(model_id)
+        model = CLIPModel.from_pretrained(model_id, local_files_only=True)  # never downloads
+        tokenizer = AutoTokenizer.from_pretrained(model_id, local_files_only=True)
     except (OSError, ValueError):
         raise UgdError(missing_weights_message(model_id, _looked_in(model_id), option)) from None
     mean, std, size = CLIP_MEAN, CLIP_STD, int(model.config.vision_config.image_size)
     from transformers import CLIPImageProcessor
 
     try:
-        proc = CLIPImageProcessor.from_pretrained(model_id)
+        proc = CLIPImageProcessor.from_pretrained(model_id, local_files_only=True)
     except (OSError, ValueError) as exc:  # no (readable) preprocessor config: say so, and which statistics are used
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         warnings.warn(f"clip: no image processor config for {model_id!r} ({detail}); normalising with OpenAI CLIP's pixel "

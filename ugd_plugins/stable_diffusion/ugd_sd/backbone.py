@@ -101,7 +101,7 @@ class StableDiffusionBackbone(BackboneBase):
             raise UgdError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
         torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         with loading_weights(path):
-            kind = str(diffusers.DiffusionPipeline.load_config(path).get("_class_name", ""))
+            kind = str(diffusers.DiffusionPipeline.load_config(path, local_files_only=True).get("_class_name", ""))  # never downloads
             if not kind.startswith("StableDiffusion"):
                 raise UgdError(f"{path!r} holds a {kind or 'non-pipeline'} folder; the stable-diffusion backbone loads StableDiffusionPipeline and StableDiffusionXLPipeline folders")
             xl = kind.startswith("StableDiffusionXL")
@@ -109,7 +109,7 @@ class StableDiffusionBackbone(BackboneBase):
                 raise UgdError(f"{path!r} is a {kind} (SD 1.x/2.x), not SDXL; use the stable-diffusion backbone")
             no_checker = {} if xl else dict(safety_checker=None, requires_safety_checker=False)
             pipeline = diffusers.StableDiffusionXLPipeline if xl else diffusers.StableDiffusionPipeline
-            pipe = pipeline.from_pretrained(path, torch_dtype=torch_dtype, **no_checker)
+            pipe = pipeline.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True, **no_checker)
         return cls.from_pipeline(pipe, **kwargs)
 
     def _tokens(self, tokenizer: Any, texts: list[str]) -> Tensor:

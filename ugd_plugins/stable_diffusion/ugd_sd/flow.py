@@ -144,7 +144,7 @@ class _FlowPipelineBackbone(FlowBackbone):
             raise UgdError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
         torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         with loading_weights(path):
-            index = diffusers.DiffusionPipeline.load_config(path)
+            index = diffusers.DiffusionPipeline.load_config(path, local_files_only=True)  # never downloads
             kind = str(index.get("_class_name", ""))
             if not kind.startswith(cls.pipeline_prefix):
                 raise UgdError(f"{path!r} holds a {kind or 'non-pipeline'} folder; this backbone loads {cls.pipeline_prefix}* pipeline folders")
@@ -152,7 +152,7 @@ class _FlowPipelineBackbone(FlowBackbone):
             absent = {k: None for k, v in index.items() if isinstance(v, (list, tuple)) and all(x is None for x in v)}
             if not t5 and "text_encoder_3" in index:
                 absent.update(text_encoder_3=None, tokenizer_3=None)
-            pipe = diffusers.DiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype, **absent)
+            pipe = diffusers.DiffusionPipeline.from_pretrained(path, torch_dtype=torch_dtype, local_files_only=True, **absent)
         return cls.from_pipeline(pipe, **kwargs)
 
 
