@@ -43,6 +43,18 @@ def test_a_bad_generate_says_its_one_line_before_torch_loads(args):
     assert done.stdout.strip() == "", f"ugd {' '.join(args)} imported {done.stdout.strip()} before its error"
 
 
+def test_a_plugin_may_import_what_it_registers_with_at_its_top():
+    """The example plugin and the README's ten lines import ``Param, UgdError, hookimpl, make_guide`` at their top;
+    discovery imports that module, so none of them may import torch (make_guide loads it on its first call)."""
+    code = ("import sys\nfrom ugd_core import Param, UgdError, hookimpl, make_guide\n"
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+            "g = make_guide('b', f=lambda x: x.mean(dim=(1, 2, 3)), loss=lambda m, c: (m - c) ** 2, target=0.5)\n"
+            "print(type(g).__name__, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["", "Guide True"]
+
+
 runner = CliRunner()
 
 

@@ -28,7 +28,7 @@ from .registry import Registry, get_registry, load_registry
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from .backbones import Backbone, BackboneBase, CallableBackbone, DiffusersPixelBackbone, to_epsilon
     from .config import SamplerConfig, load_preset_file, save_preset_file
-    from .guidance import Guide, GuidanceFunction, GuideSet, WeightedGuide, freeze, guide_loss, make_guide
+    from .guidance import Guide, GuidanceFunction, GuideSet, WeightedGuide, freeze, guide_loss
     from .sampler import NoiseSchedule, SampleResult, StepKnobs, ddim_step, predict_x0, sample, self_recurrence
 
 __version__ = "0.1.0"
@@ -37,11 +37,20 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     **dict.fromkeys(["Backbone", "BackboneBase", "CallableBackbone", "DiffusersPixelBackbone", "to_epsilon"], "backbones"),
     **dict.fromkeys(["SamplerConfig", "load_preset_file", "save_preset_file"], "config"),
-    **dict.fromkeys(["Guide", "GuidanceFunction", "GuideSet", "WeightedGuide", "freeze", "guide_loss", "make_guide"], "guidance"),
+    **dict.fromkeys(["Guide", "GuidanceFunction", "GuideSet", "WeightedGuide", "freeze", "guide_loss"], "guidance"),
     **dict.fromkeys(["NoiseSchedule", "SampleResult", "StepKnobs", "ddim_step", "predict_x0", "sample", "self_recurrence"], "sampler"),
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+
+
+def make_guide(name, f, loss, target=None, preprocess=None, differentiable=True, modules=(), timestep_aware=False) -> "Guide":  # noqa: ANN001
+    """Build a guide from plain callables: :func:`ugd_core.guidance.make_guide`, which this calls. Defined here,
+    without torch, so that a plugin may import it at its top as every example does: the guidance module (and
+    torch) loads on the first call, inside the plugin's factory, and ``ugd list`` stays fast."""
+    from .guidance import make_guide as build
+
+    return build(name, f, loss, target, preprocess, differentiable, modules, timestep_aware)
 
 __all__ = [
     "Backbone",

@@ -7,7 +7,8 @@ def brightness_guide(level: float = 0.5, device: str = "cpu"):
     """Loss = (mean pixel value - level)^2 per image; images are in [-1, 1].
 
     ``level`` arrives as a float (the registry converts ``level=0.2``). The loss
-    averages over every pixel, so its gradient is small: use ``weight=10`` or so.
+    averages over every pixel, so its gradient is small: the default preset ``auto``
+    normalises it (any weight works alone); a fixed-strength preset needs ``weight=10`` or so.
     """
     if not -1.0 <= level <= 1.0:
         raise UgdError(f"brightness: level={level} is outside [-1, 1]; e.g. brightness:level=0.5")
@@ -24,6 +25,6 @@ def ugd_register_guides(register):
     register(
         "brightness",
         brightness_guide,
-        description="Mean brightness of the image (model-free example guide; use weight=10 or so)",
+        description="Mean brightness of the image (model-free example guide; with a fixed-strength preset use weight=10 or so)",
         params=[Param("level", "float", 0.5, "target mean pixel value in [-1, 1]")],
     )
