@@ -43,7 +43,7 @@ def ugd_chain(scheduler, prediction_type: str, steps: int, eta: float, z: torch.
     return sample(backbone, None, SamplerConfig(num_steps=steps, eta=eta), num_images=N, seed=SEED, latents=z).latents
 
 
-@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])  # 0.5: eta and eta^2 differ (DDIM eq. 16's sigma is linear in eta)
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
 def test_sd_config_chain_equals_diffusers(spacing, prediction_type, eta):

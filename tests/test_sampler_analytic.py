@@ -5,6 +5,7 @@ A sign or scale error in forward guidance, backward guidance, the DDIM step or
 the recurrence's re-noising makes one of these fail.
 """
 
+import pytest
 import torch
 
 from ugd_core import CallableBackbone, SamplerConfig, make_guide, sample
@@ -177,13 +178,73 @@ def test_guide_sees_its_networks_dtype_and_returns_float32_or_the_runs_float64()
     assert torch.isfinite(out.latents).all() and out.latents.dtype == torch.float32
 
 
-def test_clip_x0_projects_the_backward_iterate_onto_the_data_range():
+@pytest.mark.parametrize("target", [-3.0, 3.0])
+@pytest.mark.parametrize("backtrack", [0, 2])
+def test_clip_x0_projects_the_backward_iterate_onto_the_data_range(target, backtrack):
+    """The guide pulls x0_hat beyond either end of [-1, 1]; the official code clamps the iterate, so x0_hat stops at
+    the bound (with the line search, each trial is projected too, so it never passes it)."""
     seen = []
-    far = make_guide("far", f=lambda x: x, loss=lambda out, y: (out - y).pow(2).flatten(1).sum(1), target=-3.0)
-    cfg = SamplerConfig(num_steps=5, backward_steps=20, backward_lr=0.5, clip_x0=True)
+    far = make_guide("far", f=lambda x: x, loss=lambda out, y: (out - y).pow(2).flatten(1).sum(1), target=target)
+    search = dict(backward_normalize="grad", backward_backtrack=backtrack) if backtrack else {}
+    cfg = SamplerConfig(num_steps=5, backward_steps=20, backward_lr=0.5, clip_x0=True, **search)
     run(cfg, far, n=8, callback_on_step_end=lambda i, t, d: seen.append(d["x0"].clone()))
-    for x0 in seen:  # the guide pulls to -3; the official code clamps the iterate, so x0_hat stops at -1
-        assert torch.allclose(x0, torch.full_like(x0, -1.0), atol=1e-6)
+    bound = 1.0 if target > 0 else -1.0
+    for x0 in seen:
+        assert (x0.abs() <= 1 + 1e-6).all()
+        if not backtrack:
+            assert torch.allclose(x0, torch.full_like(x0, bound), atol=1e-6)
+    assert torch.allclose(seen[-1], torch.full_like(seen[-1], bound), atol=1e-2)
+
+
+def one_backward_step(cfg: SamplerConfig, guides, x0: torch.Tensor) -> torch.Tensor:
+    """delta* of backward guidance at one chain step (the sampler's own ``backward_guidance``)."""
+    from ugd_core.gradients import Smoothing
+    from ugd_core.guidance import as_guide_set
+    from ugd_core.noise import make_generators
+    from ugd_core.sampler import NoiseSchedule, UniversalGuidance
+
+    guidance = UniversalGuidance(testing.gaussian_backbone(0.2, 0.5, tuple(x0.shape[1:]), default_scheduler()), as_guide_set(guides), cfg,
+                                 make_generators(range(x0.shape[0])))
+    knobs = guidance.step_knobs(NoiseSchedule.from_scheduler(default_scheduler(), 10))[3]
+    return guidance.backward_guidance(x0, torch.zeros(x0.shape[0], dtype=torch.long), knobs, Smoothing())
+
+
+def test_one_adam_step_from_zero_is_minus_lr_times_the_gradients_sign():
+    """The official backward guidance's optimiser (Adam, Kingma & Ba 2015, Algorithm 1): from delta = 0 its first
+    bias-corrected step is -lr g / (|g| + eps), eps = 1e-8; for (x0 + delta + 0.4)^2 summed, g = 2 (x0 + 0.4).
+    (SGD would step -lr g.)"""
+    x0 = 0.3 * torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    quad = make_guide("quad", f=lambda x: x, loss=lambda out, y: (out - y).pow(2).flatten(1).sum(1), target=-0.4)
+    delta = one_backward_step(SamplerConfig(backward_steps=1, backward_lr=0.01, backward_optimizer="adam"), quad, x0)
+    g = 2 * (x0 + 0.4)
+    assert torch.allclose(delta, -0.01 * g / (g.abs() + 1e-8), atol=1e-9)
+
+
+def test_a_zero_order_gradient_of_a_linear_loss_is_its_coefficients():
+    """The antithetic two-point estimate (l(x + s u) - l(x - s u)) / (2 s) u, averaged over probes u ~ N(0, I), has
+    expectation grad l; for l = <c, x> it is c (Nesterov & Spokoiny 2017, eq. 2.4 with the symmetric difference)."""
+    from ugd_core.gradients import GuidanceStats, loss_and_grad
+    from ugd_core.guidance import as_guide_set
+    from ugd_core.noise import make_generators
+
+    c = torch.tensor([1.0, -2.0, 0.5, 3.0]).view(1, 4, 1, 1)
+    linear = make_guide("linear", f=lambda x: x, loss=lambda out, y: (out * c).flatten(1).sum(1), differentiable=False)
+    _, g = loss_and_grad(as_guide_set(linear), torch.zeros(1, 4, 1, 1), make_generators([0]), GuidanceStats(), zo_probes=20000, zo_std=0.05)
+    assert torch.allclose(g, c, rtol=0.1, atol=0.1)
+
+
+def test_log_mean_exp_of_equal_probes_is_the_loss_itself():
+    """TFG's smoothing reduction -log (1/n) sum_j exp(-l_j): for n probes that all see the same image it is l."""
+    from ugd_core.gradients import GuidanceStats, Smoothing, loss_and_grad
+    from ugd_core.guidance import as_guide_set
+    from ugd_core.noise import make_generators
+
+    x = 0.3 * torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(3))
+    quad = as_guide_set(make_guide("quad", f=lambda x: x, loss=lambda out, y: (out - y).pow(2).flatten(1).sum(1), target=-0.4))
+    same = Smoothing(0.1, 4, "log_mean_exp", offsets=[torch.zeros_like(x[0])] * 4)
+    smoothed, _ = loss_and_grad(quad, x, make_generators([0, 1, 2]), GuidanceStats(), same)
+    plain, _ = loss_and_grad(quad, x, make_generators([0, 1, 2]), GuidanceStats())
+    assert torch.allclose(smoothed, plain, rtol=1e-6)
 
 
 def test_every_builtin_preset_moves_the_mean_toward_the_target():

@@ -105,3 +105,19 @@ def test_a_solver_inherits_the_backbones_timestep_spacing_and_euler_then_equals_
     ddim = sample(backbone, None, SamplerConfig(num_steps=10), num_images=N, latents=z).latents
     euler = sample(backbone, None, SamplerConfig(num_steps=10, scheduler="euler"), num_images=N, latents=z).latents
     assert (ddim - euler).abs().max() < 1e-4
+
+
+def test_self_recurrence_in_sigma_units_adds_the_missing_variance():
+    """For a sigma-space scheduler (Euler) the sample is x = z / sqrt(a), sigma^2 = (1 - a) / a. Re-noising z_prev
+    back to t (z_t = sqrt(a_t / a_prev) z_prev + sqrt(1 - a_t / a_prev) n) is then x_t = x_prev + sqrt(sigma_t^2 -
+    sigma_prev^2) n (Karras et al. 2022, eq. 5: a VE step adds the variance sigma_t^2 - sigma_prev^2)."""
+    from ugd_core.backbones import default_scheduler
+    from ugd_core.sampler import DiffusersSolver
+
+    solver = DiffusersSolver("euler", default_scheduler(), 10)
+    sigma = solver.scheduler.sigmas.double()
+    x = torch.randn(2, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    n = torch.randn(2, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for i in (0, 4, 8):
+        expected = x + (sigma[i] ** 2 - sigma[i + 1] ** 2).sqrt() * n
+        assert torch.allclose(solver.renoise(x, i, n), expected, atol=1e-9)
