@@ -171,6 +171,31 @@ def tfg_step(r: Reference, z, i, rho, mu, gamma, probes=4, n_iter=1, n_recur=1):
     return z_prev
 
 
+def ugd_step(r: Reference, z, i, strength, lr, m=1, k=1):
+    # Bansal et al. 2023, Algorithm 1, on DDIM eta = 0: forward eps_hat = eps + s(t) grad_{z_t} l(x0_hat), s(t) = s sqrt(1 - a_t)
+    # (official stable-diffusion-guided/ldm/models/diffusion/ddim_with_grad.py:165-168); backward: m Adam steps (Kingma & Ba
+    # 2015, Alg. 1: beta 0.9 / 0.999, eps 1e-8) on delta minimising l(x0_hat + delta), the iterate x0_hat + delta clamped to
+    # [-1, 1] (official Guided_Diffusion_Imagenet/guided_diffusion/gaussian_diffusion.py:729-731,744,795,804);
+    # eps_tilde = eps_hat - sqrt(a_t / (1 - a_t)) delta; z_prev = sqrt(a_prev) x0(eps_tilde) + sqrt(1 - a_prev) eps_tilde;
+    # self-recurrence k times (Algorithm 1's inner loop) with the re-noising z_t = sqrt(alpha_t) z_prev + sqrt(1 - alpha_t) n.
+    a, ap = r.a[i], r.a_prev[i]
+    for rep in range(k):
+        g, _ = r.grad_zt(z, i, Reference.loss)
+        eps_hat = r.eps(z, i) + strength * (1 - a) ** 0.5 * g
+        x0 = (z - (1 - a) ** 0.5 * eps_hat) / a**0.5
+        delta, first, second = torch.zeros_like(x0), torch.zeros_like(x0), torch.zeros_like(x0)
+        for n in range(1, m + 1):
+            x = (x0 + delta).clamp(-1, 1).requires_grad_(True)
+            grad = torch.autograd.grad(Reference.loss(x).sum(), x)[0]
+            first, second = 0.9 * first + 0.1 * grad, 0.999 * second + 0.001 * grad**2
+            delta = (x0 + delta - lr * (first / (1 - 0.9**n)) / ((second / (1 - 0.999**n)).sqrt() + 1e-8)).clamp(-1, 1) - x0
+        eps_tilde = eps_hat - (a / (1 - a)) ** 0.5 * delta
+        z_prev = ap**0.5 * (z - (1 - a) ** 0.5 * eps_tilde) / a**0.5 + (1 - ap) ** 0.5 * eps_tilde
+        if rep < k - 1:
+            z = r.renoise(z_prev, i)
+    return z_prev
+
+
 # preset name -> (reference step, its hyper-parameters read from the preset in the reference's units, knob overrides)
 CASES = {
     "dps": (dps_step, lambda s: dict(zeta=s["forward_strength"]), {}),
@@ -184,6 +209,10 @@ CASES = {
                        n_iter=s["backward_steps"], n_recur=s.get("recurrence", 1)),
         {},
     ),
+    "ugd": (ugd_step, lambda s: dict(strength=s["forward_strength"], lr=s["backward_lr"], m=s["backward_steps"], k=s["recurrence"]), {}),
+    # universal guidance with three Adam steps a chain step and a backward step that shows (lr 0.05)
+    "ugd+": (ugd_step, lambda s: dict(strength=s["forward_strength"], lr=s["backward_lr"], m=s["backward_steps"], k=s["recurrence"]),
+             dict(backward_steps=3, backward_lr=0.05)),
     # TFG with visible smoothing, two x0 iterations and two recurrences (N_iter, N_recur of Alg. 1)
     "tfg+": (
         tfg_step,
@@ -226,7 +255,7 @@ def test_one_step_equals_reference(name):
         ours, _ = run.step(z, t, r.a[i], r.a_prev[i], None, k)
     ref = step(r, z, i, **hyper(s))
     assert r.max_x0 < 1.0
-    off = {key: 0.0 if key in ("zeta", "rho", "mu", "strength", "c", "rate") else v for key, v in hyper(s).items()}
+    off = {key: 0.0 if key in ("zeta", "rho", "mu", "strength", "c", "rate", "lr") else v for key, v in hyper(s).items()}
     assert (ref - step(Reference(), z, i, **off)).abs().max().item() > 1e-2  # the guidance is visible: the check is not vacuous
     assert (ours - ref).abs().max().item() < 1e-5
 
