@@ -136,3 +136,12 @@ def test_the_solver_refuses_to_turn_a_noise_its_scheduler_does_not_take():
     with pytest.raises(UgdError, match="DPMSolverMultistepScheduler as configured takes none from the sampler"):
         DiffusersSolver("dpm++", default_scheduler(), 4, turn_noise=True)
     assert DiffusersSolver("dpm++-sde", default_scheduler(), 4, turn_noise=True).turns_noise
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5, 1e30])
+def test_a_rate_outside_0_1_on_the_sphere_is_one_line(rate):
+    """DSG's guidance rate turns the step's noise toward the guides: 1 is a full turn, and only the gradient's
+    direction counts, so a larger value has nothing to scale (it once sampled silently)."""
+    with pytest.raises(UgdError, match=r"forward_strength=.* is DSG's guidance rate with forward_on=sphere: it must lie in \[0, 1\]"):
+        SamplerConfig(**dict(AUTO, forward_strength=rate))
+    SamplerConfig(**dict(AUTO, forward_strength=1.0))

@@ -170,6 +170,10 @@ class SamplerConfig:
             value = getattr(self, name)
             if not callable(value) and value not in allowed:
                 raise UgdError(f"{name}={str(value)!r} is not one of {', '.join(allowed)}{closest(str(value), list(allowed))}")
+        if self.forward_on == "sphere" and not callable(self.forward_strength) and not 0.0 <= self.forward_strength <= 1.0:
+            raise UgdError(f"forward_strength={self.forward_strength:g} is DSG's guidance rate with forward_on=sphere: it must lie in "
+                           "[0, 1] (1 turns the step's noise fully toward the guides; only the gradient's direction counts, so a "
+                           "larger value has nothing to scale)")
         if not 0.0 <= self.eta <= 1.0:  # DDIM eq. 16: above 1, sigma_t^2 can pass 1 - a_prev and the step adds more noise than is left
             raise UgdError(f"eta must lie in [0, 1] (DDIM: 0 deterministic, 1 ancestral, as DDPM), got {self.eta:g}")
         if not 0.0 <= self.guide_share_floor <= 1.0:
