@@ -282,7 +282,7 @@ def generate(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="preset name (`ugd list`) or a preset JSON file (default: the backbone's)"),
     prompt: Optional[str] = typer.Option(None, help="text prompt (text backbones) or class label (class-conditional ones)"),
     negative_prompt: Optional[str] = typer.Option(None, help="negative prompt for classifier-free guidance"),
-    steps: Optional[int] = typer.Option(None, help="number of sampling steps"),
+    steps: Optional[int] = typer.Option(None, min=1, help="number of sampling steps"),
     scheduler: Optional[str] = typer.Option(None, help="diffusers scheduler class or alias (like --set scheduler=NAME; default DDIM)"),
     dtype: Optional[str] = typer.Option(None, help="auto, fp32, fp16 or bf16 (like --set dtype=NAME)"),
     eta: Optional[float] = typer.Option(None, help="DDIM eta (0 = deterministic)"),

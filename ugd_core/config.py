@@ -205,7 +205,7 @@ class SamplerConfig:
         if self.forward_on == "sphere" and (self.eta <= 0 if self.scheduler == "ddim" else not scheduler_draws_noise(self.scheduler)):
             why = "DDIM with eta=0 draws no noise" if self.scheduler == "ddim" else f"scheduler={self.scheduler!r} takes no noise from the sampler"
             raise UgdError(f"forward_on='sphere' turns each step's noise, and {why}: use scheduler='ddim' with eta > 0 or a "
-                           "stochastic solver (dpm++-sde), or --preset auto-eps (the forward step on eps)")
+                           "stochastic solver (dpm++-sde), or forward_on='eps' (as --preset auto-eps does)")
         if self.scheduler != "ddim":
             scheduler_class(self.scheduler)
             for name, value in (("forward_on", self.forward_on), ("backward_on", self.backward_on)):

@@ -25,7 +25,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
         "pilot on seeds outside the benchmark's, by the guide's own loss (docs/benchmarks.md); forward/backward per Bansal et al. 2023",
     ),
     "digits-full": (
-        "Digits world default: the 'digits' preset + recurrence k=3 (3x its cost)",
+        "Digits world, the default before auto: the 'digits' preset + recurrence k=3 (3x its cost)",
         DIGITS_FULL,
         "'digits' + Bansal et al. 2023 self-recurrence (docs/benchmarks.md)",
     ),
