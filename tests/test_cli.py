@@ -242,7 +242,7 @@ def test_existing_output_is_never_overwritten(tmp_path):
         (["--guide", "toy-fragile"], "guide 'toy-fragile' (plugin 'toy') rejected its parameters: ValueError: level 0.0 is not supported"),
         (["--seed", "-5"], "seed -5 must be a whole number >= 0"),
         (["--single"], "--single only applies to --from-spec"),
-        (["--steps", "0"], "num_steps"),
+        (["--steps", "0"], "--steps"),
         (["--eta", "10"], "eta must lie in [0, 1]"),
         (["--seed", str(2**64 - 1), "-n", "2"], "the run's largest seed 18446744073709551616 passes 18446744073709551615 (2^64 - 1)"),
         (["--seed", str(2**64 - 2**32), "--best-of", "2"], "the run's largest seed 18446744073709551616 passes"),
