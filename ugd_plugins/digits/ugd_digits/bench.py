@@ -611,7 +611,7 @@ def make_suite(samples: int = 4, cases: int = 4, seeds: str = ",".join(map(str, 
     if quick:
         samples, cases, seeds, step_counts = 2, 2, str(QUICK_SEED), (10,)
         tasks = tasks if tasks != ",".join(TASKS) else "label,mask"
-        methods = methods if methods != ",".join(DEFAULT_METHODS) else "unguided,naive,forward,forward+backward"
+        methods = methods if methods != ",".join(DEFAULT_METHODS) else "unguided,naive,forward,forward+backward,auto"
     for name, value in (("samples", samples), ("cases", cases)):
         if value < 1:
             raise UgdError(f"{name}={value} must be >= 1; write e.g. {name}=2")
