@@ -11,7 +11,7 @@ discovery, ``ugd list`` and ``ugd info`` stay fast.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 # OpenMP threads that sleep at a barrier instead of spinning: with more busy threads than cores (a shared
 # machine), spinning GNU OpenMP threads made a digits run 11x slower at 2 threads (docs/benchmarks.md, "Speed");
@@ -44,13 +44,16 @@ _LAZY: dict[str, str] = {
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
-def make_guide(name, f, loss, target=None, preprocess=None, differentiable=True, modules=(), timestep_aware=False) -> "Guide":  # noqa: ANN001
+def make_guide(name: str, f: Callable[..., Any], loss: Callable[[Any, Any], Any], target: Any = None,
+               preprocess: Callable[..., Any] | None = None, differentiable: bool = True, modules: Iterable[Any] = (),
+               timestep_aware: bool = False) -> Guide:
     """Build a guide from plain callables: :func:`ugd_core.guidance.make_guide`, which this calls. Defined here,
     without torch, so that a plugin may import it at its top as every example does: the guidance module (and
     torch) loads on the first call, inside the plugin's factory, and ``ugd list`` stays fast."""
     from .guidance import make_guide as build
 
     return build(name, f, loss, target, preprocess, differentiable, modules, timestep_aware)
+
 
 __all__ = [
     "Backbone",
