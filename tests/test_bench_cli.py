@@ -67,3 +67,12 @@ def test_bench_runs_a_preset_file_as_a_method(tmp_path):
     res = ugd("bench", "digits", *small, "--preset", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "missing.json" in res.stdout + res.stderr and "does not exist" in res.stdout + res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_seeds_outside_checks_both_bounds_of_a_range():
+    """A seed above a range (2500 for reported 1000-1999; 400 for tuning 300-399) is outside it."""
+    from cli.bench import seeds_outside
+
+    assert "2500" in seeds_outside([1000, 2500], "reported")
+    assert "400" in seeds_outside([300, 400], "tuning")
+    assert seeds_outside([1000, 1999], "reported") == ""
