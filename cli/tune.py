@@ -231,13 +231,19 @@ def parse_knobs(text: str | Iterable[str] | None, strategy: str) -> list[str]:
     return names
 
 
-def search_space(knobs: Sequence[str]) -> dict[str, Any]:
-    """The Ray Tune search space of the chosen knobs (windows are named, see WINDOWS)."""
+def strength_cap(base: dict[str, Any]) -> float:
+    """The largest forward_strength worth trying on ``base``: 1 for the spherical step (DSG's rate lies in [0, 1]),
+    else 10."""
+    return 1.0 if base.get("forward_on") == "sphere" else 10.0
+
+
+def search_space(knobs: Sequence[str], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Ray Tune search space of the chosen knobs (windows are named, see WINDOWS) for the ``base`` settings."""
     from ray import tune
 
     space: dict[str, Any] = {}
     if "forward_strength" in knobs:
-        space["forward_strength"] = tune.loguniform(0.01, 10.0)
+        space["forward_strength"] = tune.loguniform(0.01, strength_cap(base or {}))
     if "forward_schedule" in knobs:
         space["forward_schedule"] = tune.choice(list(SCHEDULES))
     if "backward_steps" in knobs:
@@ -513,7 +519,10 @@ def _beam(
         for parent in beam:
             for k in knobs:
                 value = parent.settings.get(k) or BEAM_START[k]  # a knob that is off starts at TFG's value
-                child = _json_settings({**parent.settings, k: float(f"{value * BEAM_FACTORS[k]:.6g}")})
+                grown = value * BEAM_FACTORS[k]
+                if k == "forward_strength":
+                    grown = min(grown, strength_cap(parent.settings))
+                child = _json_settings({**parent.settings, k: float(f"{grown:.6g}")})
                 if _key(child) not in seen and len(found) + len(children) < budget:
                     children.setdefault(_key(child), child)
         if not children:
@@ -601,7 +610,7 @@ def _ray_tune(
     )
     tuner = tune.Tuner(
         trainable,
-        param_space=search_space(knobs),
+        param_space=search_space(knobs, base),
         tune_config=tune.TuneConfig(
             metric="score", mode="max", num_samples=trials, search_alg=search_alg, scheduler=scheduler, reuse_actors=True
         ),

@@ -213,3 +213,15 @@ def test_cli_tune_beam_writes_a_preset_that_generate_accepts(tmp_path, monkeypat
     config, name = resolve_config(RunSpec(preset=str(preset)), reg)
     assert name == "tuned-gauss-pull" and config.num_steps == 10
     assert CliRunner().invoke(cli.app, args).exit_code == 2  # existing results are not overwritten
+
+
+def test_the_strength_searched_on_the_spherical_step_stays_a_rate():
+    """With forward_on=sphere (auto, dsg) forward_strength is DSG's rate in [0, 1] (a larger one is a config error):
+    the random search draws it below 1, not up to 10, so no trial is spent on a setting that cannot run."""
+    from ugd_core.presets import PRESETS
+
+    from cli.tune import search_space, strength_cap
+
+    assert strength_cap(PRESETS["auto"][1]) == 1.0 and strength_cap(PRESETS["freedom"][1]) == 10.0
+    assert search_space(["forward_strength"], PRESETS["auto"][1])["forward_strength"].upper == 1.0
+    assert search_space(["forward_strength"])["forward_strength"].upper == 10.0
