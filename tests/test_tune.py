@@ -35,6 +35,8 @@ class GaussSuite:
         # a start too weak to pull anything (metric 0 on seeds 0-1; strength >= 1 reaches 1): a search that
         # works must leave it, so "better than the start" is a claim that can fail
         "weak": dict(num_steps=10, forward_strength=0.01),
+        # the spherical step (auto's, DSG's): its strength is a rate in [0, 1]
+        "sphere": dict(num_steps=10, forward_strength=0.25, forward_on="sphere", eta=1.0),
     }
 
     def __init__(self) -> None:
@@ -181,6 +183,16 @@ def test_beam_search_improves_on_a_weak_start_by_doubling_the_strength(monkeypat
     assert result.base.metric == 0.0
     _assert_best_is_the_best_searched_point(result)
     assert result.best.settings["forward_strength"] in (0.5, 1.0)  # 0.25 x 2 or x 4
+
+
+def test_beam_doubling_stops_at_a_full_turn_on_the_spherical_step(monkeypatch):
+    """On the spherical step the beam doubles the rate 0.25 -> 0.5 -> 1 and stops there (2 would be refused):
+    every setting it tries runs."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = tune_suite(GaussSuite(), "pull", strategy="beam", base="sphere", knobs="forward_strength", rounds=3, trials=20,
+                        samples=8, seeds=[0], quality_factor=3.0)
+    tried = sorted(e.settings["forward_strength"] for e in result.evaluations if e.label.startswith("beam"))
+    assert tried == [0.5, 1.0] and all(e.complete for e in result.evaluations)
 
 
 def test_pareto_front_keeps_only_non_dominated_points():
