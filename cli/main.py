@@ -466,11 +466,10 @@ def ui(
     share: bool = typer.Option(False, "--share/--no-share", help="also open a public gradio.live link (needs the internet; off by default)"),
 ) -> None:
     """Serve the browser UI: compose guides, watch guidance as it happens, get the same PNGs as `generate`."""
-    from cli.ui import check_port, serve
+    from cli.ui import serve
 
-    check_port(host, port)  # a port in use is one line before anything is built or printed
-    console.print(f"ugd ui on http://{host}:{port}/ (Ctrl-C stops)", highlight=False, markup=False)
-    serve(host=host, port=port, share=share)
+    # a port in use is one line before anything is built or printed
+    serve(host=host, port=port, share=share, announce=lambda url: console.print(f"ugd ui on {url} (Ctrl-C stops)", highlight=False, markup=False))
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ugd_core.config import SCHEDULES, check_knobs, resolve_preset, save_preset_file
+from ugd_core.config import SCHEDULES, check_knobs, resolve_preset, save_preset_file, strength_limit
 from ugd_core.errors import UgdError
 from ugd_core.registry import Registry, get_registry
 
@@ -232,9 +232,9 @@ def parse_knobs(text: str | Iterable[str] | None, strategy: str) -> list[str]:
 
 
 def strength_cap(base: dict[str, Any]) -> float:
-    """The largest forward_strength worth trying on ``base``: 1 for the spherical step (DSG's rate lies in [0, 1]),
-    else 10."""
-    return 1.0 if base.get("forward_on") == "sphere" else 10.0
+    """The largest forward_strength worth trying on ``base``: 10, or less where the step takes less (the spherical
+    step's rate: :func:`ugd_core.config.strength_limit`)."""
+    return min(10.0, strength_limit(base.get("forward_on", "eps")))
 
 
 def search_space(knobs: Sequence[str], base: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -18,6 +18,12 @@ from .params import closest
 from .schedules import SCHEDULES, ScheduleLike, scheduler_class, scheduler_draws_noise
 
 
+def strength_limit(forward_on: str) -> float:
+    """The largest ``forward_strength`` a forward step on ``forward_on`` takes: 1 on the sphere (DSG's guidance rate,
+    a full turn of the step's noise), else no limit."""
+    return 1.0 if forward_on == "sphere" else math.inf
+
+
 @dataclass
 class SamplerConfig:
     """Knobs of Algorithm 1 (docs/algorithm.md gives each knob's units). Windows are fractions of the
@@ -170,7 +176,7 @@ class SamplerConfig:
             value = getattr(self, name)
             if not callable(value) and value not in allowed:
                 raise UgdError(f"{name}={str(value)!r} is not one of {', '.join(allowed)}{closest(str(value), list(allowed))}")
-        if self.forward_on == "sphere" and not callable(self.forward_strength) and not 0.0 <= self.forward_strength <= 1.0:
+        if self.forward_on == "sphere" and not callable(self.forward_strength) and not 0.0 <= self.forward_strength <= strength_limit(self.forward_on):
             raise UgdError(f"forward_strength={self.forward_strength:g} is DSG's guidance rate with forward_on=sphere: it must lie in "
                            "[0, 1] (1 turns the step's noise fully toward the guides; only the gradient's direction counts, so a "
                            "larger value has nothing to scale)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ugd_core.errors import UgdError
 
@@ -47,9 +47,13 @@ def check_port(host: str, port: int) -> None:
         raise UgdError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); pass another --port or --host") from None
 
 
-def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, *, block: bool = True, registry: Any = None) -> Any:
-    """Serve the page on ``host:port`` with Gradio's queue (one run at a time); returns the Blocks when not ``block``."""
+def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, *, block: bool = True, registry: Any = None,
+          announce: Callable[[str], None] | None = None) -> Any:
+    """Serve the page on ``host:port`` with Gradio's queue (one run at a time); returns the Blocks when not ``block``.
+    ``announce`` gets the page's address once the port is known to be free, before the page is built."""
     check_port(host, port)
+    if announce is not None:
+        announce(f"http://{host}:{port}/")
     demo = build(registry)
     outputs = Path("outputs").resolve()
     outputs.mkdir(exist_ok=True)
