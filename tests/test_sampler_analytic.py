@@ -196,26 +196,13 @@ def test_clip_x0_projects_the_backward_iterate_onto_the_data_range(target, backt
     assert torch.allclose(seen[-1], torch.full_like(seen[-1], bound), atol=1e-2)
 
 
-def one_backward_step(cfg: SamplerConfig, guides, x0: torch.Tensor) -> torch.Tensor:
-    """delta* of backward guidance at one chain step (the sampler's own ``backward_guidance``)."""
-    from ugd_core.gradients import Smoothing
-    from ugd_core.guidance import as_guide_set
-    from ugd_core.noise import make_generators
-    from ugd_core.sampler import NoiseSchedule, UniversalGuidance
-
-    guidance = UniversalGuidance(testing.gaussian_backbone(0.2, 0.5, tuple(x0.shape[1:]), default_scheduler()), as_guide_set(guides), cfg,
-                                 make_generators(range(x0.shape[0])))
-    knobs = guidance.step_knobs(NoiseSchedule.from_scheduler(default_scheduler(), 10))[3]
-    return guidance.backward_guidance(x0, torch.zeros(x0.shape[0], dtype=torch.long), knobs, Smoothing())
-
-
 def test_one_adam_step_from_zero_is_minus_lr_times_the_gradients_sign():
     """The official backward guidance's optimiser (Adam, Kingma & Ba 2015, Algorithm 1): from delta = 0 its first
     bias-corrected step is -lr g / (|g| + eps), eps = 1e-8; for (x0 + delta + 0.4)^2 summed, g = 2 (x0 + 0.4).
     (SGD would step -lr g.)"""
     x0 = 0.3 * torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     quad = make_guide("quad", f=lambda x: x, loss=lambda out, y: (out - y).pow(2).flatten(1).sum(1), target=-0.4)
-    delta = one_backward_step(SamplerConfig(backward_steps=1, backward_lr=0.01, backward_optimizer="adam"), quad, x0)
+    delta = testing.one_backward_step(SamplerConfig(backward_steps=1, backward_lr=0.01, backward_optimizer="adam"), quad, x0)
     g = 2 * (x0 + 0.4)
     assert torch.allclose(delta, -0.01 * g / (g.abs() + 1e-8), atol=1e-9)
 

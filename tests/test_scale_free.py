@@ -502,20 +502,10 @@ def test_pareto_lets_a_step_through_that_leaves_a_guides_loss_where_it_was():
     """Pareto refuses a trial that raises a guide's own loss, not one that leaves it equal: a hinge guide that is 0
     (with a zero gradient) wherever the step reaches takes no part, and the backward step is the quadratic's alone,
     bit for bit."""
-    from ugd_core.gradients import Smoothing
-    from ugd_core.noise import make_generators
-    from ugd_core.sampler import NoiseSchedule, UniversalGuidance
-
     hinge = make_guide("hinge", f=lambda x: x, loss=lambda out, y: torch.relu(out - 5.0).flatten(1).sum(1))
     cfg = SamplerConfig(guide_normalize="grad", backward_steps=3, backward_lr=0.03, backward_normalize="grad", backward_backtrack=1,
                         backward_merit="pareto")
     x0 = 0.3 * torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-
-    def delta(guides):
-        guidance = UniversalGuidance(testing.gaussian_backbone(0.2, 0.5, (2, 4, 4), default_scheduler()), as_guide_set(guides), cfg,
-                                     make_generators([0, 1, 2]))
-        knobs = guidance.step_knobs(NoiseSchedule.from_scheduler(default_scheduler(), 10))[3]
-        return guidance.backward_guidance(x0, torch.zeros(3, dtype=torch.long), knobs, Smoothing())
-
+    delta = lambda guides: testing.one_backward_step(cfg, guides, x0)  # noqa: E731
     alone, pair = delta(quad(-0.4)), delta([quad(-0.4), hinge])
     assert alone.abs().max() > 0 and torch.equal(pair, alone)

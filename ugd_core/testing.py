@@ -58,3 +58,19 @@ def loss_scaled(guide: Any, c: float) -> Any:
     from dataclasses import replace
 
     return replace(guide, loss_fn=lambda o, t, f=guide.loss_fn: c * f(o, t))
+
+
+def one_backward_step(config: Any, guides: Any, x0: torch.Tensor, step: int = 3, steps: int = 10) -> torch.Tensor:
+    """delta* of the sampler's own backward guidance at chain step ``step`` of ``steps`` (the default scheduler's
+    chain, a Gaussian backbone of x0's shape, one generator per sample, t = 0 for the guides): to check a backward
+    step in closed form."""
+    from .backbones import default_scheduler
+    from .gradients import Smoothing
+    from .guidance import as_guide_set
+    from .noise import make_generators
+    from .sampler import NoiseSchedule, UniversalGuidance
+
+    guidance = UniversalGuidance(gaussian_backbone(0.2, 0.5, tuple(x0.shape[1:]), default_scheduler()), as_guide_set(guides), config,
+                                 make_generators(range(x0.shape[0])))
+    knobs = guidance.step_knobs(NoiseSchedule.from_scheduler(default_scheduler(), steps))[step]
+    return guidance.backward_guidance(x0, torch.zeros(x0.shape[0], dtype=torch.long), knobs, Smoothing())
