@@ -234,12 +234,8 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # and a candidate must keep the class by the development judge (--class-drop 0.05, the looks' rule)
     "met 1e-4": "auto|guide_normalize=met|guide_met_below=0.0001",
     # round 33 (docs/bench/auto-pilot-round33.md) ran "met 1e-2 descent", a knob that lived in commit f17b519 only
-    # round 34 (round 32's second diagnostic: met's forward-step share moves the box with the class kept, and loses
-    # mask + label's class where the mask and the class conflict; a diagnostic on pilot seeds 676-678): a met guide
-    # yields only in the forward step, and keeps kappa times the share that cancels its first-order climb (0, 1, 10)
-    "met fwd": "auto|guide_normalize=met|guide_met_below=0.01|guide_met_steps=forward",
-    "met fwd c1": "auto|guide_normalize=met|guide_met_below=0.01|guide_met_steps=forward|guide_met_conflict=1",
-    "met fwd c10": "auto|guide_normalize=met|guide_met_below=0.01|guide_met_steps=forward|guide_met_conflict=10",
+    # round 34 (docs/bench/auto-pilot-round34.md) ran "met fwd", "met fwd c1" and "met fwd c10", knobs
+    # (guide_met_steps, guide_met_conflict) that lived in commit 181faf2 only
 }
 
 

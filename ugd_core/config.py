@@ -64,13 +64,6 @@ class SamplerConfig:
     guide_normalize: str = "none"
     guide_share_floor: float = 0.0
     guide_met_below: float = 0.01
-    # with met, where a guide yields: all (the forward step and the backward steps) | forward (only the forward step's
-    # direction; backward steps at equal shares, and pareto with no allowance)
-    guide_met_steps: str = "all"
-    # with met: a yielding guide keeps at least this multiple of the share at which the step's direction does not climb
-    # its loss to first order, -sum_{j != i} share_j w_j <u_j, u_i> / w_i (u the unit-RMS gradients; 0 = off, 1 = no
-    # first-order climb): where the guides pull against each other a met guide keeps its share (HeldScales.keep_conflict)
-    guide_met_conflict: float = 0.0
 
     # backward guidance: m optimiser steps on delta minimising loss(x0_hat + delta)   (TFG's mu, N_iter)
     backward_steps: int = 0
@@ -160,7 +153,7 @@ class SamplerConfig:
                 raise UgdError(f"{f.name} must be true or false, got {value!r}")
             if kind == "str" and not isinstance(value, str):
                 raise UgdError(f"{f.name} must be a text, got {value!r}")
-        minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "backward_final_steps": (0, " (0 = backward_steps)"), "forward_min_abar": (0.0, ""), "backward_backtrack": (0, " (0 = no line search)"), "backward_merit_slack": (0.0, " (0 = pareto's own test)"), "guide_met_conflict": (0.0, " (0 = off)")}
+        minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "backward_final_steps": (0, " (0 = backward_steps)"), "forward_min_abar": (0.0, ""), "backward_backtrack": (0, " (0 = no line search)"), "backward_merit_slack": (0.0, " (0 = pareto's own test)")}
         for name, (low, note) in minimums.items():
             if getattr(self, name) < low:
                 raise UgdError(f"{name} must be >= {low}{note}, got {getattr(self, name)}")
@@ -168,7 +161,6 @@ class SamplerConfig:
             **dict.fromkeys(("forward_schedule", "backward_schedule", "smoothing_schedule"), SCHEDULES),  # or a callable
             "forward_normalize": ("none", "grad", "loss"),
             "guide_normalize": ("none", "grad", "first", "peak", "met"),
-            "guide_met_steps": ("all", "forward"),
             "backward_normalize": ("none", "grad", "polyak"),
             "backward_compose": ("share", "add"),
             "backward_merit": ("point", "start", "pareto", "progress"),
@@ -196,10 +188,6 @@ class SamplerConfig:
         if not 0.0 < self.guide_met_below <= 1.0:
             raise UgdError(f"guide_met_below must lie in (0, 1] (a guide counts as met below this fraction of its first loss), "
                            f"got {self.guide_met_below}")
-        met_knobs = [f"{k}={v}" for k, v, on in (("guide_met_steps", self.guide_met_steps, self.guide_met_steps != "all"),
-                                                  ("guide_met_conflict", self.guide_met_conflict, self.guide_met_conflict > 0)) if on]
-        if met_knobs and self.guide_normalize != "met":
-            raise UgdError(f"{', '.join(met_knobs)} sets how a met guide yields: it needs guide_normalize=met, got guide_normalize={self.guide_normalize}")
         if self.guide_share_floor > 0 and self.guide_normalize != "peak":
             raise UgdError(f"guide_share_floor={self.guide_share_floor} is the least share of a fading guide: it needs "
                            f"guide_normalize=peak, got guide_normalize={self.guide_normalize}")

@@ -112,7 +112,6 @@ class HeldScales:
     mode: str = "first"
     floor: float = 0.0
     met_below: float = 0.01
-    conflict: float = 0.0
     values: dict[int, Tensor] = field(default_factory=dict)
     starts: list[Tensor] = field(default_factory=list)
 
@@ -146,25 +145,6 @@ class HeldScales:
             ys.append(torch.where(usable & torch.isfinite(y), y, torch.ones_like(y)))
         top = torch.stack(ys).amax(0)
         return [torch.where(top > 0, y / torch.where(top > 0, top, torch.ones_like(top)), torch.ones_like(y)) for y in ys]
-
-    def keep_conflict(self, shares: list[Tensor], units: list[Tensor], weights: Sequence[float]) -> list[Tensor]:
-        """With ``conflict`` = kappa > 0 (``guide_met_conflict``), the shares [N] each raised to at least kappa times the
-        share at which the step's direction d = sum_j share_j w_j u_j (u_j the unit-RMS gradients ``units``, [N, ...])
-        does not raise that guide's loss to first order: share_i >= -kappa sum_{j != i} share_j w_j <u_j, u_i> / w_i
-        (<.,.> the mean over a sample's elements, so <u_i, u_i> = 1), capped at 1. Where the guides' gradients are
-        orthogonal a met guide still yields its whole share; where another guide's descent would climb it, it keeps
-        kappa times what cancels that climb. One pass in the guides' order; a guide whose weight is not positive never
-        yields, so it is left as it is. Scale-free as the shares: only unit-RMS directions and weights enter."""
-        if self.conflict <= 0:
-            return shares
-        flat = [u.flatten(1) for u in units]
-        out = list(shares)
-        for i, (w_i, u_i) in enumerate(zip(weights, flat)):
-            if w_i <= 0:
-                continue
-            climb = sum(w_j * out[j] * (u_j * u_i).mean(1).to(out[i].dtype) for j, (w_j, u_j) in enumerate(zip(weights, flat)) if j != i)
-            out[i] = torch.maximum(out[i], (-self.conflict * climb / w_i).clamp(0, 1))
-        return out
 
     def met_limits(self, own: Tensor, weights: Sequence[float] | Tensor) -> Tensor:
         """[G, N] how high each guide's own loss may go in a trial, from the current point's own losses ``own``
@@ -278,7 +258,6 @@ def loss_and_grad(
                 per_guide = [item.weight * losses / r for item, losses, r in zip(diff, per_guide, own)]
                 shares = held.shares([losses.mean(0) for losses in unweighted], [item.weight for item in diff]) if held is not None else None
                 if shares is not None:  # guide_normalize="met": a met guide's term shrinks (held constant, like r_i)
-                    shares = held.keep_conflict(shares, [g / _bcast(r, g) for g, r in zip(raw, rms)], [item.weight for item in diff])
                     per_guide = [s * losses for s, losses in zip(shares, per_guide)]
             if not additive:  # not additive over guides: one gradient of the composition
                 parts = [(None, math.log(len(offsets)) - torch.logsumexp(-sum(per_guide), dim=0))]

@@ -204,20 +204,20 @@ class UniversalGuidance:
         self.backbone, self.guides, self.config, self.gens = backbone, guides, config, generators
         self.stats = SampleStats()
         held = config.guide_normalize in ("first", "peak", "met")
-        self.held = HeldScales(config.guide_normalize, config.guide_share_floor, config.guide_met_below, config.guide_met_conflict) if held else None  # kept over the run
-        # the backward steps' scales: the run's, or none (equal shares) where a met guide yields only in the forward step
-        self.backward_held = None if config.guide_met_steps == "forward" else self.held
+        self.held = HeldScales(config.guide_normalize, config.guide_share_floor, config.guide_met_below) if held else None  # kept over the run
         self.own_start: Tensor | None = None  # [G, N] each guide's own loss at its first evaluation (progress; pareto's slack)
 
-    def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing, held: HeldScales | None,
+    def _scored(self, images: Tensor, t: Tensor, smoothing: Smoothing, merit: HeldScales | None = None,
                 guide_grads: list[Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """The guides' compared loss [N] and gradient at ``images`` (normalisers and met's shares from ``held``), and with ``backward_merit`` "pareto" or "progress" each guide's own loss [G, N] (else None);
+        """The guides' compared loss [N] and gradient at ``images`` (normalisers held in ``merit`` when given, else
+        the run's), and with ``backward_merit`` "pareto" or "progress" each guide's own loss [G, N] (else None);
         the first own losses of the run are kept as each guide's start l_i0 (``progress``; pareto's
         ``backward_merit_slack``); and with ``backward_merit_scale="relative"`` or ``backward_normalize="polyak"`` each
         guide's term of the loss [G, N] (else None). ``guide_grads``, when given, receives each guide's term of the gradient."""
         c = self.config
         own: list[Tensor] | None = [] if c.backward_merit in ("pareto", "progress") else None
         terms: list[Tensor] | None = [] if c.backward_merit_scale == "relative" or c.backward_normalize == "polyak" else None
+        held = merit if merit is not None else self.held
         loss, g_img = loss_and_grad(self.guides, images, self.gens, self.stats.guidance, smoothing, c.zo_probes, c.zo_std, t,
                                     c.guide_normalize != "none", held, own, terms, guide_grads)
         parts = torch.stack(terms) if terms is not None else None
@@ -274,7 +274,7 @@ class UniversalGuidance:
             eps = self.denoise(z.detach() if on_zt else z, t, cond)
             x0 = z if on_zt else self.x0(z, eps, a_t, t, cond)
             images = self.backbone.decode(x0)
-            loss, g_img, own, terms = self._scored(images, t, smoothing, self.held)
+            loss, g_img, own, terms = self._scored(images, t, smoothing)
             if self.reuses_forward_loss(k):  # the same chain rule, split at x0_hat
                 (g_x0,) = torch.autograd.grad(images, x0, g_img, retain_graph=True)
                 (g_z,) = torch.autograd.grad(x0, z, g_x0)
@@ -290,11 +290,10 @@ class UniversalGuidance:
         loss and gradient from it: the forward step leaves eps (and so x0_hat) as it was, the guide saw x0_hat,
         no probes or zero-order estimates draw fresh noise, no projection moves the start, and the line search
         does not hold its own normalisers from its first evaluation (``backward_merit="start"``) nor need each guide's
-        part of the gradient (``backward_normalize="polyak"``), and scores the guides as the forward step does (not with
-        ``guide_met_steps="forward"``)."""
+        part of the gradient (``backward_normalize="polyak"``)."""
         c = self.config
         return (k.backward_steps > 0 and c.forward_on != "eps" and c.forward_input == "x0" and k.smoothing_std == 0
-                and not c.clip_x0 and self._merit() is None and c.backward_normalize != "polyak" and self.backward_held is self.held
+                and not c.clip_x0 and self._merit() is None and c.backward_normalize != "polyak"
                 and all(item.guide.differentiable for item in self.guides.items))
 
     def _normalize(self, g: Tensor, loss: Tensor) -> Tensor:
@@ -315,7 +314,7 @@ class UniversalGuidance:
         with torch.enable_grad():
             d = delta.detach().requires_grad_(True)
             images = self.backbone.decode(x0_hat + d)
-            loss, g_img, own, terms = self._scored(images, t, smoothing, merit if merit is not None else self.backward_held, parts)
+            loss, g_img, own, terms = self._scored(images, t, smoothing, merit, parts)
             gain = self._compose_gain(g_img)
             if polyak:  # each guide's part chained back to delta (one decoder backward a guide), shortened there
                 assert terms is not None and parts is not None  # _scored keeps them with "polyak"
@@ -438,7 +437,7 @@ class UniversalGuidance:
             # one with weight 0 is free
             weights = self._guide_weights(new)
             sign = torch.sign(weights)
-            limit = self.backward_held.met_limits(old, weights) if self.backward_held is not None else old  # met: a yielding guide stays met
+            limit = self.held.met_limits(old, weights) if self.held is not None else old  # met: a yielding guide stays met
             limit = torch.where(sign > 0, limit, old)
             slack = self.config.backward_merit_slack * self.own_start if self._keeps_start else torch.zeros_like(old)
             return ((sign * new <= sign * limit + slack) | (sign == 0)).all(0)
