@@ -274,9 +274,20 @@ def _overrides(pairs: list[str], **named: Any) -> dict[str, Any]:
     return out
 
 
+# the options --from-spec takes beside the record: where and how to write, and where to run
+FROM_SPEC_OPTIONS = frozenset({"from_spec", "single", "out", "overwrite", "resume", "ray", "device"})
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user passed option ``name`` (on the command line or through the environment), even at its default."""
+    source = ctx.get_parameter_source(name)  # an enum of the click that typer carries: compared by name
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 @app.command()
 @user_errors
 def generate(
+    ctx: typer.Context,
     guide: list[str] = typer.Option([], "--guide", "-g", help="NAME:key=value,... (repeatable; quote values with commas; weight=W scales a guide; PLUGIN:NAME picks a plugin's)"),
     backbone: str = typer.Option("digits", "--backbone", "-b", help="NAME[:key=value,...]"),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="preset name (`ugd list`) or a preset JSON file (default: the backbone's)"),
@@ -312,17 +323,15 @@ def generate(
     if single and from_spec is None:
         raise UgdError("--single only applies to --from-spec; drop it or pass --from-spec IMAGE")
     if from_spec is not None:
-        given = dict(guide=guide, preset=preset, prompt=prompt, negative_prompt=negative_prompt, steps=steps, scheduler=scheduler,
-                     dtype=dtype, eta=eta, cfg_scale=cfg_scale, forward_strength=forward_strength, backward_steps=backward_steps,
-                     backward_lr=backward_lr, recurrence=recurrence, set=set_, seed=seed or None, num_images=(num_images != 1) or None,
-                     best_of=(best_of != 1) or None)
-        clash = [k.replace("_", "-") for k, v in given.items() if v not in (None, [])]
+        # every option the user gave (even at its default value) but those that say where and how to write, or where to run
+        given = [p.name for p in ctx.command.params if p.name and p.name not in FROM_SPEC_OPTIONS and _given(ctx, p.name)]
         from cli.run import regenerate_from_record
 
         spec, message = regenerate_from_record(from_spec, single=single)
-        if clash:
-            raise UgdError(f"--from-spec reproduces the recorded settings, so --{clash[0]} has no effect; drop it, or edit the spec file's JSON")
-        if device != "cpu":
+        if given:
+            flag = given[0].rstrip("_").replace("_", "-")
+            raise UgdError(f"--from-spec reproduces the recorded settings, so --{flag} has no effect; drop it, or edit the spec file's JSON")
+        if _given(ctx, "device"):
             spec.device = device
     else:
         knobs = _overrides(
