@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,11 @@ class SamplerConfig:
                 if value != "eps" and not (name == "forward_on" and value == "sphere"):
                     raise UgdError(f"{name}={value!r} needs scheduler='ddim'; other schedulers take guidance through eps ({name}=eps)")
         for name in ("forward_window", "backward_window", "recurrence_window"):
-            lo, hi = getattr(self, name)
+            window = getattr(self, name)
+            if (isinstance(window, (str, bytes)) or not isinstance(window, Sequence) or len(window) != 2
+                    or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in window)):
+                raise UgdError(f"{name} must be two fractions of the chain [start, end], e.g. [0.2, 0.6]; got {window!r}")
+            lo, hi = window
             if not 0.0 <= lo <= hi <= 1.0:
                 raise UgdError(f"{name}={(lo, hi)} must satisfy 0 <= start <= end <= 1")
             setattr(self, name, (float(lo), float(hi)))

@@ -19,6 +19,20 @@ def _to_bool(raw: str) -> bool:
     raise ValueError(f"{raw!r} is not a boolean (use true or false)")
 
 
+def _python_value(raw: Any, kind: str) -> Any:
+    """A Python value given for an int, float or bool parameter, as that type, or None where it is not one (a bool is
+    not a number here, nor a fraction an int)."""
+    import numbers
+
+    if kind == "bool":
+        return raw if isinstance(raw, bool) else None
+    if isinstance(raw, bool) or not isinstance(raw, numbers.Real):
+        return None
+    if kind == "int":
+        return int(raw) if isinstance(raw, numbers.Integral) else None
+    return float(raw)
+
+
 # parameter types: name -> (the class that also names it, the converter from text)
 _TYPES: dict[str, tuple[type, Callable[[str], Any]]] = {
     "str": (str, str),
@@ -48,9 +62,16 @@ class Param:
     example: str = ""  # a value shown in `ugd info`'s example spec (default: one made from the type)
 
     def coerce(self, raw: Any, owner: str) -> Any:
-        """Convert a raw (usually string) value to this parameter's type, or raise UgdError."""
-        if raw is None or (not isinstance(raw, str) and self.type != "path"):
+        """Convert a raw (usually string) value to this parameter's type, or raise UgdError. From Python, a number or
+        a bool is checked against the type (an int, a float or a bool; an int is a float), and any other object for a
+        str or path parameter (an image tensor, say) is handed over as it is."""
+        if raw is None or (not isinstance(raw, str) and self.type in ("str", "path")):
             value = raw
+        elif not isinstance(raw, str):
+            value = _python_value(raw, self.type)
+            if value is None:
+                raise UgdError(f"{owner}: parameter {self.name}={raw!r} is not a valid {self.type} "
+                               f"({type(raw).__name__} given); see `ugd info {owner}`")
         else:
             try:
                 value = _TYPES[self.type][1](raw)

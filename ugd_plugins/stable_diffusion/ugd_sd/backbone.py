@@ -14,6 +14,9 @@ from torch import Tensor, nn
 from ugd_core.backbones import DTYPES, BackboneBase, at_least_fp32, cast_module, loading_weights, module_dtype
 from ugd_core.errors import UgdError
 
+# pipeline folders another of this plugin's backbones loads (a folder's model_index.json names its class)
+OTHER_BACKBONES = {"StableDiffusion3Pipeline": "stable-diffusion-3", "FluxPipeline": "flux"}
+
 
 @dataclass
 class TextCondition:
@@ -102,9 +105,11 @@ class StableDiffusionBackbone(BackboneBase):
         torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         with loading_weights(path):
             kind = str(diffusers.DiffusionPipeline.load_config(path, local_files_only=True).get("_class_name", ""))  # never downloads
-            if not kind.startswith("StableDiffusion"):
-                raise UgdError(f"{path!r} holds a {kind or 'non-pipeline'} folder; the stable-diffusion backbone loads StableDiffusionPipeline and StableDiffusionXLPipeline folders")
-            xl = kind.startswith("StableDiffusionXL")
+            if kind not in ("StableDiffusionPipeline", "StableDiffusionXLPipeline"):  # an SD3, FLUX, inpainting, ... folder
+                other = f"; load it with --backbone {OTHER_BACKBONES[kind]}:model=PATH" if kind in OTHER_BACKBONES else ""
+                raise UgdError(f"{path!r} holds a {kind or 'non-pipeline'} folder; the stable-diffusion backbone loads StableDiffusionPipeline "
+                               f"and StableDiffusionXLPipeline folders{other}")
+            xl = kind == "StableDiffusionXLPipeline"
             if cls is StableDiffusionXLBackbone and not xl:  # before loading any weights
                 raise UgdError(f"{path!r} is a {kind} (SD 1.x/2.x), not SDXL; use the stable-diffusion backbone")
             no_checker = {} if xl else dict(safety_checker=None, requires_safety_checker=False)
