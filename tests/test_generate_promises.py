@@ -24,7 +24,6 @@ from cli.main import app
 from cli.outputs import default_out_dir, guide_slug, save_image, write_contact_sheet
 from cli.run import (
     GeneratedImage,
-    LocalExecutor,
     RunSpec,
     generate,
     generate_to_dir,

@@ -12,21 +12,16 @@ import os
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
-from ugd_core import Param, SamplerConfig, UgdError, hookimpl, load_preset_file, load_registry
+from ugd_core import Param, SamplerConfig, UgdError, load_preset_file, load_registry
+from tests.test_registry import _plugin, two_plugin_registry
 from ugd_core.config import resolve_preset
 
 
-def _plugin(**hooks):
-    mod = types.ModuleType("test_plugin")
-    for name, fn in hooks.items():
-        setattr(mod, name, hookimpl(fn))
-    return mod
 
 
 def _echo_registry(*params: Param, calls: list | None = None):
@@ -105,13 +100,7 @@ def test_parameters_declared_as_a_function_take_class_types_and_arrive_converted
 
 
 def _two_plugins():
-    def a(register):
-        register("alpha", lambda device="cpu": "alpha of pa", description="a")
-
-    def b(register):
-        register("beta", lambda device="cpu": "beta of pb", description="b")
-
-    return load_registry([("pa", _plugin(ugd_register_guides=a)), ("pb", _plugin(ugd_register_guides=b))], entry_points=False)
+    return two_plugin_registry("alpha", "alpha of pa", "beta", "beta of pb")
 
 
 def test_plugin_name_picks_only_that_plugins_item():

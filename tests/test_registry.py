@@ -45,14 +45,20 @@ def test_in_process_plugin_registers_a_lazy_guide():
         reg.build_from_spec("guide", "tyo")
 
 
-def _same_name_registry():
+def two_plugin_registry(name_a: str, made_a: str, name_b: str, made_b: str):
+    """Plugins 'pa' and 'pb', each registering one guide (``name_a``, ``name_b``) whose factory returns ``made_a``, ``made_b``."""
+
     def a(register):
-        register("same", lambda device="cpu": "first", description="a")
+        register(name_a, lambda device="cpu": made_a, description="a")
 
     def b(register):
-        register("same", lambda device="cpu": "second", description="b")
+        register(name_b, lambda device="cpu": made_b, description="b")
 
     return load_registry([("pa", _plugin(ugd_register_guides=a)), ("pb", _plugin(ugd_register_guides=b))], entry_points=False)
+
+
+def _same_name_registry():
+    return two_plugin_registry("same", "first", "same", "second")
 
 
 def test_a_name_clash_is_an_error_at_use_and_plugin_name_picks_one():
