@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from ugd_core.backbones import DTYPES, BackboneBase, at_least_fp32, cast_module, loading_weights, module_dtype
 from ugd_core.errors import UgdError
 
-# pipeline folders another of this plugin's backbones loads (a folder's model_index.json names its class)
-OTHER_BACKBONES = {"StableDiffusion3Pipeline": "stable-diffusion-3", "FluxPipeline": "flux"}
+# pipeline classes (by prefix) another of this plugin's backbones loads (a folder's model_index.json names its class)
+OTHER_BACKBONES = {"StableDiffusion3": "stable-diffusion-3", "Flux": "flux"}
 
 
 @dataclass
@@ -105,11 +105,12 @@ class StableDiffusionBackbone(BackboneBase):
         torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         with loading_weights(path):
             kind = str(diffusers.DiffusionPipeline.load_config(path, local_files_only=True).get("_class_name", ""))  # never downloads
-            if kind not in ("StableDiffusionPipeline", "StableDiffusionXLPipeline"):  # an SD3, FLUX, inpainting, ... folder
-                other = f"; load it with --backbone {OTHER_BACKBONES[kind]}:model=PATH" if kind in OTHER_BACKBONES else ""
+            other = [name for prefix, name in OTHER_BACKBONES.items() if kind.startswith(prefix)]
+            if other or not kind.startswith("StableDiffusion"):
+                use = f"; load it with --backbone {other[0]}:model=PATH" if other else ""
                 raise UgdError(f"{path!r} holds a {kind or 'non-pipeline'} folder; the stable-diffusion backbone loads StableDiffusionPipeline "
-                               f"and StableDiffusionXLPipeline folders{other}")
-            xl = kind == "StableDiffusionXLPipeline"
+                               f"and StableDiffusionXLPipeline folders{use}")
+            xl = kind.startswith("StableDiffusionXL")
             if cls is StableDiffusionXLBackbone and not xl:  # before loading any weights
                 raise UgdError(f"{path!r} is a {kind} (SD 1.x/2.x), not SDXL; use the stable-diffusion backbone")
             no_checker = {} if xl else dict(safety_checker=None, requires_safety_checker=False)
