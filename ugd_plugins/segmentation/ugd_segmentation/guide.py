@@ -193,9 +193,11 @@ class SegmentationGuide:
         return out["out"] if isinstance(out, dict) else out
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        """Cross-entropy per pixel (255 ignored, background included), mean over pixels: shape [N]."""
+        """Cross-entropy per pixel (255 ignored, background included), mean over each sample's pixels that are not
+        ignored (as torch's CrossEntropyLoss(ignore_index=255) on that sample alone): shape [N]."""
         t = _fit_map(target, output)
-        return F.cross_entropy(output, t, ignore_index=IGNORE, reduction="none").mean(dim=(1, 2))
+        per_pixel = F.cross_entropy(output, t, ignore_index=IGNORE, reduction="none").flatten(1)
+        return per_pixel.sum(1) / (t != IGNORE).flatten(1).sum(1).clamp(min=1)  # an all-ignored map: loss 0
 
     # helpers ---------------------------------------------------------------------------
     def segment(self, images: Tensor) -> Tensor:
