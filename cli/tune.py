@@ -485,8 +485,9 @@ def _run(
         console.print(f"[yellow]warning:[/] no guided setting kept quality <= {limit:.4g}; the preset holds the best-scoring one")
     result = TuneResult(task, strategy, base_name, limit, unguided, base_ev, evaluations, best, front, md)
     if out is not None:
-        steps = getattr(suite, "steps", None)  # a suite that pins the step count: the preset must carry it
-        fixed = {"num_steps": steps} if isinstance(steps, int) and "num_steps" not in (best.settings or {}) else {}
+        # a suite that pins the step count measured every point at it: the preset carries it, over any count the base had
+        steps = getattr(suite, "steps", None)
+        fixed = {"num_steps": steps} if isinstance(steps, int) else {}
         result.files = _write(out, head, result, suite_name, fixed)
     return result
 
