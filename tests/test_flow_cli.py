@@ -12,16 +12,12 @@ runner = CliRunner()
 
 
 def _tiny_clip_folder(path):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers import CLIPImageProcessor
 
-    from ugd_kit.testing import tiny_clip_tokenizer
+    from ugd_kit.testing import tiny_clip
 
-    tok = tiny_clip_tokenizer(16)
-    torch.manual_seed(0)
-    text = dict(vocab_size=len(tok.get_vocab()), hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
-                max_position_embeddings=16, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, image_size=32, patch_size=8)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(path)
+    model, tok = tiny_clip()
+    model.save_pretrained(path)
     tok.save_pretrained(path)
     CLIPImageProcessor(crop_size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.25] * 3).save_pretrained(path)
     return path

@@ -19,6 +19,7 @@ import torch
 
 from ugd_core import Param, SamplerConfig, UgdError, load_preset_file, load_registry
 from tests.test_registry import _plugin, two_plugin_registry
+from ugd_kit.testing import tiny_clip
 from ugd_core.config import resolve_preset
 
 
@@ -306,30 +307,13 @@ def test_a_flow_pipeline_folder_is_sent_to_its_own_backbone(tmp_path, kind, cls,
 # ------------------------------------------------------------------------------------------------ CLIP
 
 
-def _tiny_clip():
-    from transformers import CLIPConfig, CLIPModel
-
-    from ugd_kit.testing import tiny_clip_tokenizer
-
-    tok = tiny_clip_tokenizer(16)
-    torch.manual_seed(0)
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(tok.get_vocab()), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                         num_attention_heads=4, max_position_embeddings=16, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    return CLIPModel(cfg), tok
-
-
 def test_clip_normalises_with_the_folders_mean_and_std(tmp_path):
     """docs/guides/clip.md: preprocess applies the mean/std of the folder's preprocessor_config.json."""
     from transformers import CLIPImageProcessor
 
     from ugd_clip import build_clip_guide
 
-    model, tok = _tiny_clip()
+    model, tok = tiny_clip()
     model.save_pretrained(tmp_path / "clip")
     tok.save_pretrained(tmp_path / "clip")
     CLIPImageProcessor(crop_size={"height": 32, "width": 32}, image_mean=[0.1, 0.2, 0.3],
@@ -344,7 +328,7 @@ def test_clip_without_a_processor_config_uses_openai_clips_statistics():
     published per-channel values, R, G, B)."""
     from ugd_clip import ClipGuide
 
-    model, tok = _tiny_clip()
+    model, tok = tiny_clip()
     guide = ClipGuide(model, tok, prompt="a rocket")
     assert guide.mean.flatten().tolist() == pytest.approx([0.48145466, 0.4578275, 0.40821073])
     assert guide.std.flatten().tolist() == pytest.approx([0.26862954, 0.26130258, 0.27577711])
@@ -430,7 +414,7 @@ def test_partly_cached_models_load_from_the_cache_without_asking_the_network(tmp
     alone, without a network request, even where the environment is not marked offline."""
     cache = tmp_path / "hub"
     (_snapshot(cache, "ugd-tests/sd-index-only") / "model_index.json").write_text((sd15_folder / "model_index.json").read_text())
-    model, tok = _tiny_clip()
+    model, tok = tiny_clip()
     full = _snapshot(cache, "ugd-tests/clip-no-processor")
     model.save_pretrained(full)
     tok.save_pretrained(full)

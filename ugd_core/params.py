@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import numbers
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -22,8 +23,6 @@ def _to_bool(raw: str) -> bool:
 def _python_value(raw: Any, kind: str) -> Any:
     """A Python value given for an int, float or bool parameter, as that type, or None where it is not one (a bool is
     not a number here, nor a fraction an int)."""
-    import numbers
-
     if kind == "bool":
         return raw if isinstance(raw, bool) else None
     if isinstance(raw, bool) or not isinstance(raw, numbers.Real):

@@ -9,33 +9,14 @@ import pytest
 import torch
 
 from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
-from ugd_kit.testing import photos, save_png
-
-
-def tiny_clip():  # type: ignore[no-untyped-def]
-    from transformers import CLIPConfig, CLIPModel
-
-    from ugd_kit.testing import tiny_clip_tokenizer
-
-    tok = tiny_clip_tokenizer(16)
-    torch.manual_seed(0)
-    cfg = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tok.get_vocab()), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=16, bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        ),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    return CLIPModel(cfg), tok
+from ugd_kit.testing import photos, save_png, tiny_clip
 
 
 @pytest.mark.parametrize("target", ["prompt", "image"])
 def test_loss_shape_gradient_and_descent(target: str, tmp_path, descend) -> None:  # type: ignore[no-untyped-def]
     from ugd_clip import ClipGuide
 
-    model, tok = tiny_clip()
+    model, tok = tiny_clip(text_layers=2, vision_layers=2)
     imgs = photos(48)  # not the model's 32: preprocess resizes
     kw = dict(prompt="a cup of coffee") if target == "prompt" else dict(image=save_png(photos(40, ("chelsea",)), tmp_path / "ref.png"))
     guide = ClipGuide(model, tok, **kw)
@@ -49,7 +30,7 @@ def test_loss_shape_gradient_and_descent(target: str, tmp_path, descend) -> None
 def test_image_target_of_itself_is_zero_loss() -> None:
     from ugd_clip import ClipGuide
 
-    model, tok = tiny_clip()
+    model, tok = tiny_clip(text_layers=2, vision_layers=2)
     ref = photos(32, ("rocket",))
     guide = ClipGuide(model, tok, image=ref)
     assert guide_loss(guide, ref).abs().max() < 1e-5
@@ -60,7 +41,7 @@ def test_loads_a_local_folder_through_the_factory(tmp_path) -> None:  # type: ig
 
     from ugd_clip import build_clip_guide
 
-    model, tok = tiny_clip()
+    model, tok = tiny_clip(text_layers=2, vision_layers=2)
     model.save_pretrained(tmp_path / "clip")
     tok.save_pretrained(tmp_path / "clip")
     CLIPImageProcessor(crop_size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.25] * 3).save_pretrained(tmp_path / "clip")
@@ -77,7 +58,7 @@ def test_a_folder_without_an_image_processor_warns_and_names_the_statistics_it_u
     from ugd_clip.guide import CLIP_MEAN, CLIP_STD
     from ugd_core.errors import UgdWarning
 
-    model, tok = tiny_clip()
+    model, tok = tiny_clip(text_layers=2, vision_layers=2)
     model.save_pretrained(tmp_path / "clip")
     tok.save_pretrained(tmp_path / "clip")
     with pytest.warns(UgdWarning, match=r"clip: no image processor config for .*OpenAI CLIP's pixel statistics"):

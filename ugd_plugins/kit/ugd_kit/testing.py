@@ -23,6 +23,19 @@ def tiny_clip_tokenizer(max_length: int = 16) -> Any:
     return tok
 
 
+def tiny_clip(text_layers: int = 1, vision_layers: int = 1) -> tuple[Any, Any]:
+    """A random-weight ``CLIPModel`` (width 32, 32-px images in 8-px patches, a 16-d projection; seeded 0) and its
+    :func:`tiny_clip_tokenizer`, built from a config: no download."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tok = tiny_clip_tokenizer(16)
+    torch.manual_seed(0)
+    text = dict(vocab_size=len(tok.get_vocab()), hidden_size=32, intermediate_size=37, num_hidden_layers=text_layers, num_attention_heads=4,
+                max_position_embeddings=16, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=vision_layers, num_attention_heads=4, image_size=32, patch_size=8)
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)), tok
+
+
 def _byte_level_alphabet() -> list[str]:
     # GPT-2/CLIP byte-level BPE: printable bytes map to themselves, the others to U+0100 onwards.
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), ord("\xff") + 1)]

@@ -14,9 +14,6 @@ from torch import Tensor, nn
 from ugd_core.backbones import DTYPES, BackboneBase, at_least_fp32, cast_module, loading_weights, module_dtype
 from ugd_core.errors import UgdError
 
-# pipeline classes (by prefix) another of this plugin's backbones loads (a folder's model_index.json names its class)
-OTHER_BACKBONES = {"StableDiffusion3": "stable-diffusion-3", "Flux": "flux"}
-
 
 @dataclass
 class TextCondition:
@@ -105,7 +102,10 @@ class StableDiffusionBackbone(BackboneBase):
         torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         with loading_weights(path):
             kind = str(diffusers.DiffusionPipeline.load_config(path, local_files_only=True).get("_class_name", ""))  # never downloads
-            other = [name for prefix, name in OTHER_BACKBONES.items() if kind.startswith(prefix)]
+            from .flow import FluxBackbone, StableDiffusion3Backbone  # the flow backbones name the pipelines they load
+
+            routes = {StableDiffusion3Backbone.pipeline_prefix: "stable-diffusion-3", FluxBackbone.pipeline_prefix: "flux"}
+            other = [name for prefix, name in routes.items() if kind.startswith(prefix)]
             if other or not kind.startswith("StableDiffusion"):
                 use = f"; load it with --backbone {other[0]}:model=PATH" if other else ""
                 raise UgdError(f"{path!r} holds a {kind or 'non-pipeline'} folder; the stable-diffusion backbone loads StableDiffusionPipeline "

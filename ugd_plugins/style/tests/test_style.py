@@ -70,19 +70,11 @@ def test_clip_variant(tmp_path, descend) -> None:  # type: ignore[no-untyped-def
 
     if "clip" not in get_registry().entries["guide"]:
         pytest.skip("variant=clip needs the clip guide of the ugd-clip plugin")
-    from transformers import CLIPConfig, CLIPModel
-
-    from ugd_kit.testing import tiny_clip_tokenizer
+    from ugd_kit.testing import tiny_clip
     from ugd_style import build_style_guide
 
-    tok = tiny_clip_tokenizer(16)
-    torch.manual_seed(0)
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(tok.get_vocab()), hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=16),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    CLIPModel(cfg).save_pretrained(tmp_path / "clip")
+    model, tok = tiny_clip(text_layers=1, vision_layers=2)
+    model.save_pretrained(tmp_path / "clip")
     tok.save_pretrained(tmp_path / "clip")
     guide = build_style_guide(save_png(photos(48, ("chelsea",)), tmp_path / "s.png"), variant="clip", model=str(tmp_path / "clip"))
     assert guide.name == "style"
