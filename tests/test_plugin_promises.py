@@ -292,6 +292,24 @@ def test_a_folder_of_another_pipeline_is_one_line_naming_its_class(tmp_path):
         _sd_registry().build("backbone", "stable-diffusion", {"model": str(tmp_path / "ddpm")})
 
 
+@pytest.mark.parametrize("cls", ["StableDiffusionInpaintPipeline", "StableDiffusionUpscalePipeline", "StableDiffusionXLImg2ImgPipeline"])
+def test_a_folder_of_another_stable_diffusion_pipeline_is_one_line_before_any_weights_load(sd15_folder, tmp_path, cls):
+    """docs/backbones/stable-diffusion.md: the backbone loads StableDiffusionPipeline and StableDiffusionXLPipeline
+    folders. An inpainting, upscaling or img2img / refiner folder (a UNet of other inputs, or no first text encoder)
+    once passed a prefix check and failed later in diffusers; now one line naming its class, before loading."""
+    import json
+    import shutil
+
+    folder = tmp_path / "other"
+    shutil.copytree(sd15_folder, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps(dict(index, _class_name=cls)))
+    (folder / "unet" / "config.json").unlink()  # proves nothing is loaded: a load would fail on the missing UNet
+    with pytest.raises(UgdError, match=rf"holds a {cls} folder; .*; give a text-to-image pipeline's folder") as err:
+        _sd_registry().build("backbone", "stable-diffusion", {"model": str(folder)})
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("kind, cls, backbone", [("sd3", "StableDiffusion3Pipeline", "stable-diffusion-3"), ("flux", "FluxPipeline", "flux")])
 def test_a_flow_pipeline_folder_is_sent_to_its_own_backbone(tmp_path, kind, cls, backbone):
     """An SD3 or FLUX folder given to the stable-diffusion backbone is one line naming its class and the backbone that

@@ -29,6 +29,10 @@ class TextCondition:
     added: dict[str, Tensor] = field(default_factory=dict)
 
 
+# the model_index.json class names this backbone loads (text-to-image SD 1.x/2.x and SDXL)
+TEXT_TO_IMAGE = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+
+
 class StableDiffusionBackbone(BackboneBase):
     """Latent text-to-image model from diffusers components: Stable Diffusion 1.x and 2.x
     (epsilon- or v-prediction); :meth:`from_pipeline` / :meth:`from_pretrained` return a
@@ -106,11 +110,13 @@ class StableDiffusionBackbone(BackboneBase):
 
             routes = {StableDiffusion3Backbone.pipeline_prefix: "stable-diffusion-3", FluxBackbone.pipeline_prefix: "flux"}
             other = [name for prefix, name in routes.items() if kind.startswith(prefix)]
-            if other or not kind.startswith("StableDiffusion"):
-                use = f"; load it with --backbone {other[0]}:model=PATH" if other else ""
+            if other or kind not in TEXT_TO_IMAGE:
+                # inpainting, upscaling and img2img / refiner folders hold UNets of other inputs or lack a text encoder
+                use = f"; load it with --backbone {other[0]}:model=PATH" if other else (
+                    "; give a text-to-image pipeline's folder" if kind.startswith("StableDiffusion") else "")
                 raise UgdError(f"{path!r} holds a {kind or 'non-pipeline'} folder; the stable-diffusion backbone loads StableDiffusionPipeline "
                                f"and StableDiffusionXLPipeline folders{use}")
-            xl = kind.startswith("StableDiffusionXL")
+            xl = kind == "StableDiffusionXLPipeline"
             if cls is StableDiffusionXLBackbone and not xl:  # before loading any weights
                 raise UgdError(f"{path!r} is a {kind} (SD 1.x/2.x), not SDXL; use the stable-diffusion backbone")
             no_checker = {} if xl else dict(safety_checker=None, requires_safety_checker=False)
