@@ -115,6 +115,29 @@ def test_yolo_backend(tmp_path, monkeypatch, descend, calibrate_bn) -> None:  # 
         build_detection_guide(boxes="0.1,0.1,0.5,0.5", labels="dog", backend="yolo")
 
 
+def test_yolo_reads_pixel_boxes_in_the_image_it_is_given(calibrate_bn) -> None:  # type: ignore[no-untyped-def]
+    """docs/guides/detection.md, `boxes`: pixels of the image the guide sees, for both backends. YOLO once read them
+    as pixels of its resized network input (size x size), so a 128-px image's boxes landed elsewhere at size 64:
+    pixel boxes now give the same loss as the same boxes written as fractions."""
+    pytest.importorskip("ultralytics", reason="ultralytics is not installed (pip install ultralytics)")
+    from ultralytics import YOLO
+
+    from ugd_detection import YoloDetectionGuide, parse_targets
+    from ugd_detection.guide import yolo_categories
+
+    torch.manual_seed(0)
+    net = YOLO("yolov8n.yaml").model
+    calibrate_bn(net, (photos(64, ("astronaut", "coffee")) + 1) / 2)
+    cats = yolo_categories(net)
+    images = photos(128)
+    fractions = YoloDetectionGuide(net, parse_targets("0.1,0.2,0.6,0.9;0.5,0.1,0.95,0.5", "dog;person", cats), size=64)
+    pixels = YoloDetectionGuide(net, parse_targets("12.8,25.6,76.8,115.2;64,12.8,121.6,64", "dog;person", cats), size=64)
+    assert not pixels.target.relative
+    a, b = guide_loss(fractions, images), guide_loss(pixels, images)
+    assert torch.isfinite(a).all()
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (a, b)
+
+
 def test_registered_through_the_entry_point(assert_fast_derives) -> None:  # type: ignore[no-untyped-def]
     reg = load_registry()
     assert reg.plugins["detection"].version == "0.1.0" and not reg.plugins["detection"].error

@@ -330,18 +330,19 @@ class YoloDetectionGuide:
         self.criterion = self.model.init_criterion()  # type: ignore[operator]
 
     def preprocess(self, images: Tensor) -> Tensor:
-        """[-1, 1] -> [0, 1] RGB, resized to size x size."""
-        x = (images + 1) / 2
-        if tuple(x.shape[-2:]) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
-        return x
+        """[-1, 1] -> [0, 1] RGB (resized to size x size in :meth:`f`, once the boxes are read at the image's size)."""
+        return (images + 1) / 2
 
     def f(self, x: Tensor) -> Tensor:
         """Per-sample (box, cls, dfl) losses [N, 3] from one batched forward pass."""
+        h, w = x.shape[-2:]
+        # pixel boxes are pixels of the image the guide is given (as for torchvision); YOLO's targets are fractions
+        xyxy = self.target.absolute(h, w, x.device) / torch.tensor([w, h, w, h], dtype=torch.float32, device=x.device)
+        if (h, w) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
         out = self.model(x)
         preds = out[1] if isinstance(out, tuple) else out
         m = self.target.boxes.shape[0]
-        xyxy = self.target.absolute(self.size, self.size, x.device) / self.size  # normalised
         xywh = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1)
         batch = {"batch_idx": torch.zeros(m, device=x.device), "cls": self.target.labels.to(x.device).float()[:, None], "bboxes": xywh}
         rows = []
