@@ -236,6 +236,17 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
     # round 33 (docs/bench/auto-pilot-round33.md) ran "met 1e-2 descent", a knob that lived in commit f17b519 only
     # round 34 (docs/bench/auto-pilot-round34.md) ran "met fwd", "met fwd c1" and "met fwd c10", knobs
     # (guide_met_steps, guide_met_conflict) that lived in commit 181faf2 only
+    # round 35 (docs/bench/auto-pilot-round35.md), a diagnostic first: two unit-RMS guides share DSG's one turn of
+    # rate 0.2, so each gets about 0.2 / sqrt(2) of the push it gets alone; does a larger turn (what a composition's
+    # two orthogonal guides would each get at 0.2) place the box without losing the class?
+    "fwd 0.28": "auto|forward_strength=0.28",
+    "fwd 0.4": "auto|forward_strength=0.4",
+    # (it did not: the box guide's loss 0.82-0.84 of unguided against 0.85, the class 0.79 against 0.96). A second
+    # diagnostic: a met class term loses the class by the judges because the guide is met by a change they do not
+    # read; Gaussian smoothing of every guide's input (randomised smoothing, TFG's gamma) makes a guide's loss harder to
+    # meet that way. With and without a met guide yielding
+    "smooth 0.1": "auto|smoothing_std=0.1|smoothing_probes=4",
+    "met smooth 0.1": "auto|guide_normalize=met|guide_met_below=0.01|smoothing_std=0.1|smoothing_probes=4",
 }
 
 
