@@ -9,6 +9,7 @@ import re
 
 import pytest
 import torch
+from torchvision.transforms import InterpolationMode
 
 from ugd_core import SamplerConfig, UgdError, guide_loss, load_registry
 from ugd_kit.testing import photos, save_png
@@ -45,6 +46,21 @@ def test_style_of_itself_is_zero_and_layer_names() -> None:
     assert names[:5] == ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1"] and "relu5_4" in names
     with pytest.raises(UgdError, match="unknown layer"):
         GramStyleGuide(vgg_head(), image=ref, layers="relu9_9")
+
+
+def test_resize_is_torchvisions_antialiased_bilinear_resize() -> None:
+    """docs/guides/style.md: both images are resized to size x size by a bilinear resize, antialiased as
+    torchvision's `resize` does on tensors (the VGG pipelines' own transform), then ImageNet mean/std."""
+    from torchvision.transforms.v2.functional import resize
+
+    from ugd_style import GramStyleGuide
+    from ugd_style.guide import IMAGENET_MEAN, IMAGENET_STD
+
+    images = photos(96, ("chelsea", "rocket"))
+    guide = GramStyleGuide(vgg_head(), image=images[:1], layers="relu1_1", size=40)
+    want = resize((images + 1) / 2, [40, 40], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    want = (want - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(guide.preprocess(images), want, atol=1e-5)
 
 
 def test_loads_partial_vgg_weights_and_reports_missing(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
