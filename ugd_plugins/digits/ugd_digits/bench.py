@@ -105,12 +105,21 @@ class Case:
 
 
 def task_cases(task: str, seed: int, n_cases: int, label_guide: str = DEFAULT_LABEL_GUIDE,
-               label_weights: str = "", unit_weights: bool = False) -> list[Case]:
+               label_weights: str = "", unit_weights: bool = False, guide_weights: dict[str, float] | None = None) -> list[Case]:
     """Targets of a task for one seed (held-out references chosen by the seed); ``label_guide`` is the guide
     of the class term (the label task's, and the class that box and inpaint compose), ``label_weights`` an
     optional weights file for it (a retrained variant; "" = the shipped weights). ``unit_weights``: every
     guide at weight 1 instead of ``TASK_WEIGHTS`` (for methods that normalise each guide's gradient, where a
-    weight is a share of the step, not a unit conversion)."""
+    weight is a share of the step, not a unit conversion). ``guide_weights``: a weight for every spec of a named guide
+    (e.g. ``{"digit-box": 4}``), over either."""
+    cases = _task_cases(task, seed, n_cases, label_guide, label_weights, unit_weights)
+    for name, w in (guide_weights or {}).items():
+        for c in cases:
+            c.guides = [re.sub(r"weight=[^,]+", f"weight={w:g}", g) if g.startswith(name + ":") else g for g in c.guides]
+    return cases
+
+
+def _task_cases(task: str, seed: int, n_cases: int, label_guide: str, label_weights: str, unit_weights: bool) -> list[Case]:
     weights = {k: 1.0 for k in TASK_WEIGHTS} if unit_weights else TASK_WEIGHTS
     w = weights[task]
 
@@ -170,12 +179,14 @@ class DigitsBench:
         label_guide: str = DEFAULT_LABEL_GUIDE,
         label_weights: str = "",
         objective: str = "development",
+        guide_weights: dict[str, float] | None = None,
     ):
         if objective not in OBJECTIVES:
             raise UgdError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}")
         self.objective = objective
         self.samples, self.n_cases, self.seeds = samples, cases, seeds
         self.label_guide, self.label_weights = label_guide, label_weights
+        self.guide_weights = dict(guide_weights or {})
         self.step_counts = (steps,) if isinstance(steps, int) else tuple(steps)
         self.steps = self.step_counts[0]  # the step count of ``evaluate`` (tuning)
         self.tasks = tuple(tasks)
@@ -257,7 +268,8 @@ class DigitsBench:
         """Samples for every case of a task: (cases, images [cases*n, 1, 32, 32], cost)."""
         n = n or self.samples
         unit = (settings or {}).get("guide_normalize", "none") != "none"  # weights are shares, not unit conversions
-        cases = task_cases(task, seed, self.n_cases, self.label_guide, self.label_weights, unit_weights=unit)
+        cases = task_cases(task, seed, self.n_cases, self.label_guide, self.label_weights, unit_weights=unit,
+                           guide_weights=self.guide_weights)
         cfg = self.config(settings, steps)
         images, secs, fwd, bwd = [], 0.0, 0, 0
         if task == "label" and settings is not None:  # the cases differ only in the class: one batch
@@ -424,6 +436,7 @@ class DigitsBench:
         from . import judges
 
         variant = [file_digest(Path(self.label_weights))] if self.label_weights else []  # a retrained label guide
+        variant += [self.guide_weights] if self.guide_weights else []  # the cells of other guide weights
         blob = json.dumps([self.methods[method], steps, self.n_cases, self.label_guide, *variant, weights_digest(), judges.SPLITS, judges.NN_K,
                            judges.NONDIGIT_PERCENTILE, judges.NN_BLUR_SIGMA, DIGIT_SETS, SCORING], sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
@@ -602,7 +615,8 @@ def parse_steps(text: str | int) -> tuple[int, ...]:
 
 def make_suite(samples: int = 4, cases: int = 4, seeds: str = ",".join(map(str, REPORTED_SEEDS)), steps: str = "50",
                tasks: str = ",".join(TASKS), methods: str = ",".join(DEFAULT_METHODS), quick: bool = False, device: str = "cpu",
-               label_guide: str = DEFAULT_LABEL_GUIDE, label_weights: str = "", objective: str = "development") -> DigitsBench:
+               label_guide: str = DEFAULT_LABEL_GUIDE, label_weights: str = "", objective: str = "development",
+               guide_weights: str = "") -> DigitsBench:
     """Factory registered as the ``digits`` benchmark (checks every parameter before any work)."""
     step_counts = parse_steps(steps)
     if objective not in OBJECTIVES:
@@ -632,7 +646,28 @@ def make_suite(samples: int = 4, cases: int = 4, seeds: str = ",".join(map(str, 
         label_weights = str(path)
     target_refs(0, cases)  # a case count the target set can hold
     return DigitsBench(samples, cases, seed_list, step_counts, task_list, method_settings(method_list), device=device,
-                       label_guide=label_guide, label_weights=label_weights, objective=objective)
+                       label_guide=label_guide, label_weights=label_weights, objective=objective,
+                       guide_weights=parse_guide_weights(guide_weights))
+
+
+def parse_guide_weights(text: str) -> dict[str, float]:
+    """``"digit-box=4;digit-mask=0.5"`` -> {guide: weight}: the weight every spec of that guide takes in every case
+    ("" = the bench's own weights). A guide no task of the bench uses, or a weight that is not a positive number,
+    is one line."""
+    used = {"digit-mask", "digit-box", "digit-id", "digit-style", "inpaint", *LABEL_GUIDES}  # the guides of task_cases
+    out: dict[str, float] = {}
+    for part in (p for p in text.split(";") if p.strip()):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        try:
+            w = float(value)
+        except ValueError:
+            w = float("nan")
+        if name not in used or not w > 0 or w == float("inf"):
+            raise UgdError(f"guide_weights={text!r}: {part.strip()!r} is not GUIDE=WEIGHT with a guide the bench uses "
+                           f"({', '.join(sorted(used))}) and a positive weight; write e.g. guide_weights=digit-box=4")
+        out[name] = w
+    return out
 
 
 def method_settings(names: tuple[str, ...], registry: Registry | None = None) -> dict[str, dict[str, Any] | None]:

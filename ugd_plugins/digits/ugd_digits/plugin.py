@@ -82,4 +82,6 @@ def _bench_params() -> list[Param]:
         Param("objective", "str", "development", "what `ugd tune` optimises: development (the development NN judge "
               "on train digits for label, the guide loss otherwise), guide-loss, or evaluator (held-out; reports only)",
               choices=OBJECTIVES),
+        Param("guide_weights", "str", "", "a weight for a named guide in every case, GUIDE=W;GUIDE=W (e.g. digit-box=4; "
+              "default: the bench's own, or 1 for methods that normalise each guide)"),
     ]
