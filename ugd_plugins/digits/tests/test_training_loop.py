@@ -89,3 +89,17 @@ def test_the_flow_trainer_records_how_it_started(tmp_path, monkeypatch) -> None:
     with safe_open(str(trainer.WEIGHTS), "pt") as f:
         assert f.metadata()["init"] == "ddpm"
     assert json.loads(trainer.LOG.read_text().splitlines()[0]) == header  # the header is not rewritten on resume
+
+
+def test_the_flow_trainers_save_interval_is_the_documented_one(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """docs/backbones/digits-flow.md, "Training": "Every N steps (`--save-every`)" names the flow trainer's default."""
+    import argparse
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "backbones" / "digits-flow.md").read_text()
+    documented = int(re.search(r"Every (\d+) steps \(`--save-every`\)", doc).group(1))  # type: ignore[union-attr]
+    parsed = []
+    monkeypatch.setattr(train_flow, "train", lambda args, *a, **k: parsed.append(args))
+    train_flow.main(["--max-steps", "1"])
+    assert parsed[0].save_every == documented

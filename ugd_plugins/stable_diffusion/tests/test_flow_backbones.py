@@ -128,3 +128,11 @@ def test_a_forward_step_on_z_t_at_sigma_one_is_skipped_and_counted(flux):
     with pytest.warns(Warning):
         out = sample(flux, bright(), cfg, num_images=1, seed=0, prompt="a cat")
     assert torch.isfinite(out.images).all() and out.stats.guidance.nonfinite_skipped == 1
+
+
+def test_flux_refuses_a_negative_prompt_in_one_line(flux):
+    """docs/backbones/flux.md: FLUX.1 runs no CFG batch, so a negative prompt would be ignored while the run's record
+    named it: one line instead, before sampling."""
+    with pytest.raises(UgdError, match="flux takes no negative prompt.*drop --negative-prompt") as err:
+        sample(flux, [], SamplerConfig(num_steps=2), num_images=1, prompt="a cat", negative_prompt="blurry")
+    assert "\n" not in str(err.value)

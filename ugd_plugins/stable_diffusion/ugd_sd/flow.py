@@ -228,6 +228,9 @@ class FluxBackbone(_FlowPipelineBackbone):
         return {"num_inference_steps": n, "sigmas": sigmas, "mu": self.mu()}
 
     def condition(self, prompt: Any, negative_prompt: Any, batch_size: int, cfg_scale: float) -> FlowTextCondition:
+        if negative_prompt not in (None, ""):  # it would be ignored, and the record would name it
+            raise UgdError("flux takes no negative prompt: FLUX.1 runs no classifier-free guidance batch; drop --negative-prompt "
+                           "(FLUX.1-dev's guidance strength is the backbone's guidance=)")
         prompts = _as_list(prompt or "", batch_size)
         kwargs = {"max_sequence_length": self.max_sequence_length} if self.max_sequence_length else {}
         pe, ppe, text_ids = self._encode(self.pipe.encode_prompt, prompt=prompts, prompt_2=None, **kwargs)
