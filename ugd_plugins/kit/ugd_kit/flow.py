@@ -156,7 +156,7 @@ class FlowBackbone(BackboneBase):
         return x + (1 - sigma) * v
 
     def x0_at_pure_noise(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        """x0_hat = x - v of the latest pass on this z_t (same storage), else of a new pass.
+        """x0_hat = x - sigma v (x - v at sigma = 1, where it is read) of the latest pass on this z_t (same storage), else of a new pass.
 
         Differentiable with respect to z_t when that pass recorded a graph and z_t requires grad."""
         last = self._last
