@@ -50,6 +50,27 @@ def refuse_prompt(backbone: str, prompt: Any, negative_prompt: Any) -> None:
                        "backbone that reads text (stable-diffusion, sd3, flux) or a class index (a class-conditional release)")
 
 
+def class_labels(owner: str, prompt: Any, negative_prompt: Any, batch_size: int, num_classes: int, device: Any) -> Tensor:
+    """The class labels [batch_size] of a class-conditional model whose prompt is the class index: one index (for every
+    image) or one per image, given as integers or as their text (``--prompt 207``). Anything else is one line."""
+    span = f"0..{num_classes - 1}"
+    if negative_prompt not in (None, ""):
+        raise UgdError(f"{owner}: a class-conditional model takes no negative prompt; drop it")
+    if prompt is None or prompt == "":
+        raise UgdError(f"{owner} is class-conditional; give the class index {span} as the prompt (e.g. --prompt 3)")
+    try:
+        labels = torch.as_tensor([int(p) for p in (prompt if isinstance(prompt, (list, tuple)) else [prompt])])
+    except (TypeError, ValueError):
+        raise UgdError(f"{owner}: prompt {prompt!r} is not a class index; give an integer {span}") from None
+    if ((labels < 0) | (labels >= num_classes)).any():
+        raise UgdError(f"{owner}: class {labels.tolist()} out of range; give an integer {span}")
+    if labels.numel() == 1:
+        return labels.expand(batch_size).to(device)
+    if labels.numel() != batch_size:
+        raise UgdError(f"{owner}: {labels.numel()} class labels for {batch_size} images; give one or one per image")
+    return labels.to(device)
+
+
 def to_epsilon(output: Tensor, z_t: Tensor, alpha_bar: Tensor | None, prediction_type: str = "epsilon") -> Tensor:
     """Convert a model's raw output to an epsilon prediction.
 
@@ -298,10 +319,7 @@ class DiffusersPixelBackbone(BackboneBase):
         if self.unet.config.get("num_class_embeds") is None:
             refuse_prompt("this backbone", prompt, negative_prompt)
             return None
-        if prompt is None:
-            return None
-        labels = torch.as_tensor(prompt, device=self.device).long().flatten()
-        return labels.expand(batch_size) if labels.numel() == 1 else labels
+        return class_labels("diffusers-pixel", prompt, negative_prompt, batch_size, int(self.unet.config.num_class_embeds), self.device)
 
     def eps(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
         out = self.unet(z_t.to(module_dtype(self.unet)), t.to(self.device), class_labels=cond, return_dict=False)[0]

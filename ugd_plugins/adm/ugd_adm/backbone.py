@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ugd_core.backbones import refuse_prompt, set_channels_last, to_epsilon
+from ugd_core.backbones import class_labels, refuse_prompt, set_channels_last, to_epsilon
 from ugd_core.errors import UgdError
 
 from .checkpoints import load_into, resolve_checkpoint
@@ -91,20 +91,7 @@ class AdmBackbone:
         if self.num_classes is None:
             refuse_prompt(f"adm {self.name}", prompt, negative_prompt)
             return None
-        if prompt is None or prompt == "":
-            raise UgdError(f"adm: {self.name} is class-conditional; give the class index 0..{self.num_classes - 1} "
-                           "as the prompt (e.g. --prompt 207)")
-        try:
-            labels = torch.as_tensor([int(p) for p in (prompt if isinstance(prompt, (list, tuple)) else [prompt])])
-        except (TypeError, ValueError):
-            raise UgdError(f"adm: prompt {prompt!r} is not a class index; give an integer 0..{self.num_classes - 1}") from None
-        if ((labels < 0) | (labels >= self.num_classes)).any():
-            raise UgdError(f"adm: class {labels.tolist()} out of range; give an integer 0..{self.num_classes - 1}")
-        if labels.numel() == 1:
-            return labels.expand(batch_size).to(self.device)
-        if labels.numel() != batch_size:
-            raise UgdError(f"adm: {labels.numel()} class labels for {batch_size} images; give one or one per image")
-        return labels.to(self.device)
+        return class_labels(f"adm {self.name}", prompt, negative_prompt, batch_size, self.num_classes, self.device)
 
     def eps(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
         out = self.unet(z_t, t.to(self.device), y=cond)

@@ -67,10 +67,10 @@ class StableDiffusionBackbone(BackboneBase):
             if px and px % self.vae_factor:
                 f = self.vae_factor
                 raise UgdError(f"{name}={px} is not a multiple of {f} (the VAE's downsampling); use {px // f * f} or {px // f * f + f}")
-        size = unet.config.sample_size
-        default = size if isinstance(size, int) else size[0]
-        h = (height // self.vae_factor) if height else default
-        w = (width // self.vae_factor) if width else default
+        size = unet.config.sample_size  # an int, or (height, width) as diffusers' pipelines read it
+        default_h, default_w = (size, size) if isinstance(size, int) else (size[0], size[1])
+        h = (height // self.vae_factor) if height else default_h
+        w = (width // self.vae_factor) if width else default_w
         self.sample_shape = (unet.config.in_channels, h, w)
 
     def _modules(self) -> dict[str, nn.Module]:
