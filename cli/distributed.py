@@ -69,6 +69,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
         kwargs["runtime_env"] = {"env_vars": {"UGD_LOAD_PLUGINS": plugins}}
     try:
         if address in (None, "", "local"):
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a private cluster reports nothing, unless the user says
             ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, **kwargs)
         else:
             ray.init(address=address, **kwargs)
@@ -168,7 +169,8 @@ class _Pool:
                 ready, _ = self.ray.wait(list(self.inflight), num_returns=1)
                 ref = ready[0]
                 idx, item, attempt = self.inflight.pop(ref)
-                self.load[idx] -= 1
+                if idx in self.load:  # a retired worker's other queued batches come back failed, to be handed on
+                    self.load[idx] -= 1
                 try:
                     result = self.ray.get(ref)
                 except self.dead as exc:
