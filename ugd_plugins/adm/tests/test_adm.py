@@ -43,8 +43,13 @@ FAMILIES = {
 
 
 def tiny_backbone(release: str, seed: int = 0) -> AdmBackbone:
+    """A release's architecture at 16x16, every weight random: guided-diffusion zero-initialises its output
+    convolutions, so a freshly built network returns zeros (and zero gradients) whatever its input."""
     torch.manual_seed(seed)
     net, diffusion = build_unet(Resolved(f"tiny-{release}", "model", FAMILIES[release]))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.05)
     return AdmBackbone(net, adm_scheduler(**diffusion), name=f"tiny {release}")
 
 
@@ -94,6 +99,7 @@ def test_tiny_release_family_samples_with_guidance(release: str) -> None:
     with torch.no_grad():
         raw = bb.unet(z, t, y=cond)
         eps = bb.eps(z, t, cond)
+    assert raw[:, :3].abs().max() > 1e-3 and not torch.allclose(raw[:, :3], raw[:, 3:])  # halves that differ
     torch.testing.assert_close(eps, raw[:, :3])  # learned variance split off by to_epsilon
 
     guide = mse_guide(torch.full((1, 3, SIZE, SIZE), 0.5))
@@ -116,6 +122,7 @@ def test_gradient_checkpointing_gives_the_same_gradient() -> None:
         bb.configure(SamplerConfig(grad_checkpointing=on))
         (g,) = torch.autograd.grad(bb.eps(z, t, None).square().sum(), z)
         grads.append(g)
+    assert grads[0].abs().max() > 1e-3  # a gradient to compare
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
