@@ -662,8 +662,8 @@ def parse_guide_weights(text: str) -> dict[str, float]:
         try:
             w = float(value)
         except ValueError:
-            w = float("nan")
-        if name not in used or not w > 0 or w == float("inf"):
+            w = 0.0
+        if name not in used or not 0 < w < float("inf"):
             raise UgdError(f"guide_weights={text!r}: {part.strip()!r} is not GUIDE=WEIGHT with a guide the bench uses "
                            f"({', '.join(sorted(used))}) and a positive weight; write e.g. guide_weights=digit-box=4")
         out[name] = w
