@@ -273,6 +273,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def default_preset(backbone_default: str | None, overrides: dict[str, Any]) -> str:
+    """The preset of a run with guides and no ``--preset``: the backbone's own default, else the scale-free
+    default, ``auto`` (``auto-eps`` where the steps draw no noise: auto's spherical step needs ancestral DDIM,
+    auto-eps guides through eps with any scheduler)."""
+    preset = backbone_default or "auto"
+    return "auto-eps" if preset == "auto" and draws_no_noise(overrides) else preset
+
+
 def draws_no_noise(overrides: dict[str, Any]) -> bool:
     """Whether ``--scheduler`` / ``--eta`` ask for steps that draw no noise the sampler can turn (DDIM with
     eta <= 0, or a scheduler whose step takes no noise from the caller); a value that is no number, or no
@@ -300,10 +308,8 @@ def resolve_config(spec: RunSpec, registry: Registry, backbone: str | None = Non
     bname = backbone or parse_spec(spec.backbone)[0]
     needed = preset is None and spec.guides  # the default preset is the backbone's: it must be known here
     entry = registry.get("backbone", bname) if needed or bname in registry.entries["backbone"] else None
-    if preset is None and spec.guides:  # the backbone's own default preset, else the scale-free default
-        preset = entry.default_preset or "auto"
-        if preset == "auto" and draws_no_noise(spec.overrides):
-            preset = "auto-eps"  # auto's spherical step needs ancestral DDIM; auto-eps guides through eps, any scheduler
+    if preset is None and spec.guides:
+        preset = default_preset(entry.default_preset, spec.overrides)
     name = preset
     if preset is not None:
         name, settings = resolve_preset(preset, registry)

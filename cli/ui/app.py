@@ -408,8 +408,8 @@ class Page:
         config = resolve_config(spec, self.reg)[0]
         run = Run(spec, config.num_steps, config.recurrence).start()
         _RUNS[request.session_hash or ""] = run
-        yield [_status_html(run), None, _loss_frame([]), [], None, None, "", *errors(None, None)]
-        try:
+        try:  # from the run's start: a page closed at any yield ends its run
+            yield [_status_html(run), None, _loss_frame([]), [], None, None, "", *errors(None, None)]
             last_previews = -1
             while True:
                 run.wait_change(0.5)
@@ -440,7 +440,6 @@ class Page:
         finally:
             run.stop()  # a closed page ends its run as Stop does
             _RUNS.pop(request.session_hash or "", None)
-
 
 
 # -- small helpers ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ugd_core.registry import Registry
 from ugd_core.schedules import SCHEDULER_ALIASES
 
 from ..records import check_record
-from ..spec import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, Part, RunSpec, check_settings, resolve_config, validate_spec
+from ..spec import DEFAULT_BACKBONE, DEFAULT_BATCH_SIZE, Part, RunSpec, check_settings, default_preset, resolve_config, validate_spec
 
 # -- parameters of guides and backbones ------------------------------------------------------
 
@@ -179,13 +179,14 @@ def base_settings(preset: str | None, backbone: str, has_guides: bool, registry:
 
 
 def effective_preset(preset: str | None, backbone: str, has_guides: bool, registry: Registry) -> str | None:
-    """The preset a run uses: the chosen one, else the backbone's default when guides are given (as the CLI)."""
+    """The preset a run uses: the chosen one, else the backbone's default when guides are given (the CLI's rule,
+    :func:`cli.spec.default_preset`, named for the default scheduler)."""
     if preset:
         return preset
     if not has_guides:
         return None
     try:
-        return registry.get("backbone", parse_spec(backbone)[0]).default_preset or "ugd"
+        return default_preset(registry.get("backbone", parse_spec(backbone)[0]).default_preset, {})
     except UgdError:
         return None
 
