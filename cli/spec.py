@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 # No torch at import: validate_spec (every check before any work) runs before torch loads, so a bad
 # input's one line comes at start-up speed; resolve_device and build import it.
-from ugd_core.registry import Registry, get_registry
+from ugd_core.registry import TEXT_INPUTS, Registry, get_registry
 
 DEFAULT_BACKBONE = "digits"
 DEFAULT_BATCH_SIZE = 8  # two batches of the README's 16 images, side by side on 2 cores (cli.lanes)
@@ -240,7 +240,12 @@ def validate_spec(spec: RunSpec, registry: Registry | None = None) -> CheckedSpe
         raise UgdError(
             f"the default backbone {DEFAULT_BACKBONE!r} is not installed; `pip install -e ugd_plugins/digits` or pass --backbone NAME"
         )
-    resolve_params(backbone.name, reg.get("backbone", backbone.name).params, backbone.params)
+    entry = reg.get("backbone", backbone.name)
+    resolve_params(backbone.name, entry.params, backbone.params)
+    for text in set(TEXT_INPUTS) - set(entry.reads if entry.reads is not None else TEXT_INPUTS):
+        if getattr(spec, text) not in (None, ""):
+            flag = "--" + text.replace("_", "-")
+            raise UgdError(f"backbone {backbone.name!r} reads no {text.replace('_', ' ')}: it would be ignored; drop {flag}")
     guides = tuple(Part.parse(text, weighted=True) for text in spec.guides)
     for g in guides:
         resolve_params(g.name, reg.get("guide", g.name).params, g.params)

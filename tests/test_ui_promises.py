@@ -452,6 +452,8 @@ def test_restore_is_from_spec(digits_run, tmp_path):
     reg = get_registry()
     record = read_image_record(digits_run.images[1])
     record.update(torch_threads=3, device="auto", negative_prompt="blurry", best_of=dict(n=2, kept=0, candidates=[]))
+    assert from_record(record, reg).negative_prompt == spec_from_image_record(record)[0].negative_prompt == "blurry"
+    record["negative_prompt"] = None  # the digits backbone reads none: a run with one is refused before any work
     cli_spec, _ = spec_from_image_record(record)
     spec = check_form(from_record(record, reg), reg)
     for name in ("guides", "preset", "prompt", "negative_prompt", "seed", "num_images", "batch_size", "device", "threads", "best_of"):

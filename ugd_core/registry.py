@@ -33,6 +33,10 @@ ENTRY_POINT_GROUP = "ugd"
 KINDS = ("guide", "backbone", "preset", "benchmark")
 
 
+# the texts a run may hand its backbone; a backbone that declares which it reads has the others refused before any work
+TEXT_INPUTS = ("prompt", "negative_prompt")
+
+
 @dataclass
 class Entry:
     """One registered item."""
@@ -49,6 +53,7 @@ class Entry:
     default_preset: str = ""  # backbones: the preset used when guides are given without --preset
     default_steps: int = 0  # backbones: the step count when neither the preset nor --steps sets one (0 = SamplerConfig's)
     example: str = ""  # the arguments of `ugd generate` (benchmarks: `ugd bench NAME`) that run it, shown by `ugd info`
+    reads: tuple[str, ...] | None = None  # backbones: the texts it reads (prompt, negative_prompt); None = it checks them itself
 
     @property
     def params(self) -> list[Param]:
@@ -133,6 +138,7 @@ class Registry:
             default_preset: str = "",
             example: str = "",
             default_steps: int = 0,
+            reads: Iterable[str] | None = None,
         ) -> None:
             owner = f"plugin {plugin!r}, {kind} {name!r}"
             if not isinstance(name, str) or not name or any(c in name for c in "=,\"' :"):
@@ -143,10 +149,13 @@ class Registry:
             except UgdError as exc:
                 self._reject(plugin, str(exc))
                 return
+            if reads is not None and not set(reads) <= set(TEXT_INPUTS):
+                self._reject(plugin, f"{kind} {name!r}: reads={tuple(reads)!r} may name only {', '.join(TEXT_INPUTS)}")
+                return
             settings = dict(factory) if kind == "preset" else {}
             fn = None if kind == "preset" else factory
             entry = Entry(kind, name, fn, description, checked, differentiable, plugin, settings, source, default_preset,
-                          default_steps=default_steps, example=example)
+                          default_steps=default_steps, example=example, reads=None if reads is None else tuple(reads))
             self.by_plugin[kind][f"{plugin}:{name}"] = entry
             table = self.entries[kind]
             if name not in table:

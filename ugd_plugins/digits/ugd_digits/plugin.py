@@ -21,6 +21,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         params=[Param("weights", "path", "", "safetensors file (default: the shipped weights)")],
         default_preset="auto",
         default_steps=20,  # DDIM-20 holds the 50-step quality on this cosine-schedule model (docs/benchmarks.md)
+        reads=(),  # unconditional
         example="--guide digit-robust:label=7",  # also the example of presets that name no backbone
     )
     register(
@@ -31,6 +32,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         params=[Param("weights", "path", "", "safetensors file (default: the shipped weights)")],
         default_preset="auto",
         default_steps=20,  # as the DDPM (the default preset is unmeasured on this backbone: docs/backbones/digits-flow.md)
+        reads=(),  # unconditional
         example="--guide digit-robust:label=7",
     )
 

@@ -44,6 +44,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         "the pipeline class is read from the folder's model_index.json",
         params=_params("stable-diffusion-v1-5/stable-diffusion-v1-5"),
         example="--prompt 'a photo of a cat'",
+        reads=("prompt", "negative_prompt"),
     )
     register(
         "stable-diffusion-xl",
@@ -51,6 +52,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         description="Stable Diffusion XL (two text encoders, pooled embeddings, size conditioning; 1024 px by default)",
         params=_params("stabilityai/stable-diffusion-xl-base-1.0"),
         example="--prompt 'a photo of a cat'",
+        reads=("prompt", "negative_prompt"),
     )
     register(
         "stable-diffusion-3",
@@ -61,6 +63,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
                 Param("t5", "bool", True, "load the T5 text encoder (false: zeros in its place, as diffusers)"),
                 Param("max_sequence_length", "int", 0, "T5 tokens (0 = the pipeline's default, 256)")],
         example="--prompt 'a photo of a cat'",
+        reads=("prompt", "negative_prompt"),
     )
     register(
         "flux",
@@ -71,4 +74,5 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
                 Param("guidance", "float", 3.5, "FLUX.1-dev's guidance embedding (schnell has none; cfg_scale is not used)"),
                 Param("max_sequence_length", "int", 0, "T5 tokens (0 = the pipeline's default, 512)")],
         example="--prompt 'a photo of a cat'",
+        reads=("prompt",),  # no CFG batch: a negative prompt would be ignored
     )
