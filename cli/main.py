@@ -197,6 +197,9 @@ def _describe(e: Entry, name: str, brief: bool = False) -> None:
         return
     if e.kind == "guide":
         console.print("differentiable: " + ("yes" if e.differentiable else "no (the sampler estimates its gradient without autograd)"))
+    if e.kind == "backbone" and e.reads is not None:
+        texts = " and ".join(f"--{r.replace('_', '-')}" for r in e.reads) or "no prompt (unconditional)"
+        console.print(f"reads: {texts}", highlight=False, markup=False)
     if e.kind == "preset":
         if e.source:
             console.print(f"source: {escape(e.source)}")

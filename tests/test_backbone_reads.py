@@ -69,3 +69,11 @@ def test_ugd_generate_refuses_a_prompt_for_digits_before_any_work(tmp_path):
     assert result.exit_code == 2
     assert "backbone 'digits' reads no prompt: it would be ignored; drop --prompt" in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("backbone, line", [("flux", "reads: --prompt\n"), ("digits", "reads: no prompt (unconditional)\n"),
+                                            ("stable-diffusion", "reads: --prompt and --negative-prompt\n")])
+def test_ugd_info_says_what_a_backbone_reads(backbone, line):
+    result = CliRunner().invoke(app, ["info", backbone])
+    assert result.exit_code == 0 and line in result.output
+    assert "reads:" not in CliRunner().invoke(app, ["info", "adm"]).output  # it checks its class index itself
