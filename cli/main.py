@@ -54,7 +54,9 @@ class OneLineErrors(TyperGroup):
                 exc.show()
                 sys.exit(exc.exit_code)
             ctx = getattr(exc, "ctx", None)
-            where = ctx.command_path if ctx is not None else "ugd"
+            # a parser error (an option without its value, a flag given one) carries no context: name the command
+            argv = list((args[0] if args else kwargs.get("args")) or sys.argv[1:])
+            where = ctx.command_path if ctx is not None else " ".join(["ugd", *[a for a in argv if a in self.commands][:1]])
             message = " ".join(exc.format_message().split()).rstrip(".")
             err_console.print(f"[bold red]error:[/] {escape(message)}; see `{escape(where)} --help`", highlight=False, soft_wrap=True)
             sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
@@ -122,7 +124,7 @@ def first_sentence(text: str) -> str:
     text, depth = " ".join(text.split()), 0
     for i, ch in enumerate(text):
         depth += (ch in "([") - (ch in ")]")
-        if ch in ".;" and depth == 0 and text[i + 1 : i + 2] == " ":
+        if ch in ".;" and depth == 0 and text[i + 1 : i + 2] == " " and not text[: i + 1].endswith(("e.g.", "i.e.")):
             return text[:i]
     return text.rstrip(".")
 
@@ -209,7 +211,7 @@ def _describe(e: Entry, name: str, brief: bool = False) -> None:
         console.print(t)
         console.print(f"example: {example_command(e, name)}", highlight=False, markup=False, soft_wrap=True)
         return
-    if not e.params:
+    if not e.params and e.kind != "guide":  # every guide has at least its weight
         console.print("parameters: none")
     else:
         t = Table("parameter", "type", "default", "help")
