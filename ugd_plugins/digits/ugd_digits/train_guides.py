@@ -118,13 +118,17 @@ def load_network(name: str, weights: str | Path | None = None, device: str = "cp
     except Exception as exc:  # noqa: BLE001 - any read failure is a user-facing problem
         raise UgdError(f"{name}: cannot read weights {str(path)!r} ({type(exc).__name__}); retrain with "
                        f"`{TRAIN_COMMAND.format(name=name)}`") from None
-    arch = json.loads(meta["arch"]) if "arch" in meta else {"class": _spec(name).arch, "kwargs": _spec(name).kwargs}
+    spec = _spec(name)
+    arch = json.loads(meta["arch"]) if "arch" in meta else {"class": spec.arch, "kwargs": spec.kwargs}
+    wrong = f"{name}: {str(path)!r} does not hold {spec.arch} weights of this recipe; retrain with `{TRAIN_COMMAND.format(name=name)}`"
+    # a file of another network (its class, or its outputs: a 64-d embedding is no 10-class head) is refused here
+    if arch["class"] != spec.arch or arch["kwargs"].get("outputs") != spec.kwargs.get("outputs"):
+        raise UgdError(wrong)
     net = _CLASSES[arch["class"]](**arch["kwargs"])
     try:
         net.load_state_dict(state)
     except RuntimeError:
-        raise UgdError(f"{name}: {str(path)!r} does not hold {arch['class']} weights of this recipe; retrain with "
-                       f"`{TRAIN_COMMAND.format(name=name)}`") from None
+        raise UgdError(wrong) from None
     net.eval().requires_grad_(False)
     return net.to(device)
 
