@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -250,13 +249,10 @@ CANDIDATES: dict[str, dict[str, Any] | str] = {
 }
 
 
-def with_weight(spec: str, w: float) -> str:
-    """A bench guide spec with its weight set to ``w``."""
-    return re.sub(r"weight=[0-9.eE+-]+", f"weight={w:g}", spec)
-
-
 def unit_weight(spec: str) -> str:
     """A bench guide spec with its weight set to 1."""
+    from ugd_digits.bench import with_weight
+
     return with_weight(spec, 1.0)
 
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from auto_pilot import build, raw_losses, task_specs, with_weight  # noqa: E402  (sets the offline variables, puts the repo on the path)
+from auto_pilot import build, raw_losses, task_specs  # noqa: E402  (sets the offline variables, puts the repo on the path)
 from digits_label_pilot import dev_judge  # noqa: E402
 
 import torch  # noqa: E402
@@ -27,13 +27,9 @@ from cli.bench import seed_range_of  # noqa: E402
 from ugd_core import SamplerConfig, sample  # noqa: E402
 from ugd_core.guidance import GuideSet  # noqa: E402
 from ugd_core.registry import get_registry  # noqa: E402
+from ugd_digits.bench import weighted  # noqa: E402  (only the named guide takes the weight)
 
 PLACEMENT = {"box": "digit-box", "mask+label": "digit-mask"}  # the guide whose weight varies, per task
-
-
-def weighted(specs: list[str], guide: str, w: float) -> list[str]:
-    """The case's guide specs with ``guide``'s weight set to ``w`` (every spec comes at weight 1)."""
-    return [with_weight(s, w) if s.startswith(guide + ":") else s for s in specs]
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:

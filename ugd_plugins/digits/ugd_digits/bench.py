@@ -115,8 +115,18 @@ def task_cases(task: str, seed: int, n_cases: int, label_guide: str = DEFAULT_LA
     cases = _task_cases(task, seed, n_cases, label_guide, label_weights, unit_weights)
     for name, w in (guide_weights or {}).items():
         for c in cases:
-            c.guides = [re.sub(r"weight=[^,]+", f"weight={w:g}", g) if g.startswith(name + ":") else g for g in c.guides]
+            c.guides = weighted(c.guides, name, w)
     return cases
+
+
+def with_weight(spec: str, w: float) -> str:
+    """A bench guide spec with its weight set to ``w``."""
+    return re.sub(r"weight=[0-9.eE+-]+", f"weight={w:g}", spec)
+
+
+def weighted(specs: list[str], guide: str, w: float) -> list[str]:
+    """The specs with every spec of ``guide`` (its name matched whole) at weight ``w``, the others as they are."""
+    return [with_weight(s, w) if s.startswith(guide + ":") else s for s in specs]
 
 
 def _task_cases(task: str, seed: int, n_cases: int, label_guide: str, label_weights: str, unit_weights: bool) -> list[Case]:
