@@ -148,6 +148,10 @@ def check_record(record: dict[str, Any], source: str | Path = "image spec") -> N
     for key in ("preset", "prompt", "negative_prompt"):
         if record.get(key) is not None and not isinstance(record[key], str):
             raise UgdError(f"{where}: {key} {record[key]!r} must be a text or null")
+    for key, value in record["sampler"].items():  # SamplerConfig.to_dict writes a Python callable by name only
+        if isinstance(value, str) and value.startswith("<callable"):
+            raise UgdError(f"{where}: sampler {key} was a Python function ({value}), which a record cannot hold, so this "
+                           f"image cannot be made again from it; edit {key} to a name (e.g. \"constant\") to run with that instead")
     if not isinstance(record.get("device", "cpu"), str):
         raise UgdError(f"{where}: device {record['device']!r} must be a text such as \"cpu\"")
     threads = record.get("torch_threads")
@@ -164,12 +168,11 @@ def check_record(record: dict[str, Any], source: str | Path = "image spec") -> N
 
 
 def _spec_for(record: dict[str, Any], seeds: list[int]) -> RunSpec:
-    sampler = {k: v for k, v in record["sampler"].items() if not (isinstance(v, str) and v.startswith("<callable"))}
     return RunSpec(
         backbone=record["backbone"]["spec"],
         guides=[g["spec"] for g in record["guides"]],
         preset=record.get("preset"),
-        sampler=sampler,  # the complete settings, so the preset is not looked up again
+        sampler=dict(record["sampler"]),  # the complete settings, so the preset is not looked up again
         prompt=record.get("prompt"),
         negative_prompt=record.get("negative_prompt"),
         seed=seeds[0],

@@ -24,7 +24,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.run import RunSpec, read_image_record, spec_from_image_record
+from cli.run import RunSpec, read_image_record, regenerate_from_record, spec_from_image_record
 from cli.spec import resolve_config
 from cli.ui.form import (
     Form,
@@ -42,6 +42,7 @@ from cli.ui.form import (
     widget_of,
 )
 from cli.ui.watch import Run, Watch, preview_every
+from ugd_core.errors import UgdError
 from ugd_core.params import Param, parse_spec
 from ugd_core.registry import get_registry
 
@@ -461,15 +462,24 @@ def test_restore_is_from_spec(digits_run, tmp_path):
     assert resolve_config(spec, reg)[0].to_dict() == resolve_config(cli_spec, reg)[0].to_dict()
 
 
-def test_a_record_with_a_callable_setting_restores_to_a_form_that_runs(digits_run):
-    """cli/records.py: a setting a record cannot carry is written '<callable ...>' and left out on --from-spec; Restore
-    leaves it out too, so the restored form passes the CLI's checks instead of refusing its own record."""
+def test_a_record_with_a_callable_setting_is_refused_in_one_line_by_restore_and_from_spec(digits_run, tmp_path):
+    """A schedule given from Python as a function is written '<callable NAME>' (SamplerConfig.to_dict): a record cannot
+    hold it, so neither Restore nor --from-spec can make the image again. Both say so in one line naming the setting
+    (they used to drop it silently and run the default schedule, which --from-spec called bit-exact)."""
     reg = get_registry()
     record = read_image_record(digits_run.images[0])
     record["sampler"]["forward_schedule"] = "<callable my_schedule>"
-    form = from_record(record, reg)
-    assert "forward_schedule" not in form.knobs
-    assert "forward_schedule" not in check_form(form, reg).overrides
+    with pytest.raises(UgdError, match=r"sampler forward_schedule was a Python function \(<callable my_schedule>\)") as e:
+        from_record(record, reg)
+    assert "\n" not in str(e.value) and "edit forward_schedule to a name" in str(e.value)
+    with pytest.raises(UgdError, match="sampler forward_schedule was a Python function"):
+        spec_from_image_record(record)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(record))
+    with pytest.raises(UgdError, match="sampler forward_schedule was a Python function"):
+        regenerate_from_record(path)
+    record["sampler"]["forward_schedule"] = "constant"  # the fix the line names
+    assert from_record(record, reg).knobs["forward_schedule"] == "constant"
 
 
 # -- `ugd ui`: the address it serves and what it serves -------------------------------------------

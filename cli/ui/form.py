@@ -353,7 +353,7 @@ def from_record(record: dict[str, Any], registry: Registry, source: str = "image
         params = registry.get("guide", part.name).params if part.name in registry.entries["guide"] else []
         guides.append(GuideForm(part.name, form_values(params, part.params), part.weight))
     by_name = {k.name: k for k in knobs()}
-    sampler = {k: v for k, v in record["sampler"].items() if k in by_name and not (isinstance(v, str) and v.startswith("<callable"))}
+    sampler = {k: v for k, v in record["sampler"].items() if k in by_name}
     batch = record.get("batch_seeds", [record["seed"]])
     if record["seed"] not in batch:
         batch = [record["seed"]]
