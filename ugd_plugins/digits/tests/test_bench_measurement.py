@@ -185,6 +185,22 @@ def test_inpaint_metric_is_mse_on_the_known_left_half_and_inf_for_a_nan_sample(b
     assert bench.score("inpaint", cases, img, 1)["metric"] == math.inf
 
 
+@pytest.mark.parametrize("task", ["box", "inpaint"])
+def test_an_alone_task_is_its_placement_guide_without_the_class_term_and_scored_the_same(bench, task):
+    """"box-alone" / "inpaint-alone": the same targets and placement guide (same spec, same weight) as "box" /
+    "inpaint", without the class term; the same metric on the same images; no class is judged."""
+    for seed in (500, 1000):
+        composed, alone = task_cases(task, seed, 3), task_cases(task + "-alone", seed, 3)
+        assert [c.ref for c in alone] == [c.ref for c in composed] and [c.label for c in alone] == [c.label for c in composed]
+        assert [c.guides for c in alone] == [c.guides[:1] for c in composed]
+        assert all(len(c.guides) == 2 and c.guides[1].startswith("digit-robust:") for c in composed)
+    cases = task_cases(task, 500, 2)
+    img = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    both, one = bench.score(task, cases, img, 1), bench.score(task + "-alone", task_cases(task + "-alone", 500, 2), img, 1)
+    assert one["metric"] == both["metric"] and "class_accuracy" in both and "class_accuracy" not in one
+    assert task_cases(task + "-alone", 500, 1, unit_weights=True)[0].guides[0].endswith("weight=1.0")
+
+
 def test_style_metric_is_distance_of_sample_to_target_and_inf_for_nan(bench):
     """style metric = mean style_distance(sample, target) (normalised by the target's Gram), +inf with a NaN sample."""
     cases = task_cases("style", 500, 2)

@@ -49,7 +49,15 @@ from .presets import ABLATIONS
 from .targets import heldout_canvases, ref_canvas, ref_label
 from .train_guides import WEIGHTS_DIR
 
-TASKS = ("label", "mask", "box", "identity", "style", "inpaint", "mask+label")
+TASKS = ("label", "mask", "box", "identity", "style", "inpaint", "mask+label", "box-alone", "inpaint-alone")
+# "box" and "inpaint" compose the placement guide with the target's class (digit-robust); "box-alone" and
+# "inpaint-alone" are the placement guide by itself, scored the same way (no class is asked, so none is judged).
+ALONE = "-alone"
+
+
+def base_task(task: str) -> str:
+    """The task whose guide and metric a task uses: "box" for "box-alone", else the task itself."""
+    return task.removesuffix(ALONE)
 
 # Guide weights per task: bring each guide's loss to a comparable gradient scale.
 # Set once from the guides' own losses (a pilot on seeds outside the reported ones),
@@ -59,7 +67,8 @@ TASKS = ("label", "mask", "box", "identity", "style", "inpaint", "mask+label")
 # The box task composes two guides, digit-box for the location and digit for the class: with the class
 # inside digit-box its cross-entropy swamped the box terms. Box weight 20 was chosen among 1/5/20/100/400
 # by the guide detector's own IoU to the target on pilot seeds 500-501 (0.35/0.43/0.50/0.40/0.28).
-TASK_WEIGHTS = {"label": 1.0, "mask": 100.0, "box": 20.0, "identity": 12.0, "style": 8.0, "inpaint": 300.0, "mask+label": 100.0}
+TASK_WEIGHTS = {"label": 1.0, "mask": 100.0, "box": 20.0, "identity": 12.0, "style": 8.0, "inpaint": 300.0, "mask+label": 100.0,
+                "box-alone": 20.0, "inpaint-alone": 300.0}
 
 # The guide of the class term (label task; the class that box and inpaint compose). The noise-trained
 # classifier is the default: on the pilot seeds it beat the clean one by the development judge
@@ -83,7 +92,8 @@ OBJECTIVES = ("development", "guide-loss", "evaluator")
 SCORING = 3  # bump when scoring changes (2: non-finite samples wrong everywhere; 3: FID_REAL), so no cached cell is reused
 # FID's real digits: the judges' held-out digits (references and calibration, 0-749), never a task target
 FID_REAL = (DIGIT_SETS["judge_reference"][1], DIGIT_SETS["judge_calibration"][2])
-HIGHER_IS_BETTER = {"label": True, "mask": True, "box": True, "identity": True, "style": False, "inpaint": False, "mask+label": True}
+HIGHER_IS_BETTER = {"label": True, "mask": True, "box": True, "identity": True, "style": False, "inpaint": False, "mask+label": True,
+                    "box-alone": True, "inpaint-alone": False}
 METRIC_NAME = {
     "label": "target accuracy",
     "mask": "mask IoU",
@@ -92,6 +102,8 @@ METRIC_NAME = {
     "identity": "identity cosine",
     "style": "style distance",
     "inpaint": "known-pixel MSE",
+    "box-alone": "box IoU",
+    "inpaint-alone": "known-pixel MSE",
 }
 
 
@@ -140,14 +152,16 @@ def _task_cases(task: str, seed: int, n_cases: int, label_guide: str, label_weig
     if task == "label":
         return [Case([class_term(c, w)], label=c) for c in range(10)]
     refs = target_refs(seed, n_cases)
+    alone, task = task.endswith(ALONE), base_task(task)
     cases = []
     for r in refs:
         lab = ref_label(r)
+        label = [] if alone else [class_term(lab, weights["label"])]
         if task == "mask":
             cases.append(Case([f"digit-mask:ref={r},weight={w}"], lab, r))
         elif task == "box":
             b = tight_boxes(foreground_mask(ref_canvas(r)))[0].int().tolist()
-            cases.append(Case([f'digit-box:box="{b[0]},{b[1]},{b[2]},{b[3]}",weight={w}', class_term(lab, weights["label"])], lab, r))
+            cases.append(Case([f'digit-box:box="{b[0]},{b[1]},{b[2]},{b[3]}",weight={w}', *label], lab, r))
         elif task == "mask+label":
             cases.append(Case([f"digit-mask:ref={r},weight={w}", class_term(lab, weights["label"])], lab, r))
         elif task == "identity":
@@ -155,7 +169,7 @@ def _task_cases(task: str, seed: int, n_cases: int, label_guide: str, label_weig
         elif task == "style":
             cases.append(Case([f"digit-style:ref={r},weight={w}"], lab, r))
         elif task == "inpaint":
-            cases.append(Case([f"inpaint:ref={r},region=left,weight={w}", class_term(lab, weights["label"])], lab, r))
+            cases.append(Case([f"inpaint:ref={r},region=left,weight={w}", *label], lab, r))
     return cases
 
 
@@ -356,7 +370,7 @@ class DigitsBench:
             out["metric"] = float(ev.identity_cosine(images, refs).mean())
         elif task == "style":
             out["metric"] = float(ev.style_distance(images, refs).mean())
-        elif task == "inpaint":
+        elif base_task(task) == "inpaint":
             known = torch.zeros_like(images, dtype=torch.bool)
             known[..., : images.shape[-1] // 2] = True
             err = ((images - refs) ** 2 * known).flatten(1).sum(1) / known.flatten(1).sum(1)
@@ -478,14 +492,14 @@ class DigitsBench:
         return dict(markdown=md, rows=rows)
 
 
-PLACEMENT_TASKS = ("mask", "mask+label", "box")
+PLACEMENT_TASKS = ("mask", "mask+label", "box", "box-alone")
 
 
 def placement(task: str, images: torch.Tensor, refs: torch.Tensor, ev: Any) -> torch.Tensor:
     """[N] where each image put its ink against its reference's: mask IoU (mask, mask + label) or the IoU of the
-    ink's tight box with the reference's (box); 0 for a non-finite sample."""
+    ink's tight box with the reference's (box, box-alone); 0 for a non-finite sample."""
     target = foreground_mask(refs)
-    if task == "box":
+    if base_task(task) == "box":
         return ev.box_metrics(images, tight_boxes(target))["iou"]
     return ev.mask_iou(images, target)
 
