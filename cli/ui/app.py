@@ -46,6 +46,9 @@ from .watch import Run
 
 MAX_GUIDES = 4
 UPLOADS = Path("outputs") / "uploads"  # uploaded reference images, content-addressed so records stay valid
+# what the default entry adds where the default is auto: with a scheduler (or eta) that draws no noise, the run uses
+# auto-eps instead (cli.spec.default_preset), whatever the page shows
+NO_NOISE_NOTE = "; auto-eps where the steps draw no noise"
 ERROR_SLOTS = ("backbone", "preset", "steps", "scheduler", "knobs", "run")
 CSS = """
 .ugd-err p { color: #b91c1c; font-weight: 600; margin: 0; }
@@ -292,7 +295,7 @@ class Page:
 
     def _preset_choices(self, backbone: str) -> list[tuple[str, str]]:
         default = effective_preset("", backbone, True, self.reg) or "none"
-        return [(f"default for {backbone} ({default})", "")] + [(n, n) for n in self.reg.entries["preset"]]
+        return [(f"default for {backbone} ({default}{NO_NOISE_NOTE if default == 'auto' else ''})", "")] + [(n, n) for n in self.reg.entries["preset"]]
 
     def _preset_info(self, preset: str, backbone: str) -> str:
         """One line under the preset: its settings and where their values come from."""
@@ -306,7 +309,8 @@ class Page:
         entry = self.reg.entries["preset"].get(name)
         source = f" — {entry.source}" if entry is not None and entry.source else ""
         values = ", ".join(f"{k}={v}" for k, v in settings.items()) or "the sampler's defaults"
-        return f"preset **{html.escape(name)}**: {html.escape(values)}{html.escape(source)}"
+        note = NO_NOISE_NOTE if not preset and name == "auto" else ""  # cli.spec.default_preset's rule
+        return f"preset **{html.escape(name)}**{html.escape(note)}: {html.escape(values)}{html.escape(source)}"
 
     def _knob_updates(self, preset: str, backbone: str, knob_keys: list[str]) -> list[Any]:
         try:
