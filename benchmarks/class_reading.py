@@ -1,0 +1,80 @@
+"""Where a composition loses its class, does the class guide itself still read the asked class? (a diagnostic)
+
+    OMP_NUM_THREADS=1 python benchmarks/class_reading.py --seeds 691,692
+
+For box + label and mask + label on pilot seeds: per final image, the class guide's own cross-entropy and argmax
+(the guide the sampler followed, ``digit-robust``) beside the development NN judge's verdict. If the samples the
+judge reads as another class are read as the asked class by the guide, with its loss met, the sampler did what
+the guide asked and the guide was satisfied by a change the judge does not read. Pilot seeds only (500-999); it
+chooses nothing, and no held-out evaluator is run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from auto_pilot import build, task_specs  # noqa: E402  (sets the offline variables, puts the repo on the path)
+from digits_label_pilot import dev_judge  # noqa: E402
+
+import torch  # noqa: E402
+
+from cli.bench import seed_range_of  # noqa: E402
+from ugd_core import SamplerConfig, sample  # noqa: E402
+from ugd_core.guidance import GuideSet, guide_loss  # noqa: E402
+from ugd_core.registry import get_registry  # noqa: E402
+from ugd_digits.bench import weighted  # noqa: E402
+
+PLACEMENT = {"box": "digit-box", "mask+label": "digit-mask"}
+# (task, preset, the placement guide's weight; the class term at 1): auto at equal and at 4x share; the bench's
+# best placement methods at the bench's weights (box 20, mask 100)
+RUNS = [("box", "auto", 1.0), ("box", "auto", 4.0), ("box", "digits-full", 20.0), ("mask+label", "auto", 1.0),
+        ("mask+label", "naive", 100.0)]
+MET = 0.01  # a cross-entropy below this: the guide gives the asked class p > 0.99
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="691,692", help="pilot seeds (500-999)")
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--cases", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20)
+    a = p.parse_args(argv)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    if not all(seed_range_of(s) == "pilot" for s in seeds):
+        sys.exit("error: pilot seeds are 500-999; e.g. --seeds 691,692")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    reg = get_registry()
+    backbone = reg.build("backbone", "digits", {}, device="cpu")
+    judge = dev_judge()
+    print("| task | method | placement weight | samples | dev-NN class acc | class guide's CE < 0.01 | guide argmax = asked | "
+          "dev-NN wrong: guide CE < 0.01 | dev-NN wrong: guide CE >= 0.01 | dev-NN wrong: guide argmax = asked |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    for task, method, w in RUNS:
+        cfg = SamplerConfig.from_dict(dict(reg.get("preset", method).settings, num_steps=a.steps))
+        n = ok = met = asked = wrong_met = wrong_unmet = wrong_asked = 0
+        for seed in seeds:
+            for ci, (specs, label) in enumerate(task_specs(task, seed, a.cases)):
+                sd = [seed * 100_000 + ci * 1000 + j for j in range(a.samples)]
+                items = build(weighted(specs, PLACEMENT[task], w), reg, 1.0)
+                out = torch.nan_to_num(sample(backbone, GuideSet(items), cfg, num_images=a.samples, seed=sd).images, nan=0.0)
+                cls = items[1].guide  # task_specs: the placement guide, then the class term
+                with torch.no_grad():
+                    ce = guide_loss(cls, out)
+                    read = cls.f_fn(cls.preprocess(out)).argmax(-1) == label
+                right = judge.judge(out).correct(torch.full((a.samples,), label))
+                m = ce < MET
+                n += a.samples
+                ok, met, asked = ok + int(right.sum()), met + int(m.sum()), asked + int(read.sum())
+                wrong_met += int((~right & m).sum())
+                wrong_unmet += int((~right & ~m).sum())
+                wrong_asked += int((~right & read).sum())
+        print(f"| {task} | {method} | {w:g} | {n} | {ok / n:.2f} | {met / n:.2f} | {asked / n:.2f} | {wrong_met} | {wrong_unmet} | "
+              f"{wrong_asked} of {n - ok} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
