@@ -35,15 +35,30 @@ def test_tiny_step_sweep_reports_both_judges_per_step_count(tmp_path):
     assert real["classifier"]["ece_after"] < real["classifier"]["ece_before"] and real["nn"]["accuracy"] > 0.8
     md = (out / "results.md").read_text()
     assert "Step sweep" in md and "| forward | " in md and "NN acc" in md
-    assert md.startswith("Seeds 0; 1 sample(s) × ") and "2, 3 steps." in md.splitlines()[0]  # which seeds made the table
+    assert md.startswith("Seeds 0; 1 sample(s) × ") and "2, 3 steps; class term digit-robust." in md.splitlines()[0]  # which seeds made the table
+    assert data["settings"]["label_guide"] == "digit-robust" and data["settings"]["guide_weights"] == {}
     assert "note: seeds 0 (no range) lie outside the reported seeds 1000-1999" in res.stderr
     assert (out / "grid-label-forward-3steps.png").exists()
+
+
+def test_a_run_with_guide_weights_says_so_in_its_table_and_its_json(tmp_path):
+    """A run's results name the weights it ran with (a table of `guide_weights=digit-box=4` read as one at the bench's
+    own weights would misreport what was measured)."""
+    out = tmp_path / "w4"
+    res = ugd("bench", "digits", "--param", "tasks=box", "--param", "samples=1", "--param", "cases=2", "--param", "seeds=1000",
+              "--param", "steps=2", "--param", "methods=auto", "--param", "guide_weights=digit-box=4", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert settings["guide_weights"] == {"digit-box": 4.0} and settings["label_guide"] == "digit-robust"
+    assert "; class term digit-robust; digit-box at weight 4 in every case." in (out / "results.md").read_text().splitlines()[0]
 
 
 def test_bad_bench_parameters_fail_before_any_work(tmp_path):
     out = tmp_path / "x"
     res = ugd("bench", "digits", "--param", "steps=10,ten", "--out", str(out))
     assert res.returncode == 2 and "steps=" in (res.stdout + res.stderr)
+    res = ugd("bench", "digits", "--param", "tasks=label,box", "--param", "samples=1", "--param", "cases=1", "--out", str(out))
+    assert res.returncode == 2 and "samples=1 × cases=1 is one image a cell" in res.stdout + res.stderr  # FID needs two
     res = ugd("bench", "digits", "--param", "methods=unguided,no-such-preset", "--out", str(out))
     assert res.returncode == 2 and "no-such-preset" in (res.stdout + res.stderr)
     res = ugd("bench", "digits", "--param", f"label_weights={tmp_path / 'none.safetensors'}", "--out", str(out))

@@ -480,13 +480,16 @@ class DigitsBench:
         rows = aggregate(results)
         real = self.real_reference()
         seeds = ", ".join(str(x) for x in self.seeds)
+        guides = f"class term {self.label_guide}" + (f" (weights {self.label_weights})" if self.label_weights else "")
+        guides += "".join(f"; {name} at weight {w:g} in every case" for name, w in self.guide_weights.items())
         run_line = (f"Seeds {seeds}; {self.samples} sample(s) × {self.n_cases} case(s) a seed and task; "
-                    f"{', '.join(str(k) for k in self.step_counts)} steps.\n\n")
+                    f"{', '.join(str(k) for k in self.step_counts)} steps; {guides}.\n\n")
         md = run_line + real_reference_markdown(real) + markdown_table(rows, self)
         (out_dir / "results.md").write_text(md)
         (out_dir / "results.json").write_text(
             json.dumps(dict(settings=dict(samples=self.samples, cases=self.n_cases, seeds=list(self.seeds), steps=list(self.step_counts),
-                                          task_weights=TASK_WEIGHTS, methods=self.methods), real_reference=real, rows=rows, raw=results),
+                                          task_weights=TASK_WEIGHTS, label_guide=self.label_guide, label_weights=self.label_weights or None,
+                                          guide_weights=self.guide_weights, methods=self.methods), real_reference=real, rows=rows, raw=results),
                        indent=2, default=str)
         )
         return dict(markdown=md, rows=rows)
@@ -658,6 +661,9 @@ def make_suite(samples: int = 4, cases: int = 4, seeds: str = ",".join(map(str, 
     for t in task_list:
         if t not in TASKS:
             raise UgdError(f"unknown digits task {t!r}; tasks: {', '.join(TASKS)}")
+    if samples * cases < 2 and any(t != "label" for t in task_list):  # label: 10 classes x samples images a cell
+        raise UgdError(f"samples={samples} × cases={cases} is one image a cell, and a cell's FID needs at least 2; "
+                       "write e.g. samples=2 (or cases=2)")
     try:
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
