@@ -36,7 +36,7 @@ RUNS = [("box", "auto", 1.0), ("box", "auto", 4.0), ("box", "digits-full", 20.0)
 MET = 0.01  # a cross-entropy below this: the guide gives the asked class p > 0.99
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="691,692", help="pilot seeds (500-999)")
     p.add_argument("--samples", type=int, default=4)
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| task | method | placement weight | samples | dev-NN class acc | class guide's CE < 0.01 | guide argmax = asked | "
           "dev-NN wrong: guide CE < 0.01 | dev-NN wrong: guide CE >= 0.01 | dev-NN wrong: guide argmax = asked |")
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    rows: list[dict[str, float]] = []
     for task, method, w in RUNS:
         cfg = SamplerConfig.from_dict(dict(reg.get("preset", method).settings, num_steps=a.steps))
         n = ok = met = asked = wrong_met = wrong_unmet = wrong_asked = 0
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
                 wrong_asked += int((~right & read).sum())
         print(f"| {task} | {method} | {w:g} | {n} | {ok / n:.2f} | {met / n:.2f} | {asked / n:.2f} | {wrong_met} | {wrong_unmet} | "
               f"{wrong_asked} of {n - ok} |", flush=True)
+        rows.append(dict(task=task, method=method, weight=w, samples=n, right=ok, met=met, asked=asked, wrong_met=wrong_met,
+                         wrong_unmet=wrong_unmet, wrong_asked=wrong_asked))
+    return rows
 
 
 if __name__ == "__main__":
