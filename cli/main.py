@@ -200,7 +200,8 @@ def _describe(e: Entry, name: str, brief: bool = False) -> None:
     if e.kind == "guide":
         console.print("differentiable: " + ("yes" if e.differentiable else "no (the sampler estimates its gradient without autograd)"))
     if e.kind == "backbone" and e.reads is not None:
-        texts = " and ".join(f"--{r.replace('_', '-')}" for r in e.reads) or "no prompt (unconditional)"
+        texts = ("what its model takes, known from its parameters" if callable(e.reads)
+                 else " and ".join(f"--{r.replace('_', '-')}" for r in e.reads) or "no prompt (unconditional)")
         console.print(f"reads: {texts}", highlight=False, markup=False)
     if e.kind == "preset":
         if e.source:

@@ -241,8 +241,8 @@ def validate_spec(spec: RunSpec, registry: Registry | None = None) -> CheckedSpe
             f"the default backbone {DEFAULT_BACKBONE!r} is not installed; `pip install -e ugd_plugins/digits` or pass --backbone NAME"
         )
     entry = reg.get("backbone", backbone.name)
-    resolve_params(backbone.name, entry.params, backbone.params)
-    for text in set(TEXT_INPUTS) - set(entry.reads if entry.reads is not None else TEXT_INPUTS):
+    read = entry.texts_read(resolve_params(backbone.name, entry.params, backbone.params))
+    for text in set(TEXT_INPUTS) - set(read if read is not None else TEXT_INPUTS):
         if getattr(spec, text) not in (None, ""):
             flag = "--" + text.replace("_", "-")
             raise UgdError(f"backbone {backbone.name!r} reads no {text.replace('_', ' ')}: it would be ignored; drop {flag}")

@@ -54,13 +54,67 @@ def test_reads_may_name_only_the_two_texts():
 
 def test_the_shipped_backbones_declare_what_they_read():
     """digits and digits-flow are unconditional; SD 1.x/2.x/XL and SD3 read both texts; FLUX.1 only the prompt (no CFG
-    batch); adm and diffusers-pixel check a class index themselves (whether a release or a UNet takes one is known only
-    from its config)."""
+    batch); adm and diffusers-pixel say from their parameters (whether a release or a UNet takes a class index is in
+    its flags or config.json)."""
     reg = load_registry()
     want = {"digits": (), "digits-flow": (), "stable-diffusion": ("prompt", "negative_prompt"),
             "stable-diffusion-xl": ("prompt", "negative_prompt"), "stable-diffusion-3": ("prompt", "negative_prompt"),
-            "flux": ("prompt",), "adm": None, "diffusers-pixel": None}
+            "flux": ("prompt",)}
     assert {name: reg.get("backbone", name).reads for name in want} == want
+    assert callable(reg.get("backbone", "adm").reads) and callable(reg.get("backbone", "diffusers-pixel").reads)
+
+
+def test_a_reads_function_decides_from_the_parameters_and_may_name_only_the_two_texts():
+    """reads= may be a function of the backbone's (resolved) parameters; what it returns is checked like a tuple; None
+    leaves the texts to the backbone."""
+    reg = registry_of(fn=lambda **p: ("prompt",) if p else (), odd=lambda **p: ("image",), unsure=lambda **p: None)
+    validate_spec(RunSpec(backbone="unsure", guides=[], prompt="a cat", negative_prompt="blurry"), reg)
+    with pytest.raises(UgdError, match="backbone 'fn' reads no prompt: it would be ignored; drop --prompt$"):
+        validate_spec(RunSpec(backbone="fn", guides=[], prompt="a cat"), reg)
+    with pytest.raises(UgdError, match=r"plugin 'reads', backbone 'odd': its reads function returned \('image',\); it may name only"):
+        validate_spec(RunSpec(backbone="odd", guides=[]), reg)
+
+
+def _no_load(*args, **kwargs):  # type: ignore[no-untyped-def]
+    raise AssertionError("the weights were loaded before the prompt was checked")
+
+
+def test_adm_refuses_a_prompt_for_an_unconditional_release_before_loading_it(monkeypatch):
+    """adm: a class-conditional release reads its class index as the prompt (README, the adm backbone's description);
+    an unconditional one reads none, which is one line before its checkpoint is looked for or loaded."""
+    import ugd_adm.backbone
+
+    monkeypatch.setattr(ugd_adm.backbone, "load_adm", _no_load)
+    reg = load_registry()
+    with pytest.raises(UgdError, match="backbone 'adm' reads no prompt: it would be ignored; drop --prompt$"):
+        validate_spec(RunSpec(backbone="adm:model=256x256_diffusion_uncond.pt", guides=[], prompt="207"), reg)
+    validate_spec(RunSpec(backbone="adm:model=256x256_diffusion.pt", guides=[], prompt="207"), reg)  # class-conditional
+    with pytest.raises(UgdError, match="backbone 'adm' reads no negative prompt"):
+        validate_spec(RunSpec(backbone="adm:model=256x256_diffusion.pt", guides=[], prompt="207", negative_prompt="1"), reg)
+    with pytest.raises(UgdError, match="cannot tell the release of 'mine.pt' from its file name"):  # as the load would say
+        validate_spec(RunSpec(backbone="adm:model=mine.pt", guides=[], prompt="207"), reg)
+
+
+@pytest.mark.parametrize("classes", [None, 10])
+def test_diffusers_pixel_reads_a_class_index_only_where_its_unet_takes_one(tmp_path, classes):
+    """diffusers-pixel: a UNet with num_class_embeds reads its class index as the prompt; one without reads no text, and
+    a prompt for it is one line from its config.json alone (the folder here holds no weights: nothing is loaded)."""
+    from diffusers import UNet2DModel
+
+    folder = tmp_path / "pipe"
+    UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 8), norm_num_groups=4,
+                down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                num_class_embeds=classes).save_config(folder / "unet")
+    reg = load_registry()
+    spec = RunSpec(backbone=f"diffusers-pixel:model={folder}", guides=[], prompt="3")
+    if classes is None:
+        with pytest.raises(UgdError, match="backbone 'diffusers-pixel' reads no prompt: it would be ignored; drop --prompt$"):
+            validate_spec(spec, reg)
+    else:
+        validate_spec(spec, reg)
+    empty = tmp_path / "empty"
+    empty.mkdir()  # no config to read: the load says what is missing
+    validate_spec(RunSpec(backbone=f"diffusers-pixel:model={empty}", guides=[], prompt="3"), reg)
 
 
 def test_ugd_generate_refuses_a_prompt_for_digits_before_any_work(tmp_path):
@@ -76,4 +130,4 @@ def test_ugd_generate_refuses_a_prompt_for_digits_before_any_work(tmp_path):
 def test_ugd_info_says_what_a_backbone_reads(backbone, line):
     result = CliRunner().invoke(app, ["info", backbone])
     assert result.exit_code == 0 and line in result.output
-    assert "reads:" not in CliRunner().invoke(app, ["info", "adm"]).output  # it checks its class index itself
+    assert "reads: what its model takes, known from its parameters\n" in CliRunner().invoke(app, ["info", "adm"]).output

@@ -53,7 +53,9 @@ class Entry:
     default_preset: str = ""  # backbones: the preset used when guides are given without --preset
     default_steps: int = 0  # backbones: the step count when neither the preset nor --steps sets one (0 = SamplerConfig's)
     example: str = ""  # the arguments of `ugd generate` (benchmarks: `ugd bench NAME`) that run it, shown by `ugd info`
-    reads: tuple[str, ...] | None = None  # backbones: the texts it reads (prompt, negative_prompt); None = it checks them itself
+    # backbones: the texts it reads (prompt, negative_prompt); or a function of its parameters that says so without loading
+    # any weights (a model family whose members differ: class-conditional or not); None = it checks them itself
+    reads: tuple[str, ...] | Callable[..., Iterable[str] | None] | None = None
 
     @property
     def params(self) -> list[Param]:
@@ -63,6 +65,20 @@ class Entry:
             owner = f"plugin {self.plugin!r}, {self.kind} {self.name!r}"
             self.declared_params = [checked_param(p, owner) for p in self.declared_params()]
         return self.declared_params
+
+    def texts_read(self, params: dict[str, Any]) -> tuple[str, ...] | None:
+        """The texts this backbone reads with these (resolved) parameters: ``reads`` itself, or what its function
+        returns for them; None when the backbone checks them itself. A function naming anything else is one line."""
+        if not callable(self.reads):
+            return self.reads
+        found = self.reads(**params)
+        if found is None:
+            return None
+        texts = tuple(found)
+        if not set(texts) <= set(TEXT_INPUTS):
+            raise UgdError(f"plugin {self.plugin!r}, backbone {self.name!r}: its reads function returned {texts!r}; it may name "
+                           f"only {', '.join(TEXT_INPUTS)}")
+        return texts
 
 
 @dataclass
@@ -138,7 +154,7 @@ class Registry:
             default_preset: str = "",
             example: str = "",
             default_steps: int = 0,
-            reads: Iterable[str] | None = None,
+            reads: Iterable[str] | Callable[..., Iterable[str] | None] | None = None,
         ) -> None:
             owner = f"plugin {plugin!r}, {kind} {name!r}"
             if not isinstance(name, str) or not name or any(c in name for c in "=,\"' :"):
@@ -149,13 +165,14 @@ class Registry:
             except UgdError as exc:
                 self._reject(plugin, str(exc))
                 return
-            if reads is not None and not set(reads) <= set(TEXT_INPUTS):
+            if reads is not None and not callable(reads) and not set(reads) <= set(TEXT_INPUTS):
                 self._reject(plugin, f"{kind} {name!r}: reads={tuple(reads)!r} may name only {', '.join(TEXT_INPUTS)}")
                 return
             settings = dict(factory) if kind == "preset" else {}
             fn = None if kind == "preset" else factory
             entry = Entry(kind, name, fn, description, checked, differentiable, plugin, settings, source, default_preset,
-                          default_steps=default_steps, example=example, reads=None if reads is None else tuple(reads))
+                          default_steps=default_steps, example=example,
+                          reads=reads if reads is None or callable(reads) else tuple(reads))
             self.by_plugin[kind][f"{plugin}:{name}"] = entry
             table = self.entries[kind]
             if name not in table:

@@ -47,6 +47,14 @@ def _load_adm(**kwargs: Any) -> Any:
     return load_adm(**kwargs)
 
 
+def _adm_reads(model: str, config: str) -> tuple[str, ...]:
+    """A class-conditional release reads its class index as the prompt; the others read no text (from the release's
+    flags: no weights load)."""
+    from .configs import resolve
+
+    return ("prompt",) if resolve(config, model, "model").flags.get("class_cond") else ()
+
+
 def _classifier_guide(**kwargs: Any) -> Any:
     from .classifier import classifier_guide
 
@@ -68,6 +76,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
             Param("config", "str", "", "release: " + ", ".join(r.name for r in _MODELS)
                   + "; or a JSON file of guided-diffusion model flags (default: from the file name)"),
         ],
+        reads=_adm_reads,
     )
 
 
