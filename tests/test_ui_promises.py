@@ -571,13 +571,11 @@ def test_the_preset_named_for_a_backbone_without_its_own_default_is_the_clis(bac
 
 def test_the_default_entry_says_a_scheduler_that_draws_no_noise_runs_auto_eps():
     """The default entry names what a run gets (cli.spec.default_preset): auto, or auto-eps where the steps draw
-    no noise (the menu said 'auto' while such a run used auto-eps); a backbone with its own default names that alone."""
+    no noise (the menu said 'auto' while such a run used auto-eps)."""
     reg = get_registry()
-    assert resolve_config(RunSpec(backbone="digits", guides=["-"], sampler={"scheduler": "dpm++"}), reg)[1] == "auto-eps"
-    assert "auto-eps where the steps draw no noise" in ui_app.Page(reg)._preset_choices("digits")[0][0]
-    own = next(n for n, e in reg.entries["backbone"].items() if e.default_preset not in (None, "auto"))
-    label = ui_app.Page(reg)._preset_choices(own)[0][0]
-    assert label == f"default for {own} ({reg.get('backbone', own).default_preset})"
+    assert resolve_config(RunSpec(backbone="digits", guides=["-"], overrides={"scheduler": "dpm++"}), reg)[1] == "auto-eps"
+    assert resolve_config(RunSpec(backbone="digits", guides=["-"]), reg)[1] == "auto"
+    assert ui_app.Page(reg)._preset_choices("digits")[0] == ("default for digits (auto; auto-eps where the steps draw no noise)", "")
 
 
 def test_closing_the_page_just_after_the_run_starts_stops_the_run(tmp_path, monkeypatch):
