@@ -461,6 +461,36 @@ def test_backward_final_steps_set_m_at_the_last_step_only():
         SamplerConfig(**dict(AUTO, backward_final_steps=-1))
 
 
+def test_backward_final_backtrack_sets_the_halvings_at_the_last_step_only():
+    """backward_final_backtrack: the line search's halvings at the chain's last step (0: backward_backtrack there too);
+    it needs the line search; negative counts are one line."""
+    from ugd_core.sampler import NoiseSchedule, UniversalGuidance
+
+    chain = NoiseSchedule.from_scheduler(default_scheduler(), 5)
+
+    def halvings(**knobs):
+        cfg = SamplerConfig(**dict(AUTO, num_steps=5, **knobs))
+        return [k.backward_backtrack for k in UniversalGuidance(backbone(), as_guide_set(quad(0.9)), cfg, []).step_knobs(chain)]
+
+    assert halvings(backward_final_backtrack=0) == [1] * 5 and halvings(backward_final_backtrack=6) == [1, 1, 1, 1, 6]
+    with pytest.raises(UgdError, match="backward_final_backtrack must be >= 0"):
+        SamplerConfig(**dict(AUTO, backward_final_backtrack=-1))
+    with pytest.raises(UgdError, match="backward_final_backtrack sets the line search's halvings at the last step: turn the line search on"):
+        SamplerConfig(backward_final_backtrack=6)
+
+
+def test_more_halvings_at_the_last_step_meet_a_squared_error_the_fixed_step_overshoots():
+    """A unit-RMS step of fixed length lands about its own length from a squared error's zero; at the last step, whose
+    x0_hat + delta is the image, halvings shorten the trials until the loss stops falling, so the image meets the
+    target far closer."""
+    target = 0.9
+    guide = quad(target)
+    # enough steps at the last step (x0_hat starts an RMS of about 0.3 off there) that the residual, not the count, limits it
+    base, more = run([guide], backward_final_steps=30), run([guide], backward_final_steps=30, backward_final_backtrack=12)
+    err = lambda x: ((x - target) ** 2).flatten(1).mean(1)  # noqa: E731  (the guide's own loss, up to its factor)
+    assert (err(more) < 1e-3 * err(base)).all() and err(base).min() > 0
+
+
 def test_own_losses_and_terms_come_in_loss_order_whatever_the_guides_order():
     """A zero-order guide listed first is reported after the differentiable ones (loss_order), so the line
     search weighs each own loss and term with its own guide's weight."""

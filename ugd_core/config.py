@@ -84,6 +84,9 @@ class SamplerConfig:
     # > 0: each backward step is line-searched per sample, kept only where the loss falls (backward_merit), else halved up to
     # this many times (a sample whose loss stops falling stops); needs backward_optimizer=sgd (0 = off)
     backward_backtrack: int = 0
+    # the halvings at the chain's last step, whose x0_hat + delta is the image itself (nothing re-noises it after): a
+    # squared error's residual shorter than the step is met only by shorter trials; 0 = backward_backtrack there too
+    backward_final_backtrack: int = 0
     # what the line search compares, with guide_normalize=grad: point (sum_i w_i l_i / r_i with each r_i at the
     # point scored: for one guide l / RMS(grad l), which a step can lower while raising l) | start (each r_i held
     # at the search's start x0_hat: one fixed function per search, for one guide the raw loss) | pareto (point's,
@@ -154,7 +157,7 @@ class SamplerConfig:
                 raise UgdError(f"{f.name} must be true or false, got {value!r}")
             if kind == "str" and not isinstance(value, str):
                 raise UgdError(f"{f.name} must be a text, got {value!r}")
-        minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "backward_final_steps": (0, " (0 = backward_steps)"), "forward_min_abar": (0.0, ""), "backward_backtrack": (0, " (0 = no line search)"), "backward_merit_slack": (0.0, " (0 = pareto's own test)")}
+        minimums = {"num_steps": (1, ""), "recurrence": (1, " (1 = no recurrence)"), "smoothing_probes": (1, ""), "backward_steps": (0, ""), "backward_final_steps": (0, " (0 = backward_steps)"), "forward_min_abar": (0.0, ""), "backward_backtrack": (0, " (0 = no line search)"), "backward_final_backtrack": (0, " (0 = backward_backtrack)"), "backward_merit_slack": (0.0, " (0 = pareto's own test)")}
         for name, (low, note) in minimums.items():
             if getattr(self, name) < low:
                 raise UgdError(f"{name} must be >= {low}{note}, got {getattr(self, name)}")
@@ -207,6 +210,9 @@ class SamplerConfig:
         if self.backward_normalize == "polyak" and self.smoothing_reduce != "mean":
             raise UgdError("backward_normalize=polyak shortens each guide's part of the step by its own loss, which smoothing_reduce="
                            f"{self.smoothing_reduce} does not keep apart; use smoothing_reduce=mean or backward_normalize=grad")
+        if self.backward_final_backtrack > 0 and self.backward_backtrack == 0:
+            raise UgdError("backward_final_backtrack sets the line search's halvings at the last step: turn the line search on "
+                           "with backward_backtrack > 0, or leave backward_final_backtrack at 0")
         if self.backward_backtrack > 0 and self.backward_optimizer != "sgd":
             raise UgdError("backward_backtrack > 0 line-searches plain gradient steps: set backward_optimizer=sgd, or backward_backtrack=0 for Adam")
         if self.forward_on == "sphere" and (self.eta <= 0 if self.scheduler == "ddim" else not scheduler_draws_noise(self.scheduler)):

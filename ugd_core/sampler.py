@@ -80,6 +80,7 @@ class StepKnobs:
     backward_lr: float
     recurrence: int  # k; 1 = no self-recurrence
     smoothing_std: float
+    backward_backtrack: int | None = None  # the line search's halvings at this step; None = the config's backward_backtrack
 
 
 class Scored(NamedTuple):
@@ -365,7 +366,8 @@ class UniversalGuidance:
                              start: Scored | None = None) -> Tensor:
         """m gradient steps on delta, each backtracked per sample (Armijo-style with a zero slope term,
         Nocedal & Wright Alg. 3.1): a trial delta - lr N(g) is kept for a sample only if its loss falls
-        below the current one; otherwise its step is halved, at most ``backward_backtrack`` times, and a
+        below the current one; otherwise its step is halved, at most ``backward_backtrack`` times (at the chain's last
+        step ``backward_final_backtrack`` where set), and a
         sample whose loss stops falling keeps its delta and takes no further steps (they would repeat the
         same rejected trials). The compared loss only ever decreases (x0_hat + delta is not kept in the data range: an
         absurd lr can land where the loss is lower and the image far off), and positive
@@ -386,7 +388,8 @@ class UniversalGuidance:
             lr = torch.full((n,), k.backward_lr, device=x0_hat.device, dtype=x0_hat.dtype)
             direction = self._backward_direction(at.grad, at.gain)
             pending = active.clone()
-            for _ in range(self.config.backward_backtrack + 1):
+            halvings = self.config.backward_backtrack if k.backward_backtrack is None else k.backward_backtrack
+            for _ in range(halvings + 1):
                 trial = delta - _bcast(lr, delta) * direction
                 if self.config.clip_x0:
                     trial = torch.maximum(torch.minimum(trial, 1 - x0_hat), -1 - x0_hat)
@@ -497,6 +500,7 @@ class UniversalGuidance:
                 backward_lr=c.backward_lr * bwd[i],
                 recurrence=c.recurrence if in_window(c.recurrence_window, i, n) else 1,
                 smoothing_std=c.smoothing_std * smo[i],
+                backward_backtrack=c.backward_final_backtrack if i == n - 1 and c.backward_final_backtrack > 0 else c.backward_backtrack,
             )
             for i in range(n)
         ]
