@@ -166,7 +166,7 @@ def spherical_step(d_sample: Tensor, direction: Tensor, rate: float, radius: flo
     return torch.where(g_norm > torch.finfo(direction.dtype).tiny, radius * mix / norm(mix), d_sample)
 
 
-def polyak_shares(terms: Tensor, parts: Tensor, cap: float) -> Tensor:
+def polyak_shares(terms: Tensor, parts: Tensor, cap: float, weights: Tensor | None = None) -> Tensor:
     """[G, N] how much of its part each guide keeps in a ``backward_normalize="polyak"`` step: min(1, rho_i / cap).
 
     Guide i alone reaches a loss of 0 to first order with the step l_i g_i / ||g_i||^2 (Polyak's step size with the
@@ -174,20 +174,22 @@ def polyak_shares(terms: Tensor, parts: Tensor, cap: float) -> Tensor:
     rho_i = l_i / (n RMS(g_i)) = term_i / (n RMS(part_i)) whatever the guide's normaliser and weight (term_i [G, N] and
     part_i [G, N, ...] its terms of the loss and of the gradient with respect to x0; n the elements of a sample);
     cap is the step's nominal length (lr). Scale-free: rho_i does not change when l_i is multiplied by any c > 0.
-    A loss at or below 0 counts as met (share 0), as does a non-finite one."""
+    A loss at or below 0 counts as met (share 0), as does a non-finite one. A guide with a negative weight ([G, 1]
+    ``weights``) asks for its loss to rise, away from any zero: it keeps its whole part."""
     n = parts[0, 0].numel()
     rms = torch.stack([per_sample_rms(p) for p in torch.nan_to_num(parts, nan=0.0, posinf=0.0, neginf=0.0)])
     if cap <= 0:
         return torch.ones_like(rms)
-    return torch.nan_to_num(terms.clamp(min=0) / (n * rms) / cap, nan=0.0, posinf=1.0).clamp(max=1.0)
+    share = torch.nan_to_num(terms.clamp(min=0) / (n * rms) / cap, nan=0.0, posinf=1.0).clamp(max=1.0)
+    return share if weights is None else torch.where(weights < 0, torch.ones_like(share), share)
 
 
-def polyak_shortened(terms: Tensor, parts: Tensor, cap: float, gain: Tensor) -> tuple[Tensor, Tensor]:
+def polyak_shortened(terms: Tensor, parts: Tensor, cap: float, gain: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The guides' gradient with respect to x0 with each guide's part weighted by its :func:`polyak_shares`, and
     the step's gain: far from a guide's zero the step is the normalised one, near it no longer than what reaches
     it. The gain scales the caller's unit-RMS direction by RMS(shortened) / RMS(sum of the parts), so that one
     guide steps min(lr, rho_i). A non-finite part is left out."""
-    share = polyak_shares(terms, parts, cap)
+    share = polyak_shares(terms, parts, cap, weights)
     parts = torch.nan_to_num(parts, nan=0.0, posinf=0.0, neginf=0.0)
     short = (share.view(*share.shape, *([1] * (parts.dim() - 2))).to(parts.dtype) * parts).sum(0)
     return short, gain * per_sample_rms(short) / per_sample_rms(parts.sum(0))
@@ -320,20 +322,20 @@ class UniversalGuidance:
             if polyak:  # each guide's part chained back to delta (one decoder backward a guide), shortened there
                 assert terms is not None and parts is not None  # _scored keeps them with "polyak"
                 per_guide = [torch.autograd.grad(images, d, p, retain_graph=j < len(parts) - 1)[0] for j, p in enumerate(parts)]
-                g_delta, gain = polyak_shortened(terms, torch.stack(per_guide), lr, gain)
+                g_delta, gain = polyak_shortened(terms, torch.stack(per_guide), lr, gain, self._guide_weights(terms))
             else:
                 (g_delta,) = torch.autograd.grad(images, d, g_img)
         return Scored(loss, keep_finite(g_delta, torch.zeros_like(g_delta), self.stats.guidance), gain, own, terms)
 
     def _compose_gain(self, g_img: Tensor) -> Tensor:
         """[N] the length of a normalised backward step in units of one guide's: 1, or with
-        ``backward_compose="add"`` and several guides RMS(sum_i w_i g_i / r_i) / max_i w_i of the unit-RMS guides'
+        ``backward_compose="add"`` and several guides RMS(sum_i w_i g_i / r_i) / max_i |w_i| of the unit-RMS guides'
         weighted sum in the guides' image space (each guide then steps as far as it would alone where the
         guides' gradients are orthogonal; sqrt(2) for two equal orthogonal guides, 2 for parallel ones)."""
         n = g_img.shape[0]
         if self.config.backward_compose != "add" or len(self.guides.items) < 2:
             return torch.ones(n, device=g_img.device, dtype=g_img.dtype)  # x * 1.0 is exact: "share" is unchanged
-        return per_sample_rms(g_img) / max(item.weight for item in self.guides.items)
+        return per_sample_rms(g_img) / max(abs(item.weight) for item in self.guides.items)
 
     def backward_guidance(self, x0_hat: Tensor, t: Tensor, k: StepKnobs, smoothing: Smoothing,
                           start: Scored | None = None) -> Tensor:

@@ -38,7 +38,7 @@ def schedule_values(schedule: ScheduleLike, timesteps: Sequence[int], alpha_bars
     else:
         raise ValueError(f"unknown schedule {schedule!r}")
     mean = sum(raw) / len(raw)
-    return [r / mean if mean > 0 else 1.0 for r in raw]
+    return [r / mean for r in raw] if mean > 0 else [0.0] * len(raw)  # all zero (a one-step flow chain at sigma = 1): none
 
 
 def in_window(window: tuple[float, float], step: int, num_steps: int) -> bool:
