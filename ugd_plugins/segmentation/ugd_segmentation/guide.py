@@ -304,8 +304,11 @@ class YoloSegGuide(SegmentationGuide):
         return (p / p.sum(1, keepdim=True)).log()
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """The same cross-entropy as :meth:`SegmentationGuide.loss` (255 ignored, mean over each sample's pixels that are
+        not ignored) on YOLO-seg's class probabilities: shape [N]."""
         t = self.lut.to(output.device)[_fit_map(target, output).clamp(0, 255)]
-        return F.nll_loss(output, t, ignore_index=IGNORE, reduction="none").mean(dim=(1, 2))
+        per_pixel = F.nll_loss(output, t, ignore_index=IGNORE, reduction="none").flatten(1)
+        return per_pixel.sum(1) / (t != IGNORE).flatten(1).sum(1).clamp(min=1)  # an all-ignored map: loss 0
 
     def segment(self, images: Tensor) -> Tensor:
         """Argmax label map [N, h, w] over background and all classes (0 = background, 1 + COCO index)."""
