@@ -180,10 +180,15 @@ def spec_identity(spec: RunSpec, registry: Registry | None = None) -> dict[str, 
 
 
 def record_identity(record: dict[str, Any]) -> dict[str, Any]:
-    """The :func:`spec_identity` fields of an image record."""
+    """The :func:`spec_identity` fields of an image record (a part that is no object, as a hand edit may leave it, has no
+    spec: the record then differs from any run's)."""
+    def spec_of(part: Any) -> Any:
+        return part.get("spec") if isinstance(part, dict) else None
+
+    guides = record.get("guides", [])
     ident = dict(
-        backbone=record.get("backbone", {}).get("spec"),
-        guides=[g.get("spec") for g in record.get("guides", [])],
+        backbone=spec_of(record.get("backbone", {})),
+        guides=[spec_of(g) for g in guides] if isinstance(guides, list) else None,
         sampler=record.get("sampler"),
         prompt=record.get("prompt"),
         negative_prompt=record.get("negative_prompt"),

@@ -148,6 +148,10 @@ def check_record(record: dict[str, Any], source: str | Path = "image spec") -> N
     for key in ("preset", "prompt", "negative_prompt"):
         if record.get(key) is not None and not isinstance(record[key], str):
             raise UgdError(f"{where}: {key} {record[key]!r} must be a text or null")
+    best_of = record.get("best_of", {"n": 1})
+    if not isinstance(best_of, dict) or not is_int(best_of.get("n", 1)) or best_of.get("n", 1) < 1:
+        raise UgdError(f"{where}: best_of {best_of!r} must be an object whose n is a whole number >= 1, e.g. "
+                       "\"best_of\": {\"n\": 4}; or delete it for one sample per seed")
     for key, value in record["sampler"].items():  # SamplerConfig.to_dict writes a Python callable by name only
         if isinstance(value, str) and value.startswith("<callable"):
             raise UgdError(f"{where}: sampler {key} was a Python function ({value}), which a record cannot hold, so this "

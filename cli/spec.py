@@ -242,7 +242,7 @@ def validate_spec(spec: RunSpec, registry: Registry | None = None) -> CheckedSpe
         )
     entry = reg.get("backbone", backbone.name)
     read = entry.texts_read(resolve_params(backbone.name, entry.params, backbone.params))
-    for text in set(TEXT_INPUTS) - set(read if read is not None else TEXT_INPUTS):
+    for text in (t for t in TEXT_INPUTS if t not in (read if read is not None else TEXT_INPUTS)):  # in order: one line, always the same
         if getattr(spec, text) not in (None, ""):
             flag = "--" + text.replace("_", "-")
             raise UgdError(f"backbone {backbone.name!r} reads no {text.replace('_', ' ')}: it would be ignored; drop {flag}")

@@ -34,6 +34,7 @@ def registry_of(**reads):  # type: ignore[no-untyped-def]
     ("both", "a cat", "blurry", None),
     ("undeclared", "a cat", "blurry", None),  # the backbone checks them itself when it conditions the run
     ("uncond", "", "", None),
+    ("uncond", "a cat", "blurry", "--prompt"),  # both ignored: the line names the prompt first, in every process
 ])
 def test_a_text_the_backbone_does_not_read_is_refused_by_the_check(backbone, prompt, negative, refused):
     reg = registry_of(uncond=(), prompt_only=("prompt",), both=("prompt", "negative_prompt"), undeclared=None)

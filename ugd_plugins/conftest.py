@@ -45,18 +45,6 @@ def _descend(
     return first, guide_loss(guide, x.detach()).detach()
 
 
-def _calibrate_bn(module: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
-    """Set the BatchNorm statistics of a random-weight network to those of ``x`` (else its output is nearly constant)."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None  # cumulative average: after a reset, exactly this batch's statistics
-            m.reset_running_stats()
-    module.train()
-    with torch.no_grad():
-        module(x)
-    return module.eval()
-
-
 def _assert_fast_derives(registry: Any, base: str) -> None:
     """``BASE-fast`` is ``BASE``'s settings with fewer steps (and perhaps another recurrence), nothing else changed."""
     slow, fast = registry.get("preset", base).settings, registry.get("preset", f"{base}-fast").settings
@@ -79,4 +67,6 @@ def descend() -> Descend:
 @pytest.fixture(scope="session")
 def calibrate_bn() -> Callable[[torch.nn.Module, torch.Tensor], torch.nn.Module]:
     """``calibrate_bn(module, images) -> module`` in eval mode with BatchNorm statistics of ``images``."""
-    return _calibrate_bn
+    from ugd_kit.testing import calibrate_bn as calibrate
+
+    return calibrate

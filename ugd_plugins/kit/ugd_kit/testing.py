@@ -68,3 +68,16 @@ def save_png(x: torch.Tensor, path: str | Path) -> str:
     arr = ((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
     Image.fromarray(arr).save(path)
     return str(path)
+
+
+def calibrate_bn(module: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """Set the BatchNorm statistics of a random-weight network to those of ``x`` (else its output is nearly constant);
+    the module in eval mode."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average: after a reset, exactly this batch's statistics
+            m.reset_running_stats()
+    module.train()
+    with torch.no_grad():
+        module(x)
+    return module.eval()

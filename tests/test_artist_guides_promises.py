@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ugd_core import UgdError, guide_loss
-from ugd_kit.testing import photos, save_png, tiny_clip
+from ugd_kit.testing import calibrate_bn, photos, save_png, tiny_clip
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 
@@ -369,7 +369,7 @@ def test_inpaint_mask_is_resized_nearest_to_the_image() -> None:
     assert torch.allclose(guide_loss(guide, x), expected, rtol=1e-5)
 
 
-def test_yolo_seg_target_class_is_one_plus_its_coco_index(calibrate_bn) -> None:  # type: ignore[no-untyped-def]
+def test_yolo_seg_target_class_is_one_plus_its_coco_index() -> None:
     """docs/guides/segmentation.md: YOLO labels are 0 = background, ``1 + i`` for COCO class ``i`` (16 = cat): a map
     of 16 everywhere scores the mean -log p(cat) of each sample, per sample."""
     pytest.importorskip("ultralytics", reason="ultralytics is not installed")
