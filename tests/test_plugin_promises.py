@@ -186,7 +186,8 @@ def test_a_preset_file_with_an_unknown_setting_is_refused_when_read(tmp_path):
 # docs/presets.md's table (and the README's description of the default): preset -> documented knob values
 DOCUMENTED = {
     "auto": dict(forward_on="sphere", forward_strength=0.2, eta=1.0, backward_steps=3, backward_lr=0.03,
-                 backward_final_steps=10, backward_merit="pareto", recurrence=2, recurrence_window=(0.2, 0.6)),
+                 backward_final_steps=10, backward_final_backtrack=12, backward_merit="pareto", recurrence=2,
+                 recurrence_window=(0.2, 0.6)),
     "auto-eps": dict(forward_on="eps", forward_strength=0.1, forward_normalize="grad", backward_lr=0.1, backward_steps=3,
                      backward_backtrack=3, recurrence=3, recurrence_window=(0.2, 0.6)),
     "ugd": dict(forward_strength=1.0, forward_schedule="sqrt_1m_abar", backward_steps=1, backward_lr=0.01,

@@ -66,10 +66,20 @@ def test_weights_are_shares_of_the_step_whatever_the_losses_units():
 
 @pytest.mark.parametrize("c", [1e-3, 1e3])
 def test_the_default_presets_samples_do_not_depend_on_the_loss_scale(c):
-    """The line search refuses trials in this chain: without it (backward_backtrack=0) the images move by 0.077."""
-    ref = run([quad(-1.0), cubic()])
-    scaled = run([quad(-1.0, scale=c), cubic(scale=1 / c)])
+    """The line search refuses trials in this chain: without it (backward_backtrack=0) the images move by 0.077. In
+    float64 the default's samples are the same to rounding (2e-16 measured). In float32 the last step's twelve halvings
+    (pilot round 37) try steps down to 7e-6, where the compared losses' rounding can flip one decision (1.3e-4 and 2.6e-4
+    measured on this chain at c = 1e3 and 1e-3, docs/algorithm.md): float32 is checked with the last step's halvings
+    at the rest of the chain's one."""
+    z = torch.randn(4, 8, 2, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    cfg = SamplerConfig(**dict(AUTO, num_steps=10))
+    exact = [sample(backbone(), g, cfg, num_images=4, seed=3, latents=z).images
+             for g in ([quad(-1.0), cubic()], [quad(-1.0, scale=c), cubic(scale=1 / c)])]
+    assert exact[0].dtype == torch.float64 and (exact[0] - exact[1]).abs().max() <= 1e-12
+    ref = run([quad(-1.0), cubic()], backward_final_backtrack=0)
+    scaled = run([quad(-1.0, scale=c), cubic(scale=1 / c)], backward_final_backtrack=0)
     assert (scaled - ref).abs().max() <= 1e-4
+    ref = run([quad(-1.0), cubic()])
     assert (run([quad(-1.0)]) - ref).abs().max() > 1e-2  # the second guide does matter
     assert (run([quad(-1.0), cubic()], backward_backtrack=0) - ref).abs().max() > 1e-2  # and so does the line search
 
@@ -121,6 +131,7 @@ def test_the_digits_backbone_defaults_to_auto_at_its_own_step_count():
     assert name == "auto" and cfg.num_steps == reg.get("backbone", "digits").default_steps == 20
     assert cfg.guide_normalize == "grad" and cfg.backward_backtrack == 1 and cfg.backward_merit == "pareto"  # round 28: one halving
     assert cfg.backward_final_steps == 10 and cfg.backward_merit_scale == "absolute"  # rounds 22 and 21
+    assert cfg.backward_final_backtrack == 12 and PRESETS["auto-eps"][1]["backward_final_backtrack"] == 0  # round 37
     assert PRESETS["auto-eps"][1]["backward_merit"] == "point"  # piloted at DDIM only; round 19's look sent it back
     assert PRESETS["auto-eps"][1]["backward_final_steps"] == 0  # piloted at DDIM only (round 22)
     assert PRESETS["auto-eps"][1]["backward_backtrack"] == 3  # piloted at DDIM only (round 28)
@@ -220,8 +231,8 @@ def test_added_backward_steps_are_as_long_as_each_guides_own(weights, gain):
 
 def test_added_backward_steps_are_scale_free_and_one_guide_is_unchanged():
     """With backward_compose=add the default's samples do not depend on either loss's units (1e-4), they differ
-    from the shared step's in a composition (by 0.36; 0.027 in the float64 chain with auto's final steps), and a single
-    guide's sample is bit for bit the shared one's."""
+    from the shared step's in a composition (by 0.36; 0.0099 in the float64 chain with auto's final steps and their
+    halvings, 0.027 before round 37 gave the last step twelve), and a single guide's sample is bit for bit the shared one's."""
     # m = 3 at every step, as written: with auto's ten steps at the last step one float32 decision there flips
     # (1.2e-4), so that case is checked in float64 (1e-16 measured)
     a = run([quad(0.9), cubic()], backward_compose="add", backward_final_steps=0)
@@ -233,7 +244,7 @@ def test_added_backward_steps_are_scale_free_and_one_guide_is_unchanged():
             for g in ([quad(0.9), cubic()], [quad(0.9, scale=1e3), cubic(scale=1e-3)]))
     assert a.dtype == torch.float64 and (a - b).abs().max() <= 1e-10
     share = sample(backbone(), [quad(0.9), cubic()], cfg.updated(backward_compose="share"), num_images=4, seed=3, latents=z).images
-    assert (a - share).abs().max() > 1e-2
+    assert (a - share).abs().max() > 1e-3
     assert torch.equal(run([cubic()], backward_compose="add"), run([cubic()]))
     with pytest.raises(UgdError, match="backward_compose=add .* needs guide_normalize"):
         SamplerConfig(**dict(AUTO, guide_normalize="none", backward_compose="add"))
@@ -422,12 +433,13 @@ def test_relative_merit_lets_no_large_term_outvote_a_small_terms_gain():
 
 
 def test_relative_merit_is_absolute_for_one_guide_and_scale_free_for_several():
-    """With quad(-1.0) the relative test decides trials (0.13 from absolute's; with quad(0.9) it never does here)."""
+    """With quad(-1.0) the relative test decides trials (0.13 from absolute's; with quad(0.9) it never does here). In
+    float32, with the last step's halvings at the chain's one (see the default's loss-scale test)."""
     assert torch.equal(run([cubic()], backward_merit_scale="relative"), run([cubic()]))
-    a = run([quad(-1.0), cubic()], backward_merit_scale="relative")
-    b = run([quad(-1.0, scale=1e3), cubic(scale=1e-3)], backward_merit_scale="relative")
+    a = run([quad(-1.0), cubic()], backward_merit_scale="relative", backward_final_backtrack=0)
+    b = run([quad(-1.0, scale=1e3), cubic(scale=1e-3)], backward_merit_scale="relative", backward_final_backtrack=0)
     assert (a - b).abs().max() <= 1e-4 and torch.isfinite(a).all()
-    assert (a - run([quad(-1.0), cubic()])).abs().max() > 1e-2
+    assert (a - run([quad(-1.0), cubic()], backward_final_backtrack=0)).abs().max() > 1e-2
     with pytest.raises(UgdError, match="backward_merit_scale=relative .* smoothing_reduce=log_mean_exp"):
         SamplerConfig(**dict(AUTO, backward_merit_scale="relative", smoothing_reduce="log_mean_exp"))
 
@@ -463,7 +475,7 @@ def test_backward_final_steps_set_m_at_the_last_step_only():
 
 def test_backward_final_backtrack_sets_the_halvings_at_the_last_step_only():
     """backward_final_backtrack: the line search's halvings at the chain's last step (0: backward_backtrack there too);
-    it needs the line search; negative counts are one line."""
+    it acts only where the line search is on; negative counts are one line."""
     from ugd_core.sampler import NoiseSchedule, UniversalGuidance
 
     chain = NoiseSchedule.from_scheduler(default_scheduler(), 5)
@@ -475,8 +487,8 @@ def test_backward_final_backtrack_sets_the_halvings_at_the_last_step_only():
     assert halvings(backward_final_backtrack=0) == [1] * 5 and halvings(backward_final_backtrack=6) == [1, 1, 1, 1, 6]
     with pytest.raises(UgdError, match="backward_final_backtrack must be >= 0"):
         SamplerConfig(**dict(AUTO, backward_final_backtrack=-1))
-    with pytest.raises(UgdError, match="backward_final_backtrack sets the line search's halvings at the last step: turn the line search on"):
-        SamplerConfig(backward_final_backtrack=6)
+    plain = dict(backward_backtrack=0, backward_steps=1, backward_final_steps=0)  # no line search: plain steps, no halvings
+    assert torch.equal(run([quad(0.9)], **plain, backward_final_backtrack=6), run([quad(0.9)], **plain, backward_final_backtrack=0))
 
 
 def test_more_halvings_at_the_last_step_meet_a_squared_error_the_fixed_step_overshoots():
@@ -486,7 +498,7 @@ def test_more_halvings_at_the_last_step_meet_a_squared_error_the_fixed_step_over
     target = 0.9
     guide = quad(target)
     # enough steps at the last step (x0_hat starts an RMS of about 0.3 off there) that the residual, not the count, limits it
-    base, more = run([guide], backward_final_steps=30), run([guide], backward_final_steps=30, backward_final_backtrack=12)
+    base, more = (run([guide], backward_final_steps=30, backward_final_backtrack=n) for n in (0, 12))
     err = lambda x: ((x - target) ** 2).flatten(1).mean(1)  # noqa: E731  (the guide's own loss, up to its factor)
     assert (err(more) < 1e-3 * err(base)).all() and err(base).min() > 0
 

@@ -85,7 +85,8 @@ class SamplerConfig:
     # this many times (a sample whose loss stops falling stops); needs backward_optimizer=sgd (0 = off)
     backward_backtrack: int = 0
     # the halvings at the chain's last step, whose x0_hat + delta is the image itself (nothing re-noises it after): a
-    # squared error's residual shorter than the step is met only by shorter trials; 0 = backward_backtrack there too
+    # squared error's residual shorter than the step is met only by shorter trials; 0 = backward_backtrack there too; only
+    # where the line search is on (backward_backtrack > 0), as the final steps only where backward guidance is
     backward_final_backtrack: int = 0
     # what the line search compares, with guide_normalize=grad: point (sum_i w_i l_i / r_i with each r_i at the
     # point scored: for one guide l / RMS(grad l), which a step can lower while raising l) | start (each r_i held
@@ -210,9 +211,6 @@ class SamplerConfig:
         if self.backward_normalize == "polyak" and self.smoothing_reduce != "mean":
             raise UgdError("backward_normalize=polyak shortens each guide's part of the step by its own loss, which smoothing_reduce="
                            f"{self.smoothing_reduce} does not keep apart; use smoothing_reduce=mean or backward_normalize=grad")
-        if self.backward_final_backtrack > 0 and self.backward_backtrack == 0:
-            raise UgdError("backward_final_backtrack sets the line search's halvings at the last step: turn the line search on "
-                           "with backward_backtrack > 0, or leave backward_final_backtrack at 0")
         if self.backward_backtrack > 0 and self.backward_optimizer != "sgd":
             raise UgdError("backward_backtrack > 0 line-searches plain gradient steps: set backward_optimizer=sgd, or backward_backtrack=0 for Adam")
         if self.forward_on == "sphere" and (self.eta <= 0 if self.scheduler == "ddim" else not scheduler_draws_noise(self.scheduler)):
