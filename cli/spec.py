@@ -242,8 +242,8 @@ def validate_spec(spec: RunSpec, registry: Registry | None = None) -> CheckedSpe
         )
     entry = reg.get("backbone", backbone.name)
     read = entry.texts_read(resolve_params(backbone.name, entry.params, backbone.params))
-    for text in (t for t in TEXT_INPUTS if t not in (read if read is not None else TEXT_INPUTS)):  # in order: one line, always the same
-        if getattr(spec, text) not in (None, ""):
+    for text in TEXT_INPUTS:  # in order: the same line in every process
+        if read is not None and text not in read and getattr(spec, text) not in (None, ""):
             flag = "--" + text.replace("_", "-")
             raise UgdError(f"backbone {backbone.name!r} reads no {text.replace('_', ' ')}: it would be ignored; drop {flag}")
     guides = tuple(Part.parse(text, weighted=True) for text in spec.guides)
