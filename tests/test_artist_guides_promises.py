@@ -535,3 +535,29 @@ def test_yolo_seg_loss_averages_over_the_pixels_that_are_not_ignored() -> None:
         loss = guide_loss(guide, x)
     expected = -logp[:, 0, :, :8].mean(dim=(1, 2))
     assert torch.allclose(loss, expected, rtol=1e-5), (loss, expected)
+
+
+@pytest.mark.parametrize("spec, owner", [("face:image={p}", "face"), ("style:image={p}", "style"), ("detection:ref={p}", "detection")])
+def test_a_missing_reference_image_is_one_line_naming_its_guide_before_any_weights_load(tmp_path, spec, owner) -> None:
+    """README: bad input is one line naming the problem; with several guides the line says whose image is missing
+    (face, style and detection checked the path before loading weights but did not name themselves; clip did)."""
+    from cli.run import build_guide
+    from ugd_core.registry import get_registry
+
+    missing = tmp_path / "nope.png"
+    with pytest.raises(UgdError, match=rf"^{owner}: image .*nope.png' does not exist; check the path") as err:
+        build_guide(spec.format(p=missing), get_registry(), "cpu")
+    assert "\n" not in str(err.value)
+
+
+def test_torchvisions_placeholder_names_are_no_class_to_detect() -> None:
+    """ugd_detection.label_index: "a COCO class name or index"; torchvision's category list holds "N/A" for COCO's unused
+    ids and "__background__" for index 0: neither names a class (N/A was taken as the first unused slot)."""
+    from ugd_detection import coco_categories
+    from ugd_detection.guide import label_index
+
+    cats = coco_categories()
+    assert "N/A" in cats and label_index("dog", cats) == cats.index("dog")
+    for name in ("N/A", "n/a", "__background__"):
+        with pytest.raises(UgdError, match=f"detection: unknown label {name!r}.*use a COCO class name or index"):
+            label_index(name, cats)

@@ -86,9 +86,10 @@ def label_index(label: Any, categories: Sequence[str], owner: str = "detection")
             raise UgdError(f"{owner}: label index {idx} is outside 0..{len(categories) - 1}")
         return idx
     names = [_norm(c) for c in categories]
-    if _norm(text) in names:
+    placeholders = (_norm("N/A"), _norm("__background__"))  # torchvision's unused and background slots: no class to detect
+    if _norm(text) in names and _norm(text) not in placeholders:
         return names.index(_norm(text))
-    close = difflib.get_close_matches(_norm(text), [n for n in names if n not in ("n/a", "__background__")], n=3)
+    close = difflib.get_close_matches(_norm(text), [n for n in names if n not in placeholders], n=3)
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
     raise UgdError(f"{owner}: unknown label {text!r}{hint}; use a COCO class name or index")
 
@@ -403,6 +404,6 @@ def build_detection_guide(
     cats = coco_categories(arch)
     target = None if ref else (read_targets_file(targets, cats) if targets else parse_targets(boxes, labels, cats))
     if ref:
-        load_image(ref)  # fail on a bad path before loading weights
+        load_image(ref, "detection")  # fail on a bad path before loading weights
     model = load_torchvision_detector(arch, weights, size, device)
     return FasterRCNNGuide(model, target, ref=ref or None, ref_score=ref_score, terms=terms, seed=seed, device=device)

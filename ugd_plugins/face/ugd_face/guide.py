@@ -175,6 +175,6 @@ def build_face_guide(
     """Factory behind ``--guide face:image=PATH,...``."""
     the_box = parse_box(box) if box else DEFAULT_BOX
     the_ref_box = parse_box(ref_box) if ref_box else None
-    ref = load_image(image)  # fail on a bad path before loading weights
+    ref = load_image(image, "face")  # fail on a bad path before loading weights
     model = load_arcface(arch, weights, device)
     return FaceGuide(model, image=ref, box=the_box, ref_box=the_ref_box, loss=loss, device=device)

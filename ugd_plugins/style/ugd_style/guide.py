@@ -173,7 +173,7 @@ def build_style_guide(
     device: str = "cpu",
 ) -> Any:
     """Factory behind ``--guide style:image=PATH,...``."""
-    ref = load_image(image)  # fail on a bad path before loading weights
+    ref = load_image(image, "style")  # fail on a bad path before loading weights
     if variant == "clip":
         return clip_style_guide(image, model, device)
     if variant != "gram":
