@@ -136,6 +136,10 @@ def test_face_refuses_an_empty_box_and_an_unknown_loss() -> None:
         parse_box("0.1,0.4,0.5,0.4")
     with pytest.raises(UgdError, match="loss='l2' is not one of cosine, l1"):
         FaceGuide(_tiny_embedder(), image=photos(64, ("astronaut",)), loss="l2")
+    for key in ("box", "ref_box"):  # given from Python as four numbers: checked as the text is (they were taken as given)
+        with pytest.raises(UgdError, match=r"face: box \(0.5, 0.1, 0.2, 0.9\) must be x0,y0,x1,y1 with 0 <= x0 < x1 <= 1"):
+            FaceGuide(_tiny_embedder(), image=photos(64, ("astronaut",)), **{key: (0.5, 0.1, 0.2, 0.9)})
+    assert FaceGuide(_tiny_embedder(), image=photos(64, ("astronaut",)), box=(0.1, 0.2, 0.6, 0.8)).box == (0.1, 0.2, 0.6, 0.8)
 
 
 @pytest.mark.parametrize("kind", ["cosine", "l1"])

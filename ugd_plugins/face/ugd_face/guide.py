@@ -84,8 +84,8 @@ class FaceGuide:
         freeze(model)
         self.device = torch.device(device)
         self.model.to(self.device)
-        self.box = parse_box(box, name) if isinstance(box, str) else tuple(box)
-        self.ref_box = self.box if ref_box in (None, "") else (parse_box(ref_box, name) if isinstance(ref_box, str) else tuple(ref_box))  # type: ignore[arg-type]
+        self.box = parse_box(box, name)  # a text or four numbers, checked either way
+        self.ref_box = self.box if ref_box is None or ref_box == "" else parse_box(ref_box, name)
         self.kind = loss
         ref = image if isinstance(image, Tensor) else load_image(image, name)
         with torch.no_grad():
