@@ -14,6 +14,7 @@ import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from ugd_core.class_prompt import class_indices
 from ugd_core.config import SamplerConfig, check_knobs, resolve_preset
 from ugd_core.errors import UgdError
 from ugd_core.params import parse_spec, resolve_params
@@ -241,11 +242,15 @@ def validate_spec(spec: RunSpec, registry: Registry | None = None) -> CheckedSpe
             f"the default backbone {DEFAULT_BACKBONE!r} is not installed; `pip install -e ugd_plugins/digits` or pass --backbone NAME"
         )
     entry = reg.get("backbone", backbone.name)
-    read = entry.texts_read(resolve_params(backbone.name, entry.params, backbone.params))
+    params = resolve_params(backbone.name, entry.params, backbone.params)
+    read = entry.texts_read(params)
     for text in TEXT_INPUTS:  # in order: the same line in every process
         if read is not None and text not in read and getattr(spec, text) not in (None, ""):
             flag = "--" + text.replace("_", "-")
             raise UgdError(f"backbone {backbone.name!r} reads no {text.replace('_', ' ')}: it would be ignored; drop {flag}")
+    classes = entry.class_count(params)
+    if classes:  # its prompt is the class index: the rule the backbone applies when it conditions the run
+        class_indices(f"backbone {backbone.name!r}", spec.prompt, spec.negative_prompt, classes, [])  # one text: one class
     guides = tuple(Part.parse(text, weighted=True) for text in spec.guides)
     for g in guides:
         resolve_params(g.name, reg.get("guide", g.name).params, g.params)

@@ -62,7 +62,8 @@ def test_the_shipped_backbones_declare_what_they_read():
             "stable-diffusion-xl": ("prompt", "negative_prompt"), "stable-diffusion-3": ("prompt", "negative_prompt"),
             "flux": ("prompt",)}
     assert {name: reg.get("backbone", name).reads for name in want} == want
-    assert callable(reg.get("backbone", "adm").reads) and callable(reg.get("backbone", "diffusers-pixel").reads)
+    for name in ("adm", "diffusers-pixel"):  # a class-conditional member reads its class index as the prompt
+        assert callable(reg.get("backbone", name).classes) and reg.get("backbone", name).reads is None
 
 
 def test_a_reads_function_decides_from_the_parameters_and_may_name_only_the_two_texts():
@@ -131,4 +132,124 @@ def test_ugd_generate_refuses_a_prompt_for_digits_before_any_work(tmp_path):
 def test_ugd_info_says_what_a_backbone_reads(backbone, line):
     result = CliRunner().invoke(app, ["info", backbone])
     assert result.exit_code == 0 and line in result.output
-    assert "reads: what its model takes, known from its parameters\n" in CliRunner().invoke(app, ["info", "adm"]).output
+    assert ("reads: --prompt as a class index where class-conditional (from its parameters)\n"
+            in CliRunner().invoke(app, ["info", "adm"]).output)
+
+
+def classes_registry(**classes):  # type: ignore[no-untyped-def]
+    """Backbones named after their `classes` (a count or a function of their parameters), never built."""
+    plugin = types.ModuleType("ugd_test_classes")
+
+    def register_backbones(register):  # type: ignore[no-untyped-def]
+        for name, c in classes.items():
+            register(name, lambda **_: None, description=name, classes=c)
+
+    plugin.ugd_register_backbones = hookimpl(register_backbones)
+    plugin.ugd_register_guides = hookimpl(lambda register: register("g", lambda **_: None, description="a guide"))
+    return load_registry([("classes", plugin)], entry_points=False)
+
+
+@pytest.mark.parametrize("prompt, refused", [
+    ("3", None),
+    (None, "backbone 'ten' is class-conditional; give the class index 0..9 as the prompt"),
+    ("", "class-conditional; give the class index 0..9"),
+    ("three", "backbone 'ten': prompt 'three' is not a class index; give an integer 0..9$"),
+    ("2.5", "prompt '2.5' is not a class index"),
+    ("10", r"backbone 'ten': class \[10\] out of range; give an integer 0..9$"),
+    ("-1", r"class \[-1\] out of range"),
+])
+def test_a_class_conditional_backbone_has_its_class_index_checked_before_any_work(prompt, refused):
+    """classes= (docs/plugins.md): the prompt is checked by the rule the backbone conditions by (ugd_core.class_prompt),
+    in the spec check, so a missing or malformed class index is one line before any weights load."""
+    reg = classes_registry(ten=10)
+    spec = RunSpec(backbone="ten", guides=["g"], prompt=prompt)
+    if refused is None:
+        validate_spec(spec, reg)
+        return
+    with pytest.raises(UgdError, match=refused) as err:
+        validate_spec(spec, reg)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UgdError, match="backbone 'ten' reads no negative prompt"):  # a class index is all it reads
+        validate_spec(RunSpec(backbone="ten", guides=[], prompt="3", negative_prompt="4"), reg)
+
+
+@pytest.mark.parametrize("prompt, negative, batch_sizes, refused", [
+    (7, None, [2], None),
+    ([1, 2], None, [2, 2], None),  # one per image of every batch
+    (2.5, None, [1], "prompt 2.5 is not a class index"),  # int() would have truncated it to class 2
+    (True, None, [1], "prompt True is not a class index"),  # int() would have read class 1
+    ([1, -1], None, [2], r"class \[1, -1\] out of range"),
+    ("3", "4", [1], "owner: a class-conditional model takes no negative prompt; drop it$"),
+    ([1, 2, 3], None, [2], "owner: 3 class labels for 2 images; give one or one per image$"),
+    ([1, 2], None, [2, 1], "2 class labels for 1 images"),  # a run's last batch may be smaller
+])
+def test_the_class_index_rule_a_backbone_conditions_by(prompt, negative, batch_sizes, refused):
+    """class_indices: what a Python caller of sample() may pass a class-conditional backbone (ints, a list per image)."""
+    from ugd_core.class_prompt import class_indices
+
+    if refused is None:
+        labels = class_indices("owner", prompt, negative, 10, batch_sizes)
+        assert labels == (prompt if isinstance(prompt, list) else [prompt])
+        return
+    with pytest.raises(UgdError, match=refused):
+        class_indices("owner", prompt, negative, 10, batch_sizes)
+
+
+def test_classes_may_be_a_function_of_the_parameters_and_says_what_is_read():
+    """A function returning 0 reads no text, a count reads the prompt (a class index), None leaves both to the
+    backbone; anything else is one line naming the plugin."""
+    reg = classes_registry(fn=lambda **p: 0, unsure=lambda **p: None, odd=lambda **p: 2.0)
+    with pytest.raises(UgdError, match="backbone 'fn' reads no prompt: it would be ignored; drop --prompt$"):
+        validate_spec(RunSpec(backbone="fn", guides=[], prompt="3"), reg)
+    validate_spec(RunSpec(backbone="unsure", guides=[], prompt="a cat", negative_prompt="blurry"), reg)
+    with pytest.raises(UgdError, match=r"plugin 'classes', backbone 'odd': its classes function returned 2.0; it must return"):
+        validate_spec(RunSpec(backbone="odd", guides=[]), reg)
+
+
+@pytest.mark.parametrize("bad, problem", [(-1, "classes=-1 must be a whole number >= 0"), (True, "classes=True must be"),
+                                          ("10", "classes='10' must be")])
+def test_a_bad_classes_declaration_is_the_plugins_error(bad, problem):
+    reg = classes_registry(odd=bad)
+    assert "odd" not in reg.entries["backbone"]
+    assert any(problem in p for p in reg.problems)
+
+
+def test_reads_and_classes_together_are_refused():
+    plugin = types.ModuleType("ugd_test_both")
+    plugin.ugd_register_backbones = hookimpl(lambda register: register("both", lambda **_: None, reads=("prompt",), classes=10))
+    reg = load_registry([("both", plugin)], entry_points=False)
+    assert "both" not in reg.entries["backbone"]
+    assert any("give reads= or classes=, not both" in p for p in reg.problems)
+
+
+@pytest.mark.parametrize("prompt, refused", [(None, "backbone 'adm' is class-conditional; give the class index 0..999 as the prompt"),
+                                             ("1000", r"backbone 'adm': class \[1000\] out of range; give an integer 0..999$"),
+                                             ("goldfish", "backbone 'adm': prompt 'goldfish' is not a class index")])
+def test_adm_checks_a_class_conditional_release_s_class_index_before_loading_it(monkeypatch, prompt, refused):
+    """adm: a class-conditional release takes guided-diffusion's ImageNet class index (NUM_CLASSES = 1000) as the
+    prompt; a missing or malformed one was refused only after the checkpoint had loaded."""
+    import ugd_adm.backbone
+
+    monkeypatch.setattr(ugd_adm.backbone, "load_adm", _no_load)
+    with pytest.raises(UgdError, match=refused):
+        validate_spec(RunSpec(backbone="adm:model=256x256_diffusion.pt", guides=[], prompt=prompt), load_registry())
+
+
+def test_ugd_generate_refuses_a_missing_class_index_for_adm_before_any_work(tmp_path):
+    """README: every bad input is one line and exit 2, before any work (no checkpoint looked for, no output folder)."""
+    result = CliRunner().invoke(app, ["generate", "--backbone", "adm:model=256x256_diffusion.pt", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "backbone 'adm' is class-conditional; give the class index 0..999 as the prompt (e.g. --prompt 3)" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_diffusers_pixel_checks_a_class_index_from_its_config_alone(tmp_path):
+    """A UNet with num_class_embeds=10 takes classes 0..9: class 12 is one line from its config.json (no weights here)."""
+    from diffusers import UNet2DModel
+
+    folder = tmp_path / "pipe"
+    UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 8), norm_num_groups=4,
+                down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                num_class_embeds=10).save_config(folder / "unet")
+    with pytest.raises(UgdError, match=r"backbone 'diffusers-pixel': class \[12\] out of range; give an integer 0..9$"):
+        validate_spec(RunSpec(backbone=f"diffusers-pixel:model={folder}", guides=[], prompt="12"), load_registry())

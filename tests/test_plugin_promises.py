@@ -154,9 +154,9 @@ def test_an_empty_load_plugins_variable_loads_no_installed_plugin(monkeypatch):
     (dict(forward_window=(0.6, 0.2)), r"forward_window=\(0.6, 0.2\) must satisfy 0 <= start <= end <= 1"),
     (dict(recurrence_window=[0.5, 0.1]), "recurrence_window=.* must satisfy 0 <= start <= end <= 1"),
     (dict(backward_steps=True), "backward_steps must be a whole number, got True"),
-    (dict(forward_window=0.5), r"forward_window must be two fractions of the chain \[start, end\], e.g. \[0.2, 0.6\]; got 0.5"),
-    (dict(backward_window=(0.1,)), r"backward_window must be two fractions of the chain .*; got \(0.1,\)"),
-    (dict(recurrence_window=("a", "b")), r"recurrence_window must be two fractions of the chain .*; got \('a', 'b'\)"),
+    (dict(forward_window=0.5), r"forward_window must be two fractions of the chain, start and end \(the steps from start up to but not including end; 0 = noisiest\), e.g. \[0.2, 0.6\]; got 0.5"),
+    (dict(backward_window=(0.1,)), r"backward_window must be two fractions of the chain.*; got \(0.1,\)"),
+    (dict(recurrence_window=("a", "b")), r"recurrence_window must be two fractions of the chain.*; got \('a', 'b'\)"),
 ])
 def test_sampler_settings_outside_their_documented_range_are_one_line(knobs, message):
     with pytest.raises(UgdError, match=message) as err:

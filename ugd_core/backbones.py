@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from .class_prompt import class_indices
 from .errors import UgdError, UgdWarning
 from .guidance import freeze
 
@@ -52,23 +53,10 @@ def refuse_prompt(backbone: str, prompt: Any, negative_prompt: Any) -> None:
 
 def class_labels(owner: str, prompt: Any, negative_prompt: Any, batch_size: int, num_classes: int, device: Any) -> Tensor:
     """The class labels [batch_size] of a class-conditional model whose prompt is the class index: one index (for every
-    image) or one per image, given as integers or as their text (``--prompt 207``). Anything else is one line."""
-    span = f"0..{num_classes - 1}"
-    if negative_prompt not in (None, ""):
-        raise UgdError(f"{owner}: a class-conditional model takes no negative prompt; drop it")
-    if prompt is None or prompt == "":
-        raise UgdError(f"{owner} is class-conditional; give the class index {span} as the prompt (e.g. --prompt 3)")
-    try:
-        labels = torch.as_tensor([int(p) for p in (prompt if isinstance(prompt, (list, tuple)) else [prompt])])
-    except (TypeError, ValueError):
-        raise UgdError(f"{owner}: prompt {prompt!r} is not a class index; give an integer {span}") from None
-    if ((labels < 0) | (labels >= num_classes)).any():
-        raise UgdError(f"{owner}: class {labels.tolist()} out of range; give an integer {span}")
-    if labels.numel() == 1:
-        return labels.expand(batch_size).to(device)
-    if labels.numel() != batch_size:
-        raise UgdError(f"{owner}: {labels.numel()} class labels for {batch_size} images; give one or one per image")
-    return labels.to(device)
+    image) or one per image, given as integers or as their text (``--prompt 207``). Anything else is one line
+    (:func:`ugd_core.class_prompt.class_indices`, the rule a run's spec is checked by before any model loads)."""
+    labels = torch.as_tensor(class_indices(owner, prompt, negative_prompt, num_classes, [batch_size]))
+    return (labels.expand(batch_size) if labels.numel() == 1 else labels).to(device)
 
 
 def to_epsilon(output: Tensor, z_t: Tensor, alpha_bar: Tensor | None, prediction_type: str = "epsilon") -> Tensor:

@@ -36,16 +36,16 @@ def _diffusers_pixel(model: str, device: str = "cpu") -> Any:
     return DiffusersPixelBackbone.from_pretrained(model, device=device)
 
 
-def _diffusers_pixel_reads(model: str) -> tuple[str, ...] | None:
-    """A class-conditional UNet (``num_class_embeds`` in its config.json) reads its class index as the prompt, the
-    others read no text; from the config alone (no weights load). None where the config cannot be read here: loading
-    the model then says why."""
+def _diffusers_pixel_classes(model: str) -> int | None:
+    """A class-conditional UNet (``num_class_embeds`` in its config.json) takes its class index as the prompt, the
+    others no text; from the config alone (no weights load). None where the config cannot be read here: loading the
+    model then says why."""
     from .backbones import unet_config
 
     config = unet_config(model)
     if config is None:
         return None
-    return ("prompt",) if config.get("num_class_embeds") is not None else ()
+    return int(config.get("num_class_embeds") or 0)
 
 
 @hookimpl
@@ -55,5 +55,5 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
         _diffusers_pixel,
         description="Any diffusers pixel-space UNet2DModel (DDPM/DDIM pipeline folder or Hub id), e.g. an ImageNet model",
         params=[Param("model", "str", required=True, help="pipeline / UNet folder or Hugging Face id", example="google/ddpm-cifar10-32")],
-        reads=_diffusers_pixel_reads,
+        classes=_diffusers_pixel_classes,
     )

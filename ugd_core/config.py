@@ -226,7 +226,7 @@ class SamplerConfig:
             window = getattr(self, name)
             if (isinstance(window, (str, bytes)) or not isinstance(window, Sequence) or len(window) != 2
                     or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in window)):
-                raise UgdError(f"{name} must be two fractions of the chain [start, end], e.g. [0.2, 0.6]; got {window!r}")
+                raise UgdError(f"{name} must be two fractions of the chain, start and end (the steps from start up to but not including end; 0 = noisiest), e.g. [0.2, 0.6]; got {window!r}")
             lo, hi = window
             if not 0.0 <= lo <= hi <= 1.0:
                 raise UgdError(f"{name}={(lo, hi)} must satisfy 0 <= start <= end <= 1")

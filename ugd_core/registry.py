@@ -56,6 +56,10 @@ class Entry:
     # backbones: the texts it reads (prompt, negative_prompt); or a function of its parameters that says so without loading
     # any weights (a model family whose members differ: class-conditional or not); None = it checks them itself
     reads: tuple[str, ...] | Callable[..., Iterable[str] | None] | None = None
+    # backbones: a class-conditional model whose prompt is its class index: the number of classes, or a function of its
+    # parameters that says so without loading weights (0: not class-conditional; None: unknown until it loads). It reads
+    # the prompt (and nothing else) where there are classes, and the prompt is checked as a class index before any work
+    classes: int | Callable[..., int | None] | None = None
 
     @property
     def params(self) -> list[Param]:
@@ -66,9 +70,24 @@ class Entry:
             self.declared_params = [checked_param(p, owner) for p in self.declared_params()]
         return self.declared_params
 
+    def class_count(self, params: dict[str, Any]) -> int | None:
+        """The number of classes of this backbone's model with these (resolved) parameters when it is class-conditional
+        (its prompt the class index), 0 when it is not, None when unknown until it loads."""
+        if self.classes is None or not callable(self.classes):
+            return self.classes
+        found = self.classes(**params)
+        if found is not None and (isinstance(found, bool) or not isinstance(found, int) or found < 0):
+            raise UgdError(f"plugin {self.plugin!r}, backbone {self.name!r}: its classes function returned {found!r}; it must "
+                           "return a whole number >= 0 or None")
+        return found
+
     def texts_read(self, params: dict[str, Any]) -> tuple[str, ...] | None:
         """The texts this backbone reads with these (resolved) parameters: ``reads`` itself, or what its function
-        returns for them; None when the backbone checks them itself. A function naming anything else is one line."""
+        returns for them (a class-conditional backbone's, from ``classes``: the prompt where it has classes); None when
+        the backbone checks them itself. A function naming anything else is one line."""
+        if self.classes is not None:
+            count = self.class_count(params)
+            return None if count is None else ("prompt",) if count else ()
         if not callable(self.reads):
             return self.reads
         found = self.reads(**params)
@@ -155,6 +174,7 @@ class Registry:
             example: str = "",
             default_steps: int = 0,
             reads: Iterable[str] | Callable[..., Iterable[str] | None] | None = None,
+            classes: int | Callable[..., int | None] | None = None,
         ) -> None:
             owner = f"plugin {plugin!r}, {kind} {name!r}"
             if not isinstance(name, str) or not name or any(c in name for c in "=,\"' :"):
@@ -168,11 +188,17 @@ class Registry:
             if reads is not None and not callable(reads) and not set(reads) <= set(TEXT_INPUTS):
                 self._reject(plugin, f"{kind} {name!r}: reads={tuple(reads)!r} may name only {', '.join(TEXT_INPUTS)}")
                 return
+            if classes is not None and not callable(classes) and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 0):
+                self._reject(plugin, f"{kind} {name!r}: classes={classes!r} must be a whole number >= 0, a function of its parameters, or None")
+                return
+            if classes is not None and reads is not None:
+                self._reject(plugin, f"{kind} {name!r}: give reads= or classes=, not both (a class-conditional model reads its class index as the prompt)")
+                return
             settings = dict(factory) if kind == "preset" else {}
             fn = None if kind == "preset" else factory
             entry = Entry(kind, name, fn, description, checked, differentiable, plugin, settings, source, default_preset,
                           default_steps=default_steps, example=example,
-                          reads=reads if reads is None or callable(reads) else tuple(reads))
+                          reads=reads if reads is None or callable(reads) else tuple(reads), classes=classes)
             self.by_plugin[kind][f"{plugin}:{name}"] = entry
             table = self.entries[kind]
             if name not in table:

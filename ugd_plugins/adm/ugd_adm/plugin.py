@@ -47,12 +47,12 @@ def _load_adm(**kwargs: Any) -> Any:
     return load_adm(**kwargs)
 
 
-def _adm_reads(model: str, config: str) -> tuple[str, ...]:
-    """A class-conditional release reads its class index as the prompt; the others read no text (from the release's
-    flags: no weights load)."""
-    from .configs import resolve
+def _adm_classes(model: str, config: str) -> int:
+    """A class-conditional release takes guided-diffusion's ImageNet class index (``NUM_CLASSES`` of its model code) as
+    the prompt; the others no text (from the release's flags: no weights load)."""
+    from .configs import import_script_util, resolve
 
-    return ("prompt",) if resolve(config, model, "model").flags.get("class_cond") else ()
+    return int(import_script_util().NUM_CLASSES) if resolve(config, model, "model").flags.get("class_cond") else 0
 
 
 def _classifier_guide(**kwargs: Any) -> Any:
@@ -76,7 +76,7 @@ def ugd_register_backbones(register):  # type: ignore[no-untyped-def]
             Param("config", "str", "", "release: " + ", ".join(r.name for r in _MODELS)
                   + "; or a JSON file of guided-diffusion model flags (default: from the file name)"),
         ],
-        reads=_adm_reads,
+        classes=_adm_classes,
     )
 
 

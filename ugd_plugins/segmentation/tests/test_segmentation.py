@@ -114,7 +114,9 @@ def test_yolo_seg_backend(tmp_path, monkeypatch, descend, calibrate_bn) -> None:
     assert guide.classes == [15] and not net.training
     loss = guide_loss(guide, photos())
     assert loss.shape == (2,) and torch.isfinite(loss).all()
-    first, last = descend(guide, photos(), steps=4)
+    # small per-image steps: the loss of a random-weight YOLO (its top-k instances picked anew each call) is far from
+    # smooth, and larger steps raised it on ultralytics 8.4's initialisation
+    first, last = descend(guide, photos(), steps=4, lr=0.001, per_sample=True)
     assert (last < first).all(), (first, last)
     ref = YoloSegGuide(net, ref=photos(48, ("chelsea",)), size=64, topk=20)
     assert ref.target.shape == (1, 16, 16)
