@@ -14,16 +14,23 @@ from cli.spec import RunSpec, validate_spec
 from ugd_core import UgdError, hookimpl, load_registry
 
 
-def registry_of(**reads):  # type: ignore[no-untyped-def]
-    """Backbones named after their `reads` (None: undeclared), never built."""
-    plugin = types.ModuleType("ugd_test_reads")
+def declared_registry(declaration: str, backbones: dict) -> object:  # type: ignore[type-arg]
+    """Backbones named after what they declare as ``declaration`` (reads= or classes=), never built, and a guide ``g``;
+    registered by a plugin of that name."""
+    plugin = types.ModuleType(f"ugd_test_{declaration}")
 
     def register_backbones(register):  # type: ignore[no-untyped-def]
-        for name, r in reads.items():
-            register(name, lambda **_: None, description=name, reads=r)
+        for name, value in backbones.items():
+            register(name, lambda **_: None, description=name, **{declaration: value})
 
     plugin.ugd_register_backbones = hookimpl(register_backbones)
-    return load_registry([("reads", plugin)], entry_points=False)
+    plugin.ugd_register_guides = hookimpl(lambda register: register("g", lambda **_: None, description="a guide"))
+    return load_registry([(declaration, plugin)], entry_points=False)
+
+
+def registry_of(**reads):  # type: ignore[no-untyped-def]
+    """Backbones named after their `reads` (None: undeclared)."""
+    return declared_registry("reads", reads)
 
 
 @pytest.mark.parametrize("backbone, prompt, negative, refused", [
@@ -137,16 +144,8 @@ def test_ugd_info_says_what_a_backbone_reads(backbone, line):
 
 
 def classes_registry(**classes):  # type: ignore[no-untyped-def]
-    """Backbones named after their `classes` (a count or a function of their parameters), never built."""
-    plugin = types.ModuleType("ugd_test_classes")
-
-    def register_backbones(register):  # type: ignore[no-untyped-def]
-        for name, c in classes.items():
-            register(name, lambda **_: None, description=name, classes=c)
-
-    plugin.ugd_register_backbones = hookimpl(register_backbones)
-    plugin.ugd_register_guides = hookimpl(lambda register: register("g", lambda **_: None, description="a guide"))
-    return load_registry([("classes", plugin)], entry_points=False)
+    """Backbones named after their `classes` (a count or a function of their parameters)."""
+    return declared_registry("classes", classes)
 
 
 @pytest.mark.parametrize("prompt, refused", [
