@@ -243,12 +243,11 @@ def validate_spec(spec: RunSpec, registry: Registry | None = None) -> CheckedSpe
         )
     entry = reg.get("backbone", backbone.name)
     params = resolve_params(backbone.name, entry.params, backbone.params)
-    read = entry.texts_read(params)
+    read, classes = entry.reading(params)
     for text in TEXT_INPUTS:  # in order: the same line in every process
         if read is not None and text not in read and getattr(spec, text) not in (None, ""):
             flag = "--" + text.replace("_", "-")
             raise UgdError(f"backbone {backbone.name!r} reads no {text.replace('_', ' ')}: it would be ignored; drop {flag}")
-    classes = entry.class_count(params)
     if classes:  # its prompt is the class index: the rule the backbone applies when it conditions the run
         class_indices(f"backbone {backbone.name!r}", spec.prompt, spec.negative_prompt, classes, [])  # one text: one class
     guides = tuple(Part.parse(text, weighted=True) for text in spec.guides)

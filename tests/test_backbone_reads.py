@@ -203,6 +203,10 @@ def test_classes_may_be_a_function_of_the_parameters_and_says_what_is_read():
     validate_spec(RunSpec(backbone="unsure", guides=[], prompt="a cat", negative_prompt="blurry"), reg)
     with pytest.raises(UgdError, match=r"plugin 'classes', backbone 'odd': its classes function returned 2.0; it must return"):
         validate_spec(RunSpec(backbone="odd", guides=[]), reg)
+    calls = []  # adm's imports guided-diffusion's code, diffusers-pixel's reads config.json: once a check
+    counted = classes_registry(ten=lambda **p: calls.append(p) or 10)
+    validate_spec(RunSpec(backbone="ten", guides=[], prompt="3"), counted)
+    assert calls == [{}]
 
 
 @pytest.mark.parametrize("bad, problem", [(-1, "classes=-1 must be a whole number >= 0"), (True, "classes=True must be"),

@@ -37,6 +37,11 @@ KINDS = ("guide", "backbone", "preset", "benchmark")
 TEXT_INPUTS = ("prompt", "negative_prompt")
 
 
+def is_count(value: Any) -> bool:
+    """A whole number >= 0 (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 @dataclass
 class Entry:
     """One registered item."""
@@ -70,24 +75,20 @@ class Entry:
             self.declared_params = [checked_param(p, owner) for p in self.declared_params()]
         return self.declared_params
 
-    def class_count(self, params: dict[str, Any]) -> int | None:
-        """The number of classes of this backbone's model with these (resolved) parameters when it is class-conditional
-        (its prompt the class index), 0 when it is not, None when unknown until it loads."""
-        if self.classes is None or not callable(self.classes):
-            return self.classes
-        found = self.classes(**params)
-        if found is not None and (isinstance(found, bool) or not isinstance(found, int) or found < 0):
-            raise UgdError(f"plugin {self.plugin!r}, backbone {self.name!r}: its classes function returned {found!r}; it must "
+    def reading(self, params: dict[str, Any]) -> tuple[tuple[str, ...] | None, int | None]:
+        """What this backbone reads with these (resolved) parameters, from one call of its declaration: the texts
+        (``reads`` itself or what its function returns; a class-conditional backbone's, from ``classes``: the prompt
+        where it has classes; None when the backbone checks them itself) and the number of classes (0: not
+        class-conditional; None: unknown until it loads). A function returning anything else is one line."""
+        if self.classes is None:
+            return self._texts_read(params), 0
+        count = self.classes(**params) if callable(self.classes) else self.classes
+        if count is not None and not is_count(count):
+            raise UgdError(f"plugin {self.plugin!r}, backbone {self.name!r}: its classes function returned {count!r}; it must "
                            "return a whole number >= 0 or None")
-        return found
+        return (None if count is None else ("prompt",) if count else ()), count
 
-    def texts_read(self, params: dict[str, Any]) -> tuple[str, ...] | None:
-        """The texts this backbone reads with these (resolved) parameters: ``reads`` itself, or what its function
-        returns for them (a class-conditional backbone's, from ``classes``: the prompt where it has classes); None when
-        the backbone checks them itself. A function naming anything else is one line."""
-        if self.classes is not None:
-            count = self.class_count(params)
-            return None if count is None else ("prompt",) if count else ()
+    def _texts_read(self, params: dict[str, Any]) -> tuple[str, ...] | None:
         if not callable(self.reads):
             return self.reads
         found = self.reads(**params)
@@ -188,7 +189,7 @@ class Registry:
             if reads is not None and not callable(reads) and not set(reads) <= set(TEXT_INPUTS):
                 self._reject(plugin, f"{kind} {name!r}: reads={tuple(reads)!r} may name only {', '.join(TEXT_INPUTS)}")
                 return
-            if classes is not None and not callable(classes) and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 0):
+            if classes is not None and not callable(classes) and not is_count(classes):
                 self._reject(plugin, f"{kind} {name!r}: classes={classes!r} must be a whole number >= 0, a function of its parameters, or None")
                 return
             if classes is not None and reads is not None:
