@@ -2,7 +2,7 @@
 
 A record names the backbone and each guide with its parameters and the plugin that
 supplied it, the complete sampler settings, the seed and its sampling batch, the
-torch thread count, device and versions. It sits in the PNG's ``ugd`` text chunk and
+torch thread count, device, versions and machine (CPU kernels, GPU). It sits in the PNG's ``ugd`` text chunk and
 in a JSON sidecar. :func:`regenerate_from_record` rebuilds the RunSpec that reproduces
 an image (its whole batch, bit-exact, or only the image, as a batch of one) after
 :func:`check_record` has checked every field a user may have edited.
@@ -41,6 +41,16 @@ def versions(registry: Registry, plugins: Iterable[str] = ()) -> dict[str, str]:
     return out
 
 
+def machine(device: str) -> dict[str, str]:
+    """What the arithmetic ran on, beyond the versions: the CPU kernels torch dispatches to (``DEFAULT``, ``AVX2``,
+    ``AVX512``...), and on a GPU its name. Another machine may round the same operations differently, and guided
+    steps amplify that (docs/benchmarks.md, "Speed")."""
+    out = {"cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
+    if device.startswith("cuda"):
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
 def image_record(spec: RunSpec, built: Built, seeds: list[int], registry: Registry) -> dict[str, Any]:
     """The record shared by the images of one batch (each image adds its ``seed``)."""
     plugins = sorted({built.backbone_record["plugin"]} | {g["plugin"] for g in built.guide_records})
@@ -56,6 +66,7 @@ def image_record(spec: RunSpec, built: Built, seeds: list[int], registry: Regist
         device=resolve_device(spec.device),
         torch_threads=torch.get_num_threads(),  # same seed, same pixels only at the same thread count
         versions=versions(registry, plugins),
+        machine=machine(resolve_device(spec.device)),  # ... and on a machine that rounds the same way
     )
 
 
@@ -158,6 +169,10 @@ def check_record(record: dict[str, Any], source: str | Path = "image spec") -> N
                            f"image cannot be made again from it; edit {key} to a name (e.g. \"constant\") to run with that instead")
     if not isinstance(record.get("device", "cpu"), str):
         raise UgdError(f"{where}: device {record['device']!r} must be a text such as \"cpu\"")
+    for key in ("versions", "machine"):
+        value = record.get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise UgdError(f"{where}: {key} {value!r} must be a mapping of names to texts, as `ugd generate` writes it; or delete it")
     threads = record.get("torch_threads")
     if threads is not None and (not is_int(threads) or threads < 1):
         raise UgdError(f"{where}: torch_threads {threads!r} must be a whole number >= 1")
@@ -216,6 +231,22 @@ def _plugin_notes(record: dict[str, Any], registry: Registry) -> list[str]:
     return notes
 
 
+def _machine_notes(record: dict[str, Any], registry: Registry) -> list[str]:
+    """Where the installed versions or this machine differ from the recorded ones: the same run may then round
+    differently (or, across versions, compute differently), which guided steps amplify."""
+    recorded = record.get("versions") or {}
+    now = versions(registry, [k.removeprefix("plugin:") for k in recorded if k.startswith("plugin:")])
+    notes = [f"recorded with {name} {was}, here {now.get(name, 'not installed')}: pixels may differ"
+             for name, was in recorded.items() if now.get(name) != was]
+    device = record.get("device", "cpu")
+    here = machine(device if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
+    for key, what in (("cpu_capability", "CPU kernels"), ("gpu", "GPU")):
+        was = (record.get("machine") or {}).get(key)
+        if was is not None and key in here and here[key] != was:
+            notes.append(f"recorded on {what} {was}, here {here[key]}: pixels may differ")
+    return notes
+
+
 def regenerate_from_record(path: str | Path, *, single: bool = False, registry: Registry | None = None) -> tuple[RunSpec, str]:
     """The RunSpec that reproduces a generated image, and one line saying what it regenerates.
 
@@ -224,7 +255,7 @@ def regenerate_from_record(path: str | Path, *, single: bool = False, registry: 
     in); with ``single``
     only that image, as a batch of one (its pixels may differ slightly from the original's).
     A record whose seed was edited regenerates that seed alone. The spec pins the recorded
-    torch thread count.
+    torch thread count; the line also names each plugin, version, CPU kernel set or GPU that differs here.
     """
     record = read_image_record(path)
     check_record(record, path)
@@ -248,5 +279,6 @@ def regenerate_from_record(path: str | Path, *, single: bool = False, registry: 
             f"regenerating the whole batch of {len(batch)} images (seeds {batch[0]}-{batch[-1]}) that {name} belongs to, "
             f"for bit-exact output; pass --single to regenerate only this image"
         )
-    notes = _plugin_notes(record, registry or get_registry())
+    reg = registry or get_registry()
+    notes = _plugin_notes(record, reg) + _machine_notes(record, reg)
     return spec, "; ".join([what, *notes])

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from cli.outputs import save_image
+from cli.records import versions
 from cli.run import (
     LocalExecutor,
     RunSpec,
@@ -225,6 +226,40 @@ def test_a_record_names_a_plugin_change_only_where_there_is_one(tmp_path):
     path.write_text(json.dumps(record))
     _, what = regenerate_from_record(path, registry=tiny_registry())
     assert "guide 'pull' was supplied by plugin 'older', now by 'tiny': pixels may differ" in what
+
+
+def record_versions() -> dict:  # type: ignore[type-arg]
+    return versions(tiny_registry())
+
+
+def test_a_record_names_the_machine_and_regenerating_says_where_it_differs(tmp_path):
+    """A record keeps the CPU kernels torch dispatched to (and, on a GPU, its name), since another machine may round
+    the same run differently (README, "The two commands"); regenerating names each recorded version or kernel set
+    that differs here, and nothing where none does."""
+    side = _record(tmp_path)
+    record = json.loads(side.read_text())
+    assert record["machine"] == {"cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    _, what = regenerate_from_record(side, registry=tiny_registry())
+    assert "pixels may differ" not in what
+    record["machine"]["cpu_capability"] = "NO-SUCH-KERNELS"
+    record["versions"]["torch"] = "0.0.1"
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(record))
+    _, what = regenerate_from_record(path, registry=tiny_registry())
+    here = torch.backends.cpu.get_cpu_capability()
+    assert f"recorded on CPU kernels NO-SUCH-KERNELS, here {here}: pixels may differ" in what
+    assert f"recorded with torch 0.0.1, here {record_versions()['torch']}: pixels may differ" in what
+    assert what.count("pixels may differ") == 2
+
+
+@pytest.mark.parametrize("field, value", [("machine", ["AVX2"]), ("versions", {"torch": 2})])
+def test_an_edited_machine_or_versions_field_is_one_line(tmp_path, field, value):
+    record = json.loads(_record(tmp_path).read_text())
+    record[field] = value
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(record))
+    with pytest.raises(UgdError, match=f"{field} .* must be a mapping of names to texts, as `ugd generate` writes it; or delete it$"):
+        regenerate_from_record(path, registry=tiny_registry())
 
 
 # -- a run into a folder (cli/run.py generate_to_dir) ----------------------------------------------------------

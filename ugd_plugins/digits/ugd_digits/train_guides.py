@@ -10,7 +10,7 @@ max-pool dilation / erosion). Held-out numbers are measured on the 1,000
 held-out digits at random placements seeded with ``targets.HELDOUT_SEED`` (no
 augmentation). Weights go to ``ugd_digits/weights/<name>.safetensors`` with
 their recipe, seed, epochs, wall time and held-out metrics in the safetensors
-metadata. Runs are deterministic at a fixed thread count (default 1).
+metadata. Runs are deterministic at a fixed thread count (default 1) on one machine (another CPU may round differently).
 
 Family A (guides, seed 1): ConvNet / SegNet / BoxNet.  Family B (evaluators,
 seed 2): ResNetSmall. A guide is never scored by its own family.
