@@ -337,12 +337,10 @@ def generate(
         given = [p.name for p in ctx.command.params if p.name and p.name not in FROM_SPEC_OPTIONS and _given(ctx, p.name)]
         from cli.run import regenerate_from_record
 
-        spec, message = regenerate_from_record(from_spec, single=single)
+        spec, message = regenerate_from_record(from_spec, single=single, device=device if _given(ctx, "device") else None)
         if given:
             flag = given[0].rstrip("_").replace("_", "-")
             raise UgdError(f"--from-spec reproduces the recorded settings, so --{flag} has no effect; drop it, or edit the spec file's JSON")
-        if _given(ctx, "device"):
-            spec.device = device
     else:
         knobs = _overrides(
             set_, num_steps=steps, scheduler=scheduler, dtype=dtype, eta=eta, cfg_scale=cfg_scale,

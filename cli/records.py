@@ -231,15 +231,21 @@ def _plugin_notes(record: dict[str, Any], registry: Registry) -> list[str]:
     return notes
 
 
-def _machine_notes(record: dict[str, Any], registry: Registry) -> list[str]:
-    """Where the installed versions or this machine differ from the recorded ones: the same run may then round
-    differently (or, across versions, compute differently), which guided steps amplify."""
+def _machine_notes(record: dict[str, Any], registry: Registry, device: str) -> list[str]:
+    """Where the installed versions, the device the run will use or this machine differ from the recorded ones: the
+    same run may then round differently (or, across versions, compute differently), which guided steps amplify."""
     recorded = record.get("versions") or {}
     now = versions(registry, [k.removeprefix("plugin:") for k in recorded if k.startswith("plugin:")])
     notes = [f"recorded with {name} {was}, here {now.get(name, 'not installed')}: pixels may differ"
              for name, was in recorded.items() if now.get(name) != was]
-    device = record.get("device", "cpu")
-    here = machine(device if device.startswith("cuda") and torch.cuda.is_available() else "cpu")
+    try:  # the device as this machine resolves it ('auto'); one it lacks or cannot parse is the run's own line later
+        resolved = resolve_device(device)
+        here = machine(resolved)
+    except (UgdError, ValueError, RuntimeError, AssertionError):
+        resolved, here = device, machine("cpu")
+    was_on = record.get("device", "cpu")
+    if resolved.partition(":")[0] != was_on.partition(":")[0]:
+        notes.append(f"recorded on device {was_on}, run on {resolved}: pixels may differ")
     for key, what in (("cpu_capability", "CPU kernels"), ("gpu", "GPU")):
         was = (record.get("machine") or {}).get(key)
         if was is not None and key in here and here[key] != was:
@@ -247,7 +253,8 @@ def _machine_notes(record: dict[str, Any], registry: Registry) -> list[str]:
     return notes
 
 
-def regenerate_from_record(path: str | Path, *, single: bool = False, registry: Registry | None = None) -> tuple[RunSpec, str]:
+def regenerate_from_record(path: str | Path, *, single: bool = False, registry: Registry | None = None,
+                           device: str | None = None) -> tuple[RunSpec, str]:
     """The RunSpec that reproduces a generated image, and one line saying what it regenerates.
 
     By default the image's whole sampling batch, every image of it written (bit-exact: a
@@ -255,7 +262,8 @@ def regenerate_from_record(path: str | Path, *, single: bool = False, registry: 
     in); with ``single``
     only that image, as a batch of one (its pixels may differ slightly from the original's).
     A record whose seed was edited regenerates that seed alone. The spec pins the recorded
-    torch thread count; the line also names each plugin, version, CPU kernel set or GPU that differs here.
+    torch thread count and the recorded device unless ``device`` is given (``--device``); the line also names each
+    plugin, version, device kind, CPU kernel set or GPU that differs here.
     """
     record = read_image_record(path)
     check_record(record, path)
@@ -279,6 +287,8 @@ def regenerate_from_record(path: str | Path, *, single: bool = False, registry: 
             f"regenerating the whole batch of {len(batch)} images (seeds {batch[0]}-{batch[-1]}) that {name} belongs to, "
             f"for bit-exact output; pass --single to regenerate only this image"
         )
+    if device is not None:
+        spec.device = device
     reg = registry or get_registry()
-    notes = _plugin_notes(record, reg) + _machine_notes(record, reg)
+    notes = _plugin_notes(record, reg) + _machine_notes(record, reg, spec.device)
     return spec, "; ".join([what, *notes])

@@ -140,6 +140,9 @@ def test_face_refuses_an_empty_box_and_an_unknown_loss() -> None:
         with pytest.raises(UgdError, match=r"face: box \(0.5, 0.1, 0.2, 0.9\) must be x0,y0,x1,y1 with 0 <= x0 < x1 <= 1"):
             FaceGuide(_tiny_embedder(), image=photos(64, ("astronaut",)), **{key: (0.5, 0.1, 0.2, 0.9)})
     assert FaceGuide(_tiny_embedder(), image=photos(64, ("astronaut",)), box=(0.1, 0.2, 0.6, 0.8)).box == (0.1, 0.2, 0.6, 0.8)
+    for bad in ((0.1, 0.1, 0.9, None), 5, [[0.1, 0.1], [0.9, 0.9]]):  # from Python: one line, not a TypeError
+        with pytest.raises(UgdError, match="face: box .* is not four numbers"):
+            parse_box(bad)
 
 
 @pytest.mark.parametrize("kind", ["cosine", "l1"])
@@ -565,3 +568,8 @@ def test_torchvisions_placeholder_names_are_no_class_to_detect() -> None:
     for name in ("N/A", "n/a", "__background__"):
         with pytest.raises(UgdError, match=f"detection: unknown label {name!r}.*use a COCO class name or index"):
             label_index(name, cats)
+    assert label_index(str(cats.index("dog")), cats) == cats.index("dog")
+    for idx in (0, cats.index("N/A")):  # the same slots by index: background and COCO's first unused id
+        with pytest.raises(UgdError, match=f"detection: label index {idx} is the detector's '{cats[idx]}' slot, no class; "
+                                           "use a COCO class name or index$"):
+            label_index(str(idx), cats)

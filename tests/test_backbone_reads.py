@@ -155,7 +155,7 @@ def classes_registry(**classes):  # type: ignore[no-untyped-def]
     ("three", "backbone 'ten': prompt 'three' is not a class index; give an integer 0..9$"),
     ("2.5", "prompt '2.5' is not a class index"),
     ("10", r"backbone 'ten': class \[10\] out of range; give an integer 0..9$"),
-    ("-1", r"class \[-1\] out of range"),
+    ("-1", "prompt '-1' is not a class index; give an integer 0..9$"),
 ])
 def test_a_class_conditional_backbone_has_its_class_index_checked_before_any_work(prompt, refused):
     """classes= (docs/plugins.md): the prompt is checked by the rule the backbone conditions by (ugd_core.class_prompt),
@@ -181,6 +181,10 @@ def test_a_class_conditional_backbone_has_its_class_index_checked_before_any_wor
     ("3", "4", [1], "owner: a class-conditional model takes no negative prompt; drop it$"),
     ([1, 2, 3], None, [2], "owner: 3 class labels for 2 images; give one or one per image$"),
     ([1, 2], None, [2, 1], "2 class labels for 1 images"),  # a run's last batch may be smaller
+    (" 3 ", None, [1], None),
+    ("1_0", None, [1], "prompt '1_0' is not a class index"),  # int() would have read class 10
+    ("+3", None, [1], r"prompt '\+3' is not a class index"),
+    ("3.0", None, [1], "prompt '3.0' is not a class index"),
 ])
 def test_the_class_index_rule_a_backbone_conditions_by(prompt, negative, batch_sizes, refused):
     """class_indices: what a Python caller of sample() may pass a class-conditional backbone (ints, a list per image)."""
@@ -188,7 +192,7 @@ def test_the_class_index_rule_a_backbone_conditions_by(prompt, negative, batch_s
 
     if refused is None:
         labels = class_indices("owner", prompt, negative, 10, batch_sizes)
-        assert labels == (prompt if isinstance(prompt, list) else [prompt])
+        assert labels == (prompt if isinstance(prompt, list) else [int(prompt)])
         return
     with pytest.raises(UgdError, match=refused):
         class_indices("owner", prompt, negative, 10, batch_sizes)
@@ -256,3 +260,38 @@ def test_diffusers_pixel_checks_a_class_index_from_its_config_alone(tmp_path):
                 num_class_embeds=10).save_config(folder / "unet")
     with pytest.raises(UgdError, match=r"backbone 'diffusers-pixel': class \[12\] out of range; give an integer 0..9$"):
         validate_spec(RunSpec(backbone=f"diffusers-pixel:model={folder}", guides=[], prompt="12"), load_registry())
+
+
+def test_integers_of_any_kind_are_class_indices_and_no_float_is_cut():
+    """From Python, numpy and torch integers are indices (operator.index); a float of any kind is refused, never cut
+    to the class below it."""
+    import numpy as np
+    import torch
+
+    from ugd_core.class_prompt import class_indices
+
+    assert class_indices("o", [np.int64(4), torch.tensor(5)], None, 10, [2]) == [4, 5]
+    for bad in (np.float32(3.7), torch.tensor(2.0), np.bool_(True)):
+        with pytest.raises(UgdError, match="is not a class index"):
+            class_indices("o", bad, None, 10, [1])
+
+
+@pytest.mark.parametrize("value", ["ten", 10.5, True, -1])
+def test_a_unet_config_whose_class_count_is_no_count_is_left_to_the_load(tmp_path, value):
+    """diffusers-pixel: a config.json whose num_class_embeds is no whole number >= 0 is not read as a count (it was
+    a ValueError traceback, 10.5 cut to 10, true read as 1 class, -1 blamed on the plugin); loading the model says
+    what is wrong."""
+    import json
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text(json.dumps({"num_class_embeds": value}))
+    entry = load_registry().get("backbone", "diffusers-pixel")
+    assert entry.reading({"model": str(tmp_path)}) == (None, None)
+
+
+def test_adm_class_count_is_guided_diffusions():
+    """ugd_adm.configs.NUM_CLASSES is kept beside the flags so that no spec check imports the model code; it must be
+    guided-diffusion's own count."""
+    from ugd_adm.configs import NUM_CLASSES, import_script_util
+
+    assert NUM_CLASSES == import_script_util().NUM_CLASSES == 1000

@@ -252,6 +252,25 @@ def test_a_record_names_the_machine_and_regenerating_says_where_it_differs(tmp_p
     assert what.count("pixels may differ") == 2
 
 
+def test_regenerating_on_another_device_says_so_and_never_fails_on_the_device(tmp_path, monkeypatch):
+    """--device with --from-spec: the note compares the device the run will use (a CUDA record run on the CPU may
+    differ); a device this machine lacks or cannot parse leaves the note to the CPU and the error to the run."""
+    side = _record(tmp_path)
+    record = json.loads(side.read_text())
+    record["device"] = "cuda:1"
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(record))
+    spec, what = regenerate_from_record(path, registry=tiny_registry(), device="cpu")
+    assert spec.device == "cpu" and "recorded on device cuda:1, run on cpu: pixels may differ" in what
+    for device in (None, "cuda:x"):  # the recorded cuda:1, or an unparsable one: no traceback here
+        spec, what = regenerate_from_record(path, registry=tiny_registry(), device=device)
+        assert spec.device == (device or "cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one GPU: cuda:1 is not here
+    spec, what = regenerate_from_record(path, registry=tiny_registry())
+    assert spec.device == "cuda:1"
+
+
 @pytest.mark.parametrize("field, value", [("machine", ["AVX2"]), ("versions", {"torch": 2})])
 def test_an_edited_machine_or_versions_field_is_one_line(tmp_path, field, value):
     record = json.loads(_record(tmp_path).read_text())

@@ -91,3 +91,20 @@ def test_ugd_list_gives_each_item_one_line_and_info_the_rest():
     info = CliRunner().invoke(app, ["info", "sd-face"], env={"COLUMNS": "100000"})
     assert " ".join(preset.description.split()) in " ".join(info.output.split())
     assert "source:" + preset.source.split()[0] in "".join(info.output.split())  # a long URL may wrap at the console's width
+
+
+def test_a_class_conditional_backbones_bad_class_is_one_line_before_torch_loads(tmp_path):
+    """A class index is checked from the backbone's declaration alone (`classes=`, docs/plugins.md): adm from its
+    release's flags, diffusers-pixel from its UNet's config.json, read as JSON; neither imports torch or diffusers."""
+    import json
+
+    (tmp_path / "pipe" / "unet").mkdir(parents=True)
+    (tmp_path / "pipe" / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel", "num_class_embeds": 10}))
+    for args, line in ((["generate", "--backbone", "adm:model=256x256_diffusion.pt"], "backbone 'adm' is class-conditional"),
+                       (["generate", "--backbone", f"diffusers-pixel:model={tmp_path / 'pipe'}", "--prompt", "12"],
+                        "backbone 'diffusers-pixel': class [12] out of range; give an integer 0..9")):
+        code = PROBE.format(args=args, heavy=HEAVY).replace("assert res.exit_code == 0, res.output",
+                                                             f"assert res.exit_code == 2 and {line!r} in res.output, res.output")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "", f"ugd {' '.join(args)} imported {done.stdout.strip()} before its error"

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .class_prompt import class_indices
 from .errors import UgdError, UgdWarning
 from .guidance import freeze
+from .unet_files import unet_subfolder
 
 
 @runtime_checkable
@@ -287,7 +288,7 @@ class DiffusersPixelBackbone(BackboneBase):
         diffusers_logging.set_verbosity_error()  # its load-time advice (install accelerate) is not ugd's one line
         try:
             with loading_weights(path, contents):
-                unet = UNet2DModel.from_pretrained(path, subfolder=subfolder or _unet_subfolder(path), local_files_only=True)
+                unet = UNet2DModel.from_pretrained(path, subfolder=subfolder or unet_subfolder(path), local_files_only=True)
         finally:
             diffusers_logging.set_verbosity(verbosity)
         scheduler = None
@@ -311,22 +312,6 @@ class DiffusersPixelBackbone(BackboneBase):
     def eps(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
         out = self.unet(z_t.to(module_dtype(self.unet)), t.to(self.device), class_labels=cond, return_dict=False)[0]
         return self._to_eps(out, z_t, t)
-
-
-def _unet_subfolder(path: str) -> str | None:
-    """A pipeline folder's ``unet/``, else None (a UNet folder or a Hub id)."""
-    return "unet" if (Path(path) / "unet").is_dir() else None
-
-
-def unet_config(path: str) -> dict[str, Any] | None:
-    """The config.json of the ``UNet2DModel`` that :meth:`DiffusersPixelBackbone.from_pretrained` would load from
-    ``path`` (a local folder or a cached Hub id; never downloads), read without its weights; None where it cannot be read."""
-    from diffusers import UNet2DModel
-
-    try:
-        return dict(UNet2DModel.load_config(path, subfolder=_unet_subfolder(path), local_files_only=True))
-    except (OSError, ValueError):
-        return None
 
 
 PIPELINE_FOLDER = ("model_index.json and one subfolder per component (unet/, vae/, text_encoder/, tokenizer/, scheduler/; "

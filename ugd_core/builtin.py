@@ -38,14 +38,18 @@ def _diffusers_pixel(model: str, device: str = "cpu") -> Any:
 
 def _diffusers_pixel_classes(model: str) -> int | None:
     """A class-conditional UNet (``num_class_embeds`` in its config.json) takes its class index as the prompt, the
-    others no text; from the config alone (no weights load). None where the config cannot be read here: loading the
-    model then says why."""
-    from .backbones import unet_config
+    others no text; from the config alone (no weights, no torch). None where the config cannot be read here or its
+    count is no whole number: loading the model then says why."""
+    from .class_prompt import is_count
+    from .unet_files import unet_config
 
     config = unet_config(model)
     if config is None:
         return None
-    return int(config.get("num_class_embeds") or 0)
+    count = config.get("num_class_embeds")
+    if count is None:
+        return 0
+    return count if is_count(count) else None
 
 
 @hookimpl

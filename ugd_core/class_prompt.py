@@ -6,9 +6,16 @@ rule the backbone applies when it conditions the run (``ugd_core.backbones.class
 
 from __future__ import annotations
 
+import operator
+import re
 from typing import Any, Iterable
 
 from .errors import UgdError
+
+
+def is_count(value: Any) -> bool:
+    """A whole number >= 0, such as a model's class count (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def class_indices(owner: str, prompt: Any, negative_prompt: Any, num_classes: int, batch_sizes: Iterable[int]) -> list[int]:
@@ -21,9 +28,7 @@ def class_indices(owner: str, prompt: Any, negative_prompt: Any, num_classes: in
         raise UgdError(f"{owner} is class-conditional; give the class index {span} as the prompt (e.g. --prompt 3)")
     items = list(prompt) if isinstance(prompt, (list, tuple)) else [prompt]
     try:
-        if any(isinstance(p, bool) or (isinstance(p, float) and not p.is_integer()) for p in items):
-            raise ValueError
-        labels = [int(p) for p in items]
+        labels = [_index(p) for p in items]
     except (TypeError, ValueError):
         raise UgdError(f"{owner}: prompt {prompt!r} is not a class index; give an integer {span}") from None
     if any(not 0 <= c < num_classes for c in labels):
@@ -32,3 +37,15 @@ def class_indices(owner: str, prompt: Any, negative_prompt: Any, num_classes: in
     if wrong:
         raise UgdError(f"{owner}: {len(labels)} class labels for {wrong[0]} images; give one or one per image")
     return labels
+
+
+def _index(item: Any) -> int:
+    """One class index: a text of decimal digits (``"207"``, spaces around allowed), or an integer of any kind (int,
+    numpy or a one-element integer tensor: ``operator.index``). A float, a bool or other text is refused, never cut."""
+    if isinstance(item, str):
+        if not re.fullmatch(r"[0-9]+", item.strip()):
+            raise ValueError(item)
+        return int(item.strip())
+    if isinstance(item, bool) or type(item).__name__ == "bool_":
+        raise TypeError(item)
+    return operator.index(item)

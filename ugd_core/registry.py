@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from . import hookspecs
+from .class_prompt import is_count
 from .errors import UgdError
 from .hookspecs import register_preset_table
 from .params import Param, checked_param, closest, parse_spec, resolve_params
@@ -35,11 +36,6 @@ KINDS = ("guide", "backbone", "preset", "benchmark")
 
 # the texts a run may hand its backbone; a backbone that declares which it reads has the others refused before any work
 TEXT_INPUTS = ("prompt", "negative_prompt")
-
-
-def is_count(value: Any) -> bool:
-    """A whole number >= 0 (a bool is not one)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass

@@ -21,10 +21,9 @@ from torch import Tensor, nn
 from ugd_core.errors import UgdError
 
 from .checkpoints import load_into, resolve_checkpoint
-from .configs import RELEASES, Resolved, classifier_kwargs, import_script_util
+from .configs import NUM_CLASSES, RELEASES, Resolved, classifier_kwargs, import_script_util
 
 DEFAULT_CLASSIFIER = RELEASES["256-classifier"].files[0]
-NUM_CLASSES = 1000
 
 
 def build_classifier(resolved: Resolved) -> tuple[nn.Module, int]:

@@ -102,6 +102,11 @@ RELEASES: dict[str, Release] = {
 BY_FILE = {f: r.name for r in RELEASES.values() for f in r.files}
 
 
+# the class count of every class-conditional release and classifier: guided-diffusion's ImageNet models
+# (script_util.NUM_CLASSES), kept here so that a spec is checked without importing its model code (and torch)
+NUM_CLASSES = 1000
+
+
 def import_script_util() -> Any:
     """``guided_diffusion.script_util`` from the guided-diffusion-sdk package (its model code needs
     neither mpi4py nor blobfile); one UgdError naming the fix when it is not installed."""

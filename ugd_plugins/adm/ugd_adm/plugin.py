@@ -48,11 +48,11 @@ def _load_adm(**kwargs: Any) -> Any:
 
 
 def _adm_classes(model: str, config: str) -> int:
-    """A class-conditional release takes guided-diffusion's ImageNet class index (``NUM_CLASSES`` of its model code) as
-    the prompt; the others no text (from the release's flags: no weights load)."""
-    from .configs import import_script_util, resolve
+    """A class-conditional release takes the ImageNet class index as the prompt; the others no text (from the
+    release's flags: no weights load, no torch)."""
+    from .configs import NUM_CLASSES, resolve
 
-    return int(import_script_util().NUM_CLASSES) if resolve(config, model, "model").flags.get("class_cond") else 0
+    return NUM_CLASSES if resolve(config, model, "model").flags.get("class_cond") else 0
 
 
 def _classifier_guide(**kwargs: Any) -> Any:

@@ -80,13 +80,16 @@ def _norm(name: str) -> str:
 def label_index(label: Any, categories: Sequence[str], owner: str = "detection") -> int:
     """A COCO name or index -> the detector's class index (UgdError naming close matches)."""
     text = str(label).strip()
+    names = [_norm(c) for c in categories]
+    placeholders = (_norm("N/A"), _norm("__background__"))  # torchvision's unused and background slots: no class to detect
     if text.lstrip("-").isdigit():
         idx = int(text)
         if not 0 <= idx < len(categories):
             raise UgdError(f"{owner}: label index {idx} is outside 0..{len(categories) - 1}")
+        if names[idx] in placeholders:
+            raise UgdError(f"{owner}: label index {idx} is the detector's {categories[idx]!r} slot, no class; use a COCO "
+                           "class name or index")
         return idx
-    names = [_norm(c) for c in categories]
-    placeholders = (_norm("N/A"), _norm("__background__"))  # torchvision's unused and background slots: no class to detect
     if _norm(text) in names and _norm(text) not in placeholders:
         return names.index(_norm(text))
     close = difflib.get_close_matches(_norm(text), [n for n in names if n not in placeholders], n=3)

@@ -38,7 +38,7 @@ def parse_box(text: str | Sequence[float], owner: str = "face") -> tuple[float, 
     """``"x0,y0,x1,y1"`` (fractions of width / height) -> a checked tuple."""
     try:
         vals = [float(v) for v in text.replace(";", ",").split(",")] if isinstance(text, str) else [float(v) for v in text]
-    except ValueError:
+    except (TypeError, ValueError):  # from Python: None, a bare number or nested lists are no four numbers either
         raise UgdError(f"{owner}: box {text!r} is not four numbers; write box=\"x0,y0,x1,y1\" with fractions in [0, 1]") from None
     if len(vals) != 4 or not (0 <= vals[0] < vals[2] <= 1 and 0 <= vals[1] < vals[3] <= 1):
         raise UgdError(f"{owner}: box {text!r} must be x0,y0,x1,y1 with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")

@@ -114,6 +114,12 @@ def _fit_map(target: Tensor, like: Tensor) -> Tensor:
     return t.to(like.device)
 
 
+def _mean_over_kept(per_pixel: Tensor, target: Tensor) -> Tensor:
+    """Each sample's mean of a per-pixel loss [N, h, w] over its pixels that are not ignored (255): shape [N], as
+    torch's CrossEntropyLoss(ignore_index=255) on that sample alone; an all-ignored map's loss is 0."""
+    return per_pixel.flatten(1).sum(1) / (target != IGNORE).flatten(1).sum(1).clamp(min=1)
+
+
 # ---------------------------------------------------------------------------- torchvision backend
 
 
@@ -196,8 +202,7 @@ class SegmentationGuide:
         """Cross-entropy per pixel (255 ignored, background included), mean over each sample's pixels that are not
         ignored (as torch's CrossEntropyLoss(ignore_index=255) on that sample alone): shape [N]."""
         t = _fit_map(target, output)
-        per_pixel = F.cross_entropy(output, t, ignore_index=IGNORE, reduction="none").flatten(1)
-        return per_pixel.sum(1) / (t != IGNORE).flatten(1).sum(1).clamp(min=1)  # an all-ignored map: loss 0
+        return _mean_over_kept(F.cross_entropy(output, t, ignore_index=IGNORE, reduction="none"), t)
 
     # helpers ---------------------------------------------------------------------------
     def segment(self, images: Tensor) -> Tensor:
@@ -307,8 +312,7 @@ class YoloSegGuide(SegmentationGuide):
         """The same cross-entropy as :meth:`SegmentationGuide.loss` (255 ignored, mean over each sample's pixels that are
         not ignored) on YOLO-seg's class probabilities: shape [N]."""
         t = self.lut.to(output.device)[_fit_map(target, output).clamp(0, 255)]
-        per_pixel = F.nll_loss(output, t, ignore_index=IGNORE, reduction="none").flatten(1)
-        return per_pixel.sum(1) / (t != IGNORE).flatten(1).sum(1).clamp(min=1)  # an all-ignored map: loss 0
+        return _mean_over_kept(F.nll_loss(output, t, ignore_index=IGNORE, reduction="none"), t)
 
     def segment(self, images: Tensor) -> Tensor:
         """Argmax label map [N, h, w] over background and all classes (0 = background, 1 + COCO index)."""
