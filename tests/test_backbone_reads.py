@@ -295,3 +295,23 @@ def test_adm_class_count_is_guided_diffusions():
     from ugd_adm.configs import NUM_CLASSES, import_script_util
 
     assert NUM_CLASSES == import_script_util().NUM_CLASSES == 1000
+
+
+def test_a_cached_hub_id_has_its_class_count_read_from_the_cache_without_a_download(tmp_path, monkeypatch):
+    """diffusers-pixel:model=ORG/NAME reads config.json from the local Hugging Face cache (never downloads); an id
+    not in the cache is unknown here, and loading it says so."""
+    import json
+
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "models--org--classy" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"num_class_embeds": 7}))
+    (tmp_path / "models--org--classy" / "refs").mkdir()
+    (tmp_path / "models--org--classy" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    entry = load_registry().get("backbone", "diffusers-pixel")
+    assert entry.reading({"model": "org/classy"}) == (("prompt",), 7)
+    assert entry.reading({"model": "org/absent"}) == (None, None)
+    with pytest.raises(UgdError, match=r"backbone 'diffusers-pixel': class \[7\] out of range; give an integer 0..6$"):
+        validate_spec(RunSpec(backbone="diffusers-pixel:model=org/classy", guides=[], prompt="7"), load_registry())
