@@ -44,7 +44,7 @@ AUTO: dict[str, Any] = dict(
 # DSG's step needs: `auto` with the forward step unit-RMS on eps (0.1) and backward steps of 0.1. The first
 # `auto` (pilot rounds 1-2, docs/bench/auto-pilot-round2.md) with self-recurrence k = 3 (pilot round 11, at
 # DPM-Solver++ 15 steps, docs/bench/auto-pilot-round11.md); its line search keeps the per-point merit it was
-# chosen with, the same m at every step and three halvings (the pareto merit of round 18, the final steps of round 22
+# chosen with, the same m at every step and three halvings (the pareto merit of round 18, the final steps of round 22,
 # round 28's one halving and round 37's final halvings were piloted at DDIM only).
 AUTO_EPS: dict[str, Any] = dict(AUTO, forward_strength=0.1, forward_on="eps", forward_normalize="grad", eta=0.0, backward_lr=0.1,
                                 backward_backtrack=3, backward_merit="point", backward_final_steps=0,
