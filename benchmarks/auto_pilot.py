@@ -299,6 +299,32 @@ def relative_loss(loss: torch.Tensor, base: torch.Tensor, score: str) -> torch.T
     return (loss.mean(1) / base.mean(1)).clamp(min=1e-12).log().mean().exp()
 
 
+def pilot_seeds(text: str, example: str) -> list[int]:
+    """Comma-separated seeds, every one a pilot seed (500-999), else exit with one line naming ``example``."""
+    seeds = [int(s) for s in text.split(",")]
+    if not all(seed_range_of(s) == "pilot" for s in seeds):
+        sys.exit(f"error: pilot seeds are 500-999; e.g. --seeds {example}")
+    return seeds
+
+
+def diagnostic_args(doc: str, default_seeds: str, argv: list[str] | None) -> tuple[argparse.Namespace, list[int]]:
+    """The composition diagnostics' command line: --seeds (pilot only), --samples, --cases, --steps."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--seeds", default=default_seeds, help="pilot seeds (500-999)")
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--cases", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20)
+    a = p.parse_args(argv)
+    return a, pilot_seeds(a.seeds, default_seeds)
+
+
+def digits_world() -> tuple[Any, Any, Any]:
+    """The registry, the digits backbone and the development NN judge, on OMP_NUM_THREADS torch threads (default 1)."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    reg = get_registry()
+    return reg, reg.build("backbone", "digits", {}, device="cpu"), dev_judge()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="500,501", help="pilot seeds (500-999)")
@@ -324,9 +350,7 @@ def main() -> None:
     a = p.parse_args()
     if a.class_drop is not None and not a.incumbent:
         sys.exit("error: --class-drop compares with the incumbent; add --incumbent NAME")
-    seeds = [int(s) for s in a.seeds.split(",")]
-    if not all(seed_range_of(s) == "pilot" for s in seeds):
-        sys.exit("error: pilot seeds are 500-999; e.g. --seeds 500,501")
+    seeds = pilot_seeds(a.seeds, "500,501")
     names = [n for n in a.only.split(",") if n] or list(CANDIDATES)
     extra = {k: float(v) for k, v in (kv.split("=") for kv in a.set.split(",") if kv)}
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

@@ -13,20 +13,16 @@ non-digit share (benchmarks/auto_pilot.py's helpers). It chooses nothing; the he
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from auto_pilot import build, raw_losses, task_specs  # noqa: E402  (sets the offline variables, puts the repo on the path)
-from digits_label_pilot import dev_judge  # noqa: E402
+from auto_pilot import build, digits_world, pilot_seeds, raw_losses, task_specs  # noqa: E402  (sets the offline variables, puts the repo on the path)
 
 import torch  # noqa: E402
 
-from cli.bench import seed_range_of  # noqa: E402
 from ugd_core import SamplerConfig, sample  # noqa: E402
 from ugd_core.guidance import GuideSet  # noqa: E402
-from ugd_core.registry import get_registry  # noqa: E402
 from ugd_digits.bench import weighted  # noqa: E402  (only the named guide takes the weight)
 
 PLACEMENT = {"box": "digit-box", "mask+label": "digit-mask"}  # the guide whose weight varies, per task
@@ -42,18 +38,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--preset", default="auto")
     a = p.parse_args(argv)
-    seeds = [int(s) for s in a.seeds.split(",")]
-    if not all(seed_range_of(s) == "pilot" for s in seeds):
-        sys.exit("error: pilot seeds are 500-999; e.g. --seeds 634,635")
+    seeds = pilot_seeds(a.seeds, "634,635")
     tasks = [t for t in a.tasks.split(",") if t]
     for t in tasks:
         if t not in PLACEMENT:
             sys.exit(f"error: unknown composition {t!r}; use {', '.join(PLACEMENT)}")
     weights = [float(w) for w in a.weights.split(",") if w]
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    reg = get_registry()
-    backbone = reg.build("backbone", "digits", {}, device="cpu")
-    judge = dev_judge()
+    reg, backbone, judge = digits_world()
     cfg = SamplerConfig.from_dict(dict(reg.get("preset", a.preset).settings, num_steps=a.steps))
     rows: list[dict[str, float]] = []
     unguided: dict[tuple[str, int, int], torch.Tensor] = {}

@@ -15,24 +15,18 @@ Reported: how well each CE ranks the judge's wrong samples above its right ones 
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from auto_pilot import build, task_specs  # noqa: E402  (sets the offline variables, puts the repo on the path)
-from digits_label_pilot import dev_judge  # noqa: E402
+from auto_pilot import diagnostic_args, digits_world  # noqa: E402  (sets the offline variables, puts the repo on the path)
+from class_reading import composition_samples  # noqa: E402
 
 import torch  # noqa: E402
 
-from cli.bench import seed_range_of  # noqa: E402
-from ugd_core import SamplerConfig, sample  # noqa: E402
-from ugd_core.guidance import GuideSet, guide_loss  # noqa: E402
-from ugd_core.registry import get_registry  # noqa: E402
-from ugd_digits.bench import weighted  # noqa: E402
+from ugd_core import SamplerConfig  # noqa: E402
+from ugd_core.guidance import guide_loss  # noqa: E402
 
-PLACEMENT = {"box": "digit-box", "mask+label": "digit-mask"}
 # (task, the placement guide's weight; the class term at 1), all with auto: equal shares, and a share that loses the
 # class (weight 16 on box + label and above 2 on mask + label, docs/benchmarks.md, the compositions' weight diagnostic)
 RUNS = [("box", 1.0), ("box", 16.0), ("mask+label", 1.0), ("mask+label", 4.0)]
@@ -62,19 +56,8 @@ def auc(score: torch.Tensor, wrong: torch.Tensor) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="704,705", help="pilot seeds (500-999)")
-    p.add_argument("--samples", type=int, default=4)
-    p.add_argument("--cases", type=int, default=2)
-    p.add_argument("--steps", type=int, default=20)
-    a = p.parse_args(argv)
-    seeds = [int(s) for s in a.seeds.split(",")]
-    if not all(seed_range_of(s) == "pilot" for s in seeds):
-        sys.exit("error: pilot seeds are 500-999; e.g. --seeds 704,705")
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    reg = get_registry()
-    backbone = reg.build("backbone", "digits", {}, device="cpu")
-    judge = dev_judge()
+    a, seeds = diagnostic_args(__doc__, "704,705", argv)
+    reg, backbone, judge = digits_world()
     cfg = SamplerConfig.from_dict(dict(reg.get("preset", "auto").settings, num_steps=a.steps))
     names = ["x"] + [f"a={lv:g}" for lv in LEVELS]
     print("| task | placement weight | samples | dev-NN wrong | " + " | ".join(f"mean CE on {n}: right / wrong" for n in names) + " |")
@@ -83,19 +66,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     pooled_wrong: list[torch.Tensor] = []
     for task, w in RUNS:
         ces, wrongs = [], []
-        for seed in seeds:
-            for ci, (specs, label) in enumerate(task_specs(task, seed, a.cases)):
-                sd = [seed * 100_000 + ci * 1000 + j for j in range(a.samples)]
-                items = build(weighted(specs, PLACEMENT[task], w), reg, 1.0)
-                out = torch.nan_to_num(sample(backbone, GuideSet(items), cfg, num_images=a.samples, seed=sd).images, nan=0.0)
-                cls = items[1].guide  # task_specs: the placement guide, then the class term
-                with torch.no_grad():
-                    row = [guide_loss(cls, out)]
-                    for lv in LEVELS:
-                        row.append(torch.stack([guide_loss(cls, projected(backbone, out, lv, sd[0] + 7 * d))
-                                                for d in range(DRAWS)]).mean(0))
-                ces.append(torch.stack(row, 1))  # [samples, 1 + levels]
-                wrongs.append(~judge.judge(out).correct(torch.full((a.samples,), label)))
+        for out, cls, label, sd in composition_samples(task, w, cfg, seeds, a.cases, a.samples, reg, backbone):
+            with torch.no_grad():
+                row = [guide_loss(cls, out)]
+                for lv in LEVELS:
+                    row.append(torch.stack([guide_loss(cls, projected(backbone, out, lv, sd[0] + 7 * d))
+                                            for d in range(DRAWS)]).mean(0))
+            ces.append(torch.stack(row, 1))  # [samples, 1 + levels]
+            wrongs.append(~judge.judge(out).correct(torch.full((a.samples,), label)))
         ce, wrong = torch.cat(ces), torch.cat(wrongs)
         pooled_ce.append(ce)
         pooled_wrong.append(wrong)

@@ -199,13 +199,14 @@ def _describe(e: Entry, name: str, brief: bool = False) -> None:
         return
     if e.kind == "guide":
         console.print("differentiable: " + ("yes" if e.differentiable else "no (the sampler estimates its gradient without autograd)"))
+    texts = None
     if e.kind == "backbone" and e.classes is not None:
         texts = ("--prompt as a class index where class-conditional (from its parameters)" if callable(e.classes)
                  else f"its class index 0..{e.classes - 1} as --prompt" if e.classes else "no prompt (unconditional)")
-        console.print(f"reads: {texts}", highlight=False, markup=False)
     elif e.kind == "backbone" and e.reads is not None:
         texts = ("what its model takes, known from its parameters" if callable(e.reads)
                  else " and ".join(f"--{r.replace('_', '-')}" for r in e.reads) or "no prompt (unconditional)")
+    if texts is not None:
         console.print(f"reads: {texts}", highlight=False, markup=False)
     if e.kind == "preset":
         if e.source:
